@@ -1,0 +1,1 @@
+"""conformance (placeholder docstring, replaced by its owner)."""

@@ -1,0 +1,1 @@
+"""fuzz (placeholder docstring, replaced by its owner)."""

@@ -1,0 +1,1 @@
+"""loadtests (placeholder docstring, replaced by its owner)."""

@@ -1,0 +1,1 @@
+"""Reference bridges and the adapter API."""

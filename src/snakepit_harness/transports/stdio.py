@@ -1,0 +1,484 @@
+"""Drive a bridge executable over its stdin/stdout (the stdio profiles).
+
+This is the only place in the harness that spawns bridge processes.  A bridge
+runs in its own session and process group so that one ``killpg`` reaches every
+child it started; its stderr is drained all the time by a thread (a bridge
+that fills its stderr pipe would otherwise block and look hung) and the tail
+is kept for error reports; every read and write has a deadline, so a silent or
+stuck bridge becomes :class:`BridgeTimeout`, never a hung harness.  Every
+bridge still alive when the interpreter exits is killed (see ``_LIVE``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import errno
+import fcntl
+import os
+import select
+import signal
+import subprocess
+import threading
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Self
+
+from ..codecs import Codec
+from ..errors import BridgeCrashed, BridgeTimeout, FrameTooLarge, RemoteProtocolError
+from ..frames import NEED_DATA, FrameDecoder, encode_frame
+
+__all__ = [
+    "DEFAULT_READ_MAX_FRAME",
+    "PIPE_SIZE",
+    "STDERR_TAIL_BYTES",
+    "BridgeExit",
+    "StdioBridge",
+    "describe_returncode",
+    "set_pipe_size",
+]
+
+# 64 KiB default pipes make 1 MiB frames 5-10x slower (measured on this kind of
+# machine); 1 MiB is also Linux's default cap for unprivileged processes.
+PIPE_SIZE: Final = 1024 * 1024
+
+# Enough stderr to show a Python traceback plus some context, small enough to
+# print in a failure report.
+STDERR_TAIL_BYTES: Final = 16 * 1024
+
+# The harness accepts responses up to this size.  Larger than any bridge's
+# sensible limit (§2.2 asks for 16 MiB), yet small enough that stdout
+# pollution (ASCII text read as a length, e.g. b"hell" = 1.7 GB) is recognised
+# as garbage instead of being waited for.
+DEFAULT_READ_MAX_FRAME: Final = 256 * 1024 * 1024
+
+# Bytes of stdout kept for reports (the start of what the bridge wrote).
+STDOUT_RECORD_BYTES: Final = 4096
+
+_READ_CHUNK: Final = 1024 * 1024
+_KILL_REAP_TIMEOUT: Final = 5.0  # seconds to wait for the kernel to reap a SIGKILLed group
+
+_LIVE: weakref.WeakSet[StdioBridge] = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_all_live_bridges() -> None:
+    for bridge in list(_LIVE):
+        bridge.kill()
+
+
+def describe_returncode(returncode: int | None) -> str:
+    """Say how a process ended, in words ("exit status 3", "killed by SIGSEGV")."""
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"killed by {name}"
+    return f"exit status {returncode}"
+
+
+@dataclass(frozen=True)
+class BridgeExit:
+    """How a bridge process ended."""
+
+    returncode: int
+    elapsed: float  # seconds from the wait's start until the exit was seen
+
+    @property
+    def signal(self) -> signal.Signals | None:
+        if self.returncode < 0:
+            with contextlib.suppress(ValueError):
+                return signal.Signals(-self.returncode)
+        return None
+
+    def describe(self) -> str:
+        return describe_returncode(self.returncode)
+
+
+class _StderrDrain(threading.Thread):
+    """Read a pipe until EOF, keeping only the last ``limit`` bytes."""
+
+    def __init__(self, fd: int, limit: int) -> None:
+        super().__init__(name=f"stderr-drain-{fd}", daemon=True)
+        self._fd = fd
+        self._limit = limit
+        self._tail = bytearray()
+        self._lock = threading.Lock()
+        self.total = 0
+
+    def run(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self._fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            with self._lock:
+                self.total += len(chunk)
+                self._tail += chunk
+                if len(self._tail) > self._limit:
+                    del self._tail[: len(self._tail) - self._limit]
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+    def tail(self) -> bytes:
+        with self._lock:
+            return bytes(self._tail)
+
+
+@dataclass
+class _Record:
+    """What crossed the pipes, for failure reports."""
+
+    sent: bytearray = field(default_factory=bytearray)
+    sent_total: int = 0
+    received: bytearray = field(default_factory=bytearray)
+    received_total: int = 0
+
+    def add_sent(self, data: bytes) -> None:
+        self.sent_total += len(data)
+        room = STDOUT_RECORD_BYTES - len(self.sent)
+        if room > 0:
+            self.sent += data[:room]
+
+    def add_received(self, data: bytes) -> None:
+        self.received_total += len(data)
+        room = STDOUT_RECORD_BYTES - len(self.received)
+        if room > 0:
+            self.received += data[:room]
+
+
+class StdioBridge:
+    """One bridge process spoken to through length-prefixed frames on stdio.
+
+    Use as a context manager; ``close()`` kills the whole process group, so a
+    bridge and everything it spawned are gone when the block ends.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | Path | None = None,
+        read_max_frame: int = DEFAULT_READ_MAX_FRAME,
+        stderr_tail_bytes: int = STDERR_TAIL_BYTES,
+    ) -> None:
+        if not argv:
+            raise ValueError("a bridge command line is needed")
+        self.argv = list(argv)
+        self._env = dict(env) if env is not None else None
+        self._cwd = cwd
+        self._decoder = FrameDecoder(read_max_frame)
+        self._read_max_frame = read_max_frame
+        self._stderr_tail_bytes = stderr_tail_bytes
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stdin_fd: int | None = None
+        self._stdout_fd: int | None = None
+        self._drain: _StderrDrain | None = None
+        self._stdout_eof = False
+        self.record = _Record()
+        self.started_at = 0.0
+
+    # -- life cycle ---------------------------------------------------------
+
+    def start(self) -> Self:
+        """Spawn the bridge (in a new session, so it leads its own process group)."""
+        if self._proc is not None:
+            raise RuntimeError("bridge already started")
+        try:
+            proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=self._env,
+                cwd=self._cwd,
+                start_new_session=True,
+                pipesize=PIPE_SIZE,
+                bufsize=0,
+            )
+        except PermissionError:
+            # Raising pipe sizes past /proc/sys/fs/pipe-max-size needs
+            # privileges; fall back to the default size rather than fail.
+            proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=self._env,
+                cwd=self._cwd,
+                start_new_session=True,
+                bufsize=0,
+            )
+        self.started_at = time.monotonic()
+        self._proc = proc
+        _LIVE.add(self)
+        assert proc.stdin and proc.stdout and proc.stderr
+        # Take the raw descriptors; the file objects would buffer and block.
+        self._stdin_fd = os.dup(proc.stdin.fileno())
+        self._stdout_fd = os.dup(proc.stdout.fileno())
+        stderr_fd = os.dup(proc.stderr.fileno())
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            stream.close()
+        for fd in (self._stdin_fd, self._stdout_fd):
+            os.set_blocking(fd, False)
+        self._drain = _StderrDrain(stderr_fd, self._stderr_tail_bytes)
+        self._drain.start()
+        return self
+
+    def __enter__(self) -> Self:
+        if self._proc is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def pid(self) -> int:
+        return self._require_proc().pid
+
+    def _require_proc(self) -> subprocess.Popen[bytes]:
+        if self._proc is None:
+            raise RuntimeError("bridge not started")
+        return self._proc
+
+    def poll(self) -> int | None:
+        """The exit status if the bridge has ended, else None."""
+        return self._require_proc().poll()
+
+    def wait_exit(self, timeout: float) -> BridgeExit | None:
+        """Wait up to ``timeout`` seconds for the bridge to end; None if it did not."""
+        proc = self._require_proc()
+        began = time.monotonic()
+        try:
+            returncode = proc.wait(timeout=max(0.0, timeout))
+        except subprocess.TimeoutExpired:
+            return None
+        return BridgeExit(returncode, time.monotonic() - began)
+
+    def send_signal(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to the bridge process itself (not its group)."""
+        proc = self._require_proc()
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, sig)
+
+    def group_members(self) -> list[int]:
+        """Pids still in the bridge's process group (its leftover children included)."""
+        pgid = self._require_proc().pid
+        members = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # Fields after the ")" that closes the command name: state ppid pgrp ...
+            fields = stat[stat.rfind(")") + 2 :].split()
+            if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry.name))
+        return members
+
+    def close_stdin(self) -> None:
+        """Close the bridge's stdin (end of input)."""
+        if self._stdin_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._stdin_fd)
+            self._stdin_fd = None
+
+    def close_stdout(self) -> None:
+        """Close our end of the bridge's stdout (its next write gets a broken pipe)."""
+        if self._stdout_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._stdout_fd)
+            self._stdout_fd = None
+
+    def kill(self) -> None:
+        """SIGKILL the bridge's whole process group and reap the bridge."""
+        proc = self._proc
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=_KILL_REAP_TIMEOUT)
+
+    def close(self) -> None:
+        """Kill the group if anything is left, reap, and release every descriptor."""
+        if self._proc is None:
+            return
+        self.close_stdin()
+        self.kill()
+        self.close_stdout()
+        if self._drain is not None:
+            self._drain.join(timeout=1.0)
+        _LIVE.discard(self)
+
+    # -- observation --------------------------------------------------------
+
+    def stderr_tail(self) -> bytes:
+        return self._drain.tail() if self._drain is not None else b""
+
+    @property
+    def stderr_total(self) -> int:
+        return self._drain.total if self._drain is not None else 0
+
+    def peak_rss_bytes(self) -> int | None:
+        """The bridge's peak resident memory (VmHWM) or None where /proc cannot tell."""
+        try:
+            status = Path(f"/proc/{self.pid}/status").read_text()
+        except OSError:
+            return None
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        return None
+
+    # -- writing ------------------------------------------------------------
+
+    def send_bytes(self, data: bytes, timeout: float) -> None:
+        """Write raw bytes to the bridge's stdin within ``timeout`` seconds."""
+        if self._stdin_fd is None:
+            raise BridgeCrashed("the bridge's stdin is closed", self.stderr_tail(), self.poll())
+        self.record.add_sent(data)
+        view = memoryview(data)
+        deadline = time.monotonic() + timeout
+        while view:
+            try:
+                written = os.write(self._stdin_fd, view)
+            except BlockingIOError:
+                written = 0
+            except BrokenPipeError:
+                raise self._crashed("the bridge closed its stdin") from None
+            view = view[written:]
+            if view:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise BridgeTimeout(
+                        f"the bridge stopped reading its stdin ({len(view)} of "
+                        f"{len(data)} bytes unsent after {timeout:.1f} s)",
+                        self.stderr_tail(),
+                    )
+                select.select([], [self._stdin_fd], [], min(remaining, 0.5))
+
+    def send_frame(self, payload: bytes, timeout: float) -> bytes:
+        """Frame ``payload``, send it, and return the wire bytes sent."""
+        wire = encode_frame(payload)
+        self.send_bytes(wire, timeout)
+        return wire
+
+    def send(self, value: Any, codec: Codec, timeout: float) -> bytes:
+        """Encode ``value`` with ``codec``, frame and send it; return the wire bytes."""
+        return self.send_frame(codec.encode(value), timeout)
+
+    # -- reading ------------------------------------------------------------
+
+    def read_frame(self, timeout: float) -> bytes:
+        """Return the next payload the bridge writes, waiting at most ``timeout`` s.
+
+        Raises :class:`BridgeTimeout` when nothing whole arrives in time,
+        :class:`BridgeCrashed` when stdout ends (with how the process ended),
+        and :class:`RemoteProtocolError` (``FrameTooLarge``) when the header is
+        implausible, which is what text on stdout looks like.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                frame = self._decoder.next_frame()
+            except FrameTooLarge as exc:
+                raise RemoteProtocolError(
+                    f"the bridge wrote a header announcing {exc.announced} bytes "
+                    f"(over {self._read_max_frame}): not a frame, most likely text on stdout"
+                ) from exc
+            if frame is not NEED_DATA:
+                return frame
+            if self._stdout_eof or self._stdout_fd is None:
+                raise self._crashed_on_eof()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BridgeTimeout(
+                    f"no complete response within {timeout:.1f} s "
+                    f"({self._decoder.buffered} bytes of a partial frame buffered)",
+                    self.stderr_tail(),
+                )
+            readable, _, _ = select.select([self._stdout_fd], [], [], remaining)
+            if readable:
+                self._read_available()
+
+    def read_value(self, codec: Codec, timeout: float) -> Any:
+        """Read the next frame and decode it (CodecError when it does not decode)."""
+        return codec.decode(self.read_frame(timeout))
+
+    def request(self, value: Any, codec: Codec, timeout: float) -> Any:
+        """Send one request and return the decoded next response."""
+        deadline = time.monotonic() + timeout
+        self.send(value, codec, timeout)
+        return self.read_value(codec, max(0.0, deadline - time.monotonic()))
+
+    def wait_stdout_eof(self, timeout: float) -> bool:
+        """Read (and record) stdout until EOF; True if EOF came within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while not self._stdout_eof and self._stdout_fd is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            readable, _, _ = select.select([self._stdout_fd], [], [], remaining)
+            if readable:
+                self._read_available()
+        return True
+
+    @property
+    def unread_stdout(self) -> int:
+        """Bytes the bridge wrote that are not yet part of a returned frame."""
+        return self._decoder.buffered
+
+    def _read_available(self) -> None:
+        assert self._stdout_fd is not None
+        try:
+            chunk = os.read(self._stdout_fd, _READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.EIO:
+                raise
+            chunk = b""
+        if not chunk:
+            self._stdout_eof = True
+            return
+        self.record.add_received(chunk)
+        self._decoder.feed(chunk)
+
+    def _crashed(self, what: str) -> BridgeCrashed:
+        exit_ = self.wait_exit(1.0)
+        returncode = exit_.returncode if exit_ else None
+        return BridgeCrashed(
+            f"{what} ({describe_returncode(returncode)})", self.stderr_tail(), returncode
+        )
+
+    def _crashed_on_eof(self) -> BridgeCrashed:
+        partial = self._decoder.buffered
+        what = "the bridge closed its stdout"
+        if partial:
+            what += f" in the middle of a frame ({partial} bytes of it received)"
+        return self._crashed(what)
+
+
+def set_pipe_size(fd: int, size: int = PIPE_SIZE) -> bool:
+    """Ask the kernel for a bigger pipe buffer; False where it refuses."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+    except (OSError, AttributeError):
+        return False
+    return True
