@@ -38,6 +38,7 @@ while True:
 def send(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [PY, "-m", "snakepit_harness", "send", *args],
+        check=False,
         capture_output=True,
         text=True,
         timeout=timeout,

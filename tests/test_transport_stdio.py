@@ -48,16 +48,15 @@ def test_silent_bridge_is_a_timeout_not_a_hang() -> None:
 
 
 def test_bridge_that_stops_reading_is_a_timeout() -> None:
-    with StdioBridge([PY, "-c", "import time; time.sleep(60)"]) as bridge:
-        with pytest.raises(BridgeTimeout, match="stopped reading"):
-            bridge.send_bytes(b"x" * (8 * 1024 * 1024), timeout=0.3)
+    bridge = StdioBridge([PY, "-c", "import time; time.sleep(60)"])
+    with bridge, pytest.raises(BridgeTimeout, match="stopped reading"):
+        bridge.send_bytes(b"x" * (8 * 1024 * 1024), timeout=0.3)
 
 
 def test_crash_reports_status_and_stderr() -> None:
     script = "import sys; sys.stderr.write('boom: bad things\\n'); sys.exit(3)"
-    with StdioBridge([PY, "-c", script]) as bridge:
-        with pytest.raises(BridgeCrashed) as caught:
-            bridge.read_frame(timeout=10)
+    with StdioBridge([PY, "-c", script]) as bridge, pytest.raises(BridgeCrashed) as caught:
+        bridge.read_frame(timeout=10)
     assert caught.value.returncode == 3
     assert "exit status 3" in str(caught.value)
     assert b"boom: bad things" in caught.value.stderr_tail
@@ -65,9 +64,9 @@ def test_crash_reports_status_and_stderr() -> None:
 
 def test_killed_by_signal_is_named() -> None:
     script = "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"
-    with StdioBridge([PY, "-c", script]) as bridge:
-        with pytest.raises(BridgeCrashed, match="SIGSEGV"):
-            bridge.read_frame(timeout=10)
+    bridge = StdioBridge([PY, "-c", script])
+    with bridge, pytest.raises(BridgeCrashed, match="SIGSEGV"):
+        bridge.read_frame(timeout=10)
     assert describe_returncode(-signal.SIGKILL) == "killed by SIGKILL"
 
 
