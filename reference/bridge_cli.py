@@ -1,0 +1,177 @@
+"""Command-line plumbing shared by the reference stdio bridges (PROTOCOL §5.5).
+
+``make_parser`` builds the conventional options (``--protocol``, ``--quiet``,
+``--mode``, ``--max-frame-size``, ``--adapter``); ``load_adapter`` turns
+``module:Class`` (or ``path/to/file.py:Class``) into an adapter class;
+``serve`` runs a handler with the parsed options; ``run_bridge`` is the whole
+``main()`` of a bridge.  Nothing here imports msgpack: the v1 bridge must run
+on the standard library alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Final
+
+from snakepit_harness.frames import DEFAULT_MAX_FRAME_SIZE
+
+from .adapter import BaseCommandHandler
+from .protocol import PROTOCOL_CHOICES, CodecNotAvailable, ProtocolHandler, claim_stdout
+
+__all__ = [
+    "EXIT_USAGE",
+    "AdapterLoadError",
+    "load_adapter",
+    "make_parser",
+    "run_bridge",
+    "serve",
+]
+
+# Exit status for a bridge that cannot start (bad options, adapter not found),
+# the argparse convention.
+EXIT_USAGE: Final = 2
+
+
+class AdapterLoadError(ValueError):
+    """``--adapter`` does not name a usable adapter class."""
+
+
+def _frame_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of bytes: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("the maximum frame size must be at least 1 byte")
+    return value
+
+
+def make_parser(
+    prog: str,
+    description: str,
+    *,
+    protocols: Sequence[str] = PROTOCOL_CHOICES,
+    adapter: bool = True,
+) -> argparse.ArgumentParser:
+    """The bridges' conventional options; ``protocols`` narrows ``--protocol`` (v1: json, auto)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument(
+        "--protocol",
+        choices=list(protocols),
+        default="auto",
+        help="payload codec; 'auto' starts in JSON and honours a negotiation frame (default: auto)",
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no informational lines on stderr (errors still)"
+    )
+    parser.add_argument(
+        "--mode",
+        default=None,
+        metavar="MODE",
+        help="accepted for compatibility with Snakepit (e.g. pool-worker) and ignored",
+    )
+    parser.add_argument(
+        "--max-frame-size",
+        type=_frame_size,
+        default=DEFAULT_MAX_FRAME_SIZE,
+        metavar="BYTES",
+        help=f"largest request payload accepted (default: {DEFAULT_MAX_FRAME_SIZE})",
+    )
+    if adapter:
+        parser.add_argument(
+            "--adapter",
+            default=None,
+            metavar="MODULE:CLASS",
+            help="serve this BaseCommandHandler subclass instead of the generic commands "
+            "(MODULE may also be a path to a .py file)",
+        )
+    parser.set_defaults(codecs=tuple(p for p in protocols if p != "auto"))
+    return parser
+
+
+def _import_module(module_part: str) -> object:
+    if module_part.endswith(".py") or os.sep in module_part:
+        path = Path(module_part)
+        if not path.is_file():
+            raise AdapterLoadError(f"adapter file {module_part!r} does not exist")
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        if spec is None or spec.loader is None:
+            raise AdapterLoadError(f"cannot load {module_part!r} as a Python module")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module
+        spec.loader.exec_module(module)
+        return module
+    try:
+        return importlib.import_module(module_part)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_part.split(".", maxsplit=1)[0] or os.getcwd() in sys.path:
+            raise
+    # A console script's sys.path starts with its bin directory, not the current
+    # one; `python -m` would have found a module here, so look here too.
+    sys.path.insert(0, os.getcwd())
+    return importlib.import_module(module_part)
+
+
+def load_adapter(spec: str) -> type[BaseCommandHandler]:
+    """Import ``module:Class`` and return the class (a BaseCommandHandler subclass)."""
+    module_part, sep, class_part = spec.rpartition(":")
+    if not sep or not module_part or not class_part:
+        raise AdapterLoadError(f"--adapter wants MODULE:CLASS, got {spec!r}")
+    try:
+        module = _import_module(module_part)
+    except AdapterLoadError:
+        raise
+    except ModuleNotFoundError as exc:
+        raise AdapterLoadError(
+            f"cannot import adapter module {module_part!r}: {exc} "
+            "(is it on PYTHONPATH or in the current directory?)"
+        ) from exc
+    except Exception as exc:
+        raise AdapterLoadError(
+            f"importing adapter module {module_part!r} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    target: object = module
+    for part in class_part.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise AdapterLoadError(f"module {module_part!r} has no {class_part!r}") from None
+    if not isinstance(target, type) or not issubclass(target, BaseCommandHandler):
+        raise AdapterLoadError(f"{spec!r} is not a subclass of snakepit_bridge.BaseCommandHandler")
+    return target
+
+
+def serve(handler: BaseCommandHandler, args: argparse.Namespace) -> None:
+    """Serve ``handler`` with the options parsed by :func:`make_parser`."""
+    ProtocolHandler(
+        handler,
+        protocol=args.protocol,
+        quiet=args.quiet,
+        max_frame_size=args.max_frame_size,
+        codecs=getattr(args, "codecs", ("json", "msgpack")),
+    ).run()
+
+
+def run_bridge(
+    parser: argparse.ArgumentParser,
+    default_handler: Callable[[], BaseCommandHandler],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """A bridge's ``main()``: parse, load the adapter, serve; returns the exit status."""
+    args = parser.parse_args(argv)
+    # Before any adapter code runs, so even its import-time prints miss the frames (§2.7).
+    claim_stdout()
+    try:
+        spec = getattr(args, "adapter", None)
+        handler = load_adapter(spec)() if spec else default_handler()
+        serve(handler, args)
+    except (AdapterLoadError, CodecNotAvailable) as exc:
+        sys.stderr.write(f"{parser.prog}: {exc}\n")
+        return EXIT_USAGE
+    return 0

@@ -1,0 +1,629 @@
+"""The stdio server loop of the reference bridges (PROTOCOL §2-§5).
+
+:class:`ProtocolHandler` reads length-prefixed frames from fd 0, hands each
+well-formed request to a :class:`~snakepit_bridge.adapter.BaseCommandHandler`
+and writes one response frame per request, in order, to a private duplicate of
+fd 1.  Everything that can go wrong with a frame becomes an error *response*;
+the loop only ends on end of input, on SIGTERM/SIGINT, or when the host stops
+reading.
+
+Decisions where the spec leaves room (also listed in docs/adapters.md):
+
+* Oversize header (§2.3): the ``frame_too_large`` answer is written as soon
+  as the header is seen, *before* the announced payload is read and thrown
+  away in bounded chunks.  A host cannot be expected to push gigabytes into a
+  pipe before it learns that they are unwanted; answering first lets it stop.
+* Requests (§4.1): an ``id`` must be an integer (not a boolean) or a string.
+  A missing or wrongly typed id is ``bad_request`` with ``id: null`` (it could
+  not be read as an id); ``args: null`` is a non-object ``args`` (bad_request).
+  A zero-length or undecodable payload is ``decode_error``; a decoded
+  non-object, a missing/non-string ``command`` or non-object ``args`` is
+  ``bad_request``.
+* Negotiation (§3.4, auto mode only): the bridge picks ``preferred`` when it
+  can speak it, else the first codec in ``supported`` that it can speak, else
+  JSON (mandatory everywhere).  A bridge restricted to JSON (v1) still answers
+  a negotiation frame, with ``json``, so a host that negotiates keeps working.
+* SIGTERM/SIGINT (§5.3): the signal ends the bridge with status 0 at once,
+  except while a response is being written: then the write is finished first,
+  with a deadline (``WRITE_GRACE``) so that a host that stopped reading cannot
+  hold the bridge past the 2 s the spec allows.
+* Broken pipe (§5.4): the bridge watches its stdout for POLLERR/POLLHUP while
+  it waits for input, so it notices a host that closed its end even when idle;
+  it then exits with status 0 and no traceback.  End of input inside a frame
+  (§2.5) exits at once with status 1 and a line on stderr.
+* Child processes (§5.3): on the way out the bridge sends SIGTERM to any child
+  process an adapter left running.
+
+The hot path is kept lean for the benchmarks: one preallocated receive buffer
+filled with ``readv`` (grown only for larger frames, never per frame), one
+``writev`` per response, prebuilt JSON encoder/decoder objects and a cached
+timestamp prefix, no per-request logging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import select
+import signal
+import stat
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any, Final
+
+from snakepit_harness.frames import DEFAULT_MAX_FRAME_SIZE, HEADER, MAX_ENCODABLE_LENGTH
+
+from .adapter import BaseCommandHandler, CommandError, utc_timestamp
+
+__all__ = [
+    "DISCARD_CHUNK",
+    "EXIT_TRUNCATED",
+    "PROTOCOL_CHOICES",
+    "READ_BUFFER_SIZE",
+    "WRITE_GRACE",
+    "CodecNotAvailable",
+    "ProtocolHandler",
+    "claim_stdout",
+]
+
+PROTOCOL_CHOICES: Final = ("json", "msgpack", "auto")
+
+# The receive buffer starts at the pipe size we ask for, so a full pipe fits in
+# one read; it grows (and stays grown) only when a larger frame arrives.
+READ_BUFFER_SIZE: Final = 1024 * 1024
+PIPE_SIZE: Final = 1024 * 1024
+
+# The payload of an oversize frame is read and dropped in pieces of this size:
+# bounded memory, few enough system calls.
+DISCARD_CHUNK: Final = 64 * 1024
+
+# How long a signal may wait for a response that is being written (§5.3 allows
+# 2 s in all; the rest is margin for interpreter shutdown).
+WRITE_GRACE: Final = 1.5
+
+# Exit status when input ends in the middle of a frame (§2.5).
+EXIT_TRUNCATED: Final = 1
+
+_HANGUP: Final = select.POLLERR | select.POLLHUP | select.POLLNVAL
+
+
+class CodecNotAvailable(RuntimeError):
+    """The codec asked for cannot be used here (msgpack not installed)."""
+
+
+class _Terminate(BaseException):
+    """Raised by the signal handler to leave the loop (BaseException: adapters'
+    ``except Exception`` blocks must not swallow it)."""
+
+
+class _HostGone(Exception):
+    """The host closed the bridge's stdout."""
+
+
+class _EndOfInput(Exception):
+    """Input ended; ``partial`` says whether it ended inside a frame."""
+
+    def __init__(self, partial: str = "") -> None:
+        super().__init__(partial)
+        self.partial = partial
+
+
+# -- codecs -----------------------------------------------------------------------
+
+
+def _reject_constant(token: str) -> Any:
+    raise ValueError(f"non-standard JSON token {token!r}")
+
+
+class _JsonWire:
+    """Strict JSON (§3.1) with prebuilt encoder and decoder objects (json.dumps and
+    json.loads with options build a new one per call)."""
+
+    name = "json"
+
+    def __init__(self) -> None:
+        self._encode = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+        self._decode = json.JSONDecoder(parse_constant=_reject_constant).decode
+
+    def decode(self, payload: memoryview) -> Any:
+        return self._decode(str(payload, "utf-8"))
+
+    def encode(self, value: Any) -> bytes:
+        # ensure_ascii (the default) makes the text pure ASCII, hence valid UTF-8
+        # even for strings holding lone surrogates.
+        return self._encode(value).encode("ascii")
+
+
+class _MsgpackWire:
+    """Safe MessagePack (§3.2): str and bin apart, one object, bounded by the frame."""
+
+    name = "msgpack"
+
+    def __init__(self) -> None:
+        try:
+            import msgpack
+        except ImportError as exc:
+            raise CodecNotAvailable(
+                "MessagePack needs the 'msgpack' package: pip install 'snakepit-harness[msgpack]'"
+            ) from exc
+        self._msgpack = msgpack
+        self._unpackb = msgpack.unpackb
+        self._packer = msgpack.Packer(use_bin_type=True)
+
+    def decode(self, payload: memoryview) -> Any:
+        size = len(payload)
+        return self._unpackb(
+            payload,
+            raw=False,
+            strict_map_key=True,
+            # No string or container can claim more entries than the payload
+            # has bytes, so decoding allocates no more than the frame justifies.
+            max_str_len=size,
+            max_bin_len=size,
+            max_array_len=size,
+            max_map_len=size // 2,
+            max_ext_len=size,
+        )
+
+    def encode(self, value: Any) -> bytes:
+        try:
+            data: bytes = self._packer.pack(value)
+        except BaseException:
+            # Never reuse a packer after an error (its buffer may hold a part).
+            self._packer = self._msgpack.Packer(use_bin_type=True)
+            raise
+        return data
+
+
+_WIRE_CODECS: Final[dict[str, Callable[[], _JsonWire | _MsgpackWire]]] = {
+    "json": _JsonWire,
+    "msgpack": _MsgpackWire,
+}
+
+
+# -- stdout hygiene (§2.7) --------------------------------------------------------
+
+_frames_fd: int | None = None
+
+
+def claim_stdout() -> int:
+    """Keep fd 1 for frames only; return the private descriptor to write them to.
+
+    Duplicates fd 1 (non-inheritable, so child processes never see it), then
+    makes fd 1 a copy of stderr and points ``sys.stdout`` at ``sys.stderr``:
+    ``print()``, C-level writes to fd 1 and child processes all land on
+    stderr.  Idempotent.
+    """
+    global _frames_fd
+    if _frames_fd is None:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        frames_fd = os.dup(1)
+        try:
+            os.dup2(2, 1)
+        except OSError:  # no stderr: send stray output nowhere rather than into frames
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.close(devnull)
+        sys.stdout = sys.stderr
+        _frames_fd = frames_fd
+    return _frames_fd
+
+
+def _set_pipe_size(fd: int) -> None:
+    # Bigger pipes make large frames several times faster; refusal is harmless.
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+
+
+def _is_pipe_or_socket(fd: int) -> bool:
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+def _stop_children() -> None:
+    """SIGTERM every child process still running (an adapter's leftovers)."""
+    try:
+        tasks = list(Path("/proc/self/task").iterdir())
+    except OSError:
+        return
+    for task in tasks:
+        try:
+            pids = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for pid in pids:
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(pid), signal.SIGTERM)
+
+
+# Error messages name types as the wire does, not as Python does.
+_WIRE_TYPE_NAMES: Final = {
+    type(None): "null",
+    bool: "boolean",
+    dict: "object",
+    list: "array",
+    str: "string",
+    bytes: "binary",
+}
+
+
+def _describe(value: Any) -> str:
+    return _WIRE_TYPE_NAMES.get(type(value)) or type(value).__name__
+
+
+class ProtocolHandler:
+    """Serve ``handler`` over stdin/stdout frames.
+
+    ``protocol`` is ``json``, ``msgpack`` or ``auto`` (JSON until a §3.4
+    negotiation frame, if the first frame is one, says otherwise).  ``codecs``
+    limits what negotiation may pick (the v1 bridge passes ``("json",)``).
+    """
+
+    def __init__(
+        self,
+        handler: BaseCommandHandler,
+        protocol: str = "auto",
+        quiet: bool = False,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        *,
+        codecs: Sequence[str] = ("json", "msgpack"),
+    ) -> None:
+        if protocol not in PROTOCOL_CHOICES:
+            raise ValueError(f"protocol must be one of {', '.join(PROTOCOL_CHOICES)}")
+        if max_frame_size < 0:
+            raise ValueError("max_frame_size must be >= 0")
+        unknown = [name for name in codecs if name not in _WIRE_CODECS]
+        if unknown or "json" not in codecs:
+            raise ValueError(f"codecs must include json and name only json/msgpack: {codecs}")
+        if protocol != "auto" and protocol not in codecs:
+            raise ValueError(f"protocol {protocol!r} is not among the codecs {tuple(codecs)}")
+        self.handler = handler
+        self.protocol = protocol
+        self.quiet = quiet
+        self.max_frame_size = max_frame_size
+        self.codecs = tuple(codecs)
+        self._codec_cache: dict[str, _JsonWire | _MsgpackWire] = {}
+        # Fail now (a clear message at start-up) if the codec asked for is absent.
+        self._codec = self._get_codec("json" if protocol == "auto" else protocol)
+        self._negotiating = protocol == "auto"
+        self._out_fd = -1
+        self._in_fd = 0
+        self._writing = False
+        self._pending_signal = 0
+
+    # -- public -------------------------------------------------------------------
+
+    @property
+    def codec_name(self) -> str:
+        """The codec in use now (changes once, after a negotiation)."""
+        return self._codec.name
+
+    def run(self) -> None:
+        """Serve until end of input, SIGTERM/SIGINT or a closed stdout; then return.
+
+        Raises ``SystemExit(1)`` when input ends inside a frame (§2.5).
+        """
+        self._out_fd = claim_stdout()
+        _set_pipe_size(self._in_fd)
+        _set_pipe_size(self._out_fd)
+        previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        previous_alarm = signal.signal(signal.SIGALRM, self._on_write_timeout)
+        self._info(
+            f"{self.handler.bridge_name} {self.handler.bridge_version}: serving "
+            f"{self.protocol} frames on stdio (pid {os.getpid()}, max frame "
+            f"{self.max_frame_size} bytes)"
+        )
+        try:
+            self._serve()
+        except _EndOfInput as end:
+            if end.partial:
+                self._complain(f"input ended inside a frame ({end.partial}); exiting")
+                raise SystemExit(EXIT_TRUNCATED) from None
+            self._info("end of input; exiting")
+        except _Terminate as stop:
+            self._info(f"{signal.Signals(stop.args[0]).name} received; exiting")
+        except _HostGone:
+            pass  # §5.4: quietly; stderr may well be gone too
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+            signal.signal(signal.SIGALRM, previous_alarm)
+            _stop_children()
+
+    # -- signals ------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._writing:
+            # Finish the response being written (§5.3), but not forever.
+            if not self._pending_signal:
+                self._pending_signal = signum
+                signal.setitimer(signal.ITIMER_REAL, WRITE_GRACE)
+            return
+        raise _Terminate(signum)
+
+    def _on_write_timeout(self, signum: int, frame: FrameType | None) -> None:
+        if self._pending_signal:
+            self._complain("the host is not reading; giving up the response being written")
+            os._exit(0)
+
+    # -- diagnostics ------------------------------------------------------------------
+
+    def _info(self, line: str) -> None:
+        if not self.quiet:
+            self._complain(line)
+
+    @staticmethod
+    def _complain(line: str) -> None:
+        with contextlib.suppress(Exception):
+            sys.stderr.write(f"[snakepit_bridge] {line}\n")
+            sys.stderr.flush()
+
+    # -- codecs -------------------------------------------------------------------
+
+    def _get_codec(self, name: str) -> _JsonWire | _MsgpackWire:
+        codec = self._codec_cache.get(name)
+        if codec is None:
+            codec = self._codec_cache[name] = _WIRE_CODECS[name]()
+        return codec
+
+    def _can_speak(self, name: object) -> bool:
+        if not isinstance(name, str) or name not in self.codecs:
+            return False
+        try:
+            self._get_codec(name)
+        except CodecNotAvailable:
+            return False
+        return True
+
+    def _choose_codec(self, offer: dict[str, Any]) -> str:
+        preferred = offer.get("preferred")
+        if self._can_speak(preferred):
+            return str(preferred)
+        supported = offer.get("supported")
+        if isinstance(supported, list):
+            for name in supported:
+                if self._can_speak(name):
+                    return str(name)
+        return "json"
+
+    # -- the loop -------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        in_fd = self._in_fd
+        poller = select.poll()
+        poller.register(in_fd, select.POLLIN)
+        watch_out = _is_pipe_or_socket(self._out_fd)
+        if watch_out:
+            # Events 0: poll still reports POLLERR/POLLHUP, i.e. the host closed
+            # its end of our stdout (§5.4), even while we wait for input.
+            poller.register(self._out_fd, 0)
+        out_fd = self._out_fd
+        unpack_header = HEADER.unpack_from
+        buf = bytearray(READ_BUFFER_SIZE)
+        view = memoryview(buf)
+        start = end = 0
+        limit = self.max_frame_size
+        while True:
+            avail = end - start
+            if avail >= 4:
+                (length,) = unpack_header(buf, start)
+                need = 4 + length
+                if length > limit:
+                    self._reject_oversize(length)
+                    taken = min(avail - 4, length)
+                    start += 4 + taken
+                    if start == end:
+                        start = end = 0
+                    if length > taken:
+                        self._discard(length - taken)
+                    continue
+                if avail >= need:
+                    payload = view[start + 4 : start + need]
+                    start += need
+                    if start == end:
+                        start = end = 0
+                    self._handle(payload)
+                    continue
+            else:
+                need = 4
+            # Not a whole frame yet: make room for it, then read.
+            if start + need > len(buf):
+                if need > len(buf):
+                    grown = bytearray(min(max(need, 2 * len(buf)), limit + 4))
+                    grown[:avail] = view[start:end]
+                    view.release()
+                    buf = grown
+                    view = memoryview(buf)
+                else:
+                    view[:avail] = view[start:end]
+                start, end = 0, avail
+            if watch_out:
+                for fd, events in poller.poll():
+                    if fd == out_fd and events & _HANGUP:
+                        raise _HostGone
+            try:
+                count = os.readv(in_fd, [view[end:]])
+            except BlockingIOError:
+                continue
+            if count == 0:
+                if end == start:
+                    raise _EndOfInput
+                raise _EndOfInput(self._partial_description(buf, start, end))
+            end += count
+
+    @staticmethod
+    def _partial_description(buf: bytearray, start: int, end: int) -> str:
+        avail = end - start
+        if avail < 4:
+            return f"{avail} of 4 header bytes"
+        (length,) = HEADER.unpack_from(buf, start)
+        return f"{avail - 4} of {length} payload bytes"
+
+    def _discard(self, left: int) -> None:
+        """Read and drop ``left`` bytes in bounded chunks (§2.3)."""
+        total = left
+        scratch = memoryview(bytearray(min(DISCARD_CHUNK, left)))
+        while left:
+            count = os.readv(self._in_fd, [scratch[: min(left, len(scratch))]])
+            if count == 0:
+                raise _EndOfInput(f"{total - left} of {total} bytes of an oversize payload")
+            left -= count
+
+    # -- one frame ------------------------------------------------------------------
+
+    def _reject_oversize(self, length: int) -> None:
+        self._write(
+            self._error_payload(
+                None,
+                "frame_too_large",
+                f"frame header announces {length} bytes; this bridge's limit is "
+                f"{self.max_frame_size} (--max-frame-size); the payload is discarded",
+            )
+        )
+
+    def _handle(self, payload: memoryview) -> None:
+        codec = self._codec
+        negotiating = self._negotiating
+        self._negotiating = False  # only the first frame may negotiate (§3.4)
+        if not payload:
+            self._write(self._error_payload(None, "decode_error", "empty payload (§2.4)"))
+            return
+        try:
+            request = codec.decode(payload)
+        except Exception as exc:
+            self._write(
+                self._error_payload(
+                    None, "decode_error", f"payload is not valid {codec.name}: {exc}"
+                )
+            )
+            return
+        if negotiating and type(request) is dict and request.get("type") == "protocol_negotiation":
+            chosen = self._choose_codec(request)
+            self._write(codec.encode({"type": "protocol_selected", "protocol": chosen}))
+            self._codec = self._get_codec(chosen)
+            return
+        self._write(self._answer(request))
+
+    def _answer(self, request: Any) -> bytes:
+        """The encoded response to one decoded request."""
+        if type(request) is not dict:
+            return self._error_payload(
+                None, "bad_request", f"a request must be an object, not {_describe(request)}"
+            )
+        rid = request.get("id")
+        if type(rid) is not int and type(rid) is not str:
+            what = "no id" if "id" not in request else f"an id of type {_describe(rid)}"
+            return self._error_payload(
+                None, "bad_request", f"request has {what}; an id is an integer or a string"
+            )
+        command = request.get("command")
+        if type(command) is not str:
+            what = (
+                "no command"
+                if "command" not in request
+                else f"a command of type {_describe(command)}"
+            )
+            return self._error_payload(
+                rid, "bad_request", f"request has {what}; command must be a string"
+            )
+        args = request.get("args", {})
+        if type(args) is not dict:
+            return self._error_payload(
+                rid, "bad_request", f"args must be an object, not {_describe(args)}"
+            )
+        try:
+            result = self.handler.process_command(command, args)
+        except CommandError as exc:
+            return self._error_payload(rid, exc.error_type, str(exc) or type(exc).__name__)
+        except Exception as exc:
+            if not self.quiet:
+                self._complain(f"command {command!r} raised {type(exc).__name__}: {exc}")
+            return self._error_payload(
+                rid,
+                "handler_error",
+                str(exc) or type(exc).__name__,
+                exception=type(exc).__name__,
+                traceback=traceback.format_exc(),
+            )
+        try:
+            data = self._codec.encode(
+                {"id": rid, "success": True, "result": result, "timestamp": utc_timestamp()}
+            )
+        except Exception as exc:
+            return self._error_payload(
+                rid,
+                "serialization_error",
+                f"the result of {command!r} cannot be encoded as {self._codec.name}: {exc}",
+            )
+        if len(data) > MAX_ENCODABLE_LENGTH:
+            return self._error_payload(
+                rid, "serialization_error", f"the result of {command!r} exceeds 4 GiB"
+            )
+        return data
+
+    def _error_payload(self, rid: Any, error_type: str, message: str, **extra: str) -> bytes:
+        # Five or more keys: a MessagePack envelope never starts with 0x83 (§3.5).
+        envelope: dict[str, Any] = {
+            "id": rid,
+            "success": False,
+            "error": message,
+            "error_type": error_type,
+            "timestamp": utc_timestamp(),
+            **extra,
+        }
+        try:
+            return self._codec.encode(envelope)
+        except Exception:
+            # A message or traceback the codec cannot carry (lone surrogates under
+            # MessagePack): send a plain one rather than nothing.
+            envelope["error"] = message.encode("ascii", "backslashreplace").decode("ascii")
+            for key in extra:
+                del envelope[key]
+            return self._codec.encode(envelope)
+
+    # -- writing ------------------------------------------------------------------
+
+    def _write(self, payload: bytes) -> None:
+        """Write one whole frame (§2.6); a signal waits until it is out (§5.3)."""
+        header = HEADER.pack(len(payload))
+        fd = self._out_fd
+        self._writing = True
+        try:
+            written = os.writev(fd, (header, payload))
+            if written < 4 + len(payload):
+                self._write_rest(header, payload, written)
+        except BlockingIOError:
+            self._write_rest(header, payload, 0)
+        except BrokenPipeError:
+            raise _HostGone from None
+        finally:
+            self._writing = False
+        if self._pending_signal:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            raise _Terminate(self._pending_signal)
+
+    def _write_rest(self, header: bytes, payload: bytes, written: int) -> None:
+        view = memoryview(header + payload if written < 4 else payload)[
+            written if written < 4 else written - 4 :
+        ]
+        fd = self._out_fd
+        while view:
+            try:
+                view = view[os.write(fd, view) :]
+            except BlockingIOError:
+                # Someone made our stdout non-blocking; wait until it drains.
+                select.select([], [fd], [])
+            except BrokenPipeError:
+                raise _HostGone from None
