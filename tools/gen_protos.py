@@ -1,0 +1,81 @@
+"""Regenerate the committed gRPC code from ``reference/grpc/snakepit.proto``.
+
+The proto lives in ``reference/grpc/`` (the folder installed as
+``snakepit_bridge.grpc``) but is compiled under the *virtual* path
+``snakepit_bridge/grpc/snakepit.proto`` (protoc's ``-IVIRTUAL=DISK`` mapping),
+so the generated ``snakepit_pb2_grpc.py`` imports its messages absolutely
+(``from snakepit_bridge.grpc import snakepit_pb2``) and works from any working
+directory.  ``generate(out_dir)`` writes the three files into a folder of your
+choice (the drift test compares them with the committed ones); running the
+script copies them into ``reference/grpc/``.
+
+Usage: ``python tools/gen_protos.py [--check]`` (``--check`` only reports
+drift, exit status 1 when the committed code is stale).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTO_DIR = ROOT / "reference" / "grpc"
+VIRTUAL_DIR = "snakepit_bridge/grpc"
+PROTO_NAME = "snakepit.proto"
+GENERATED = ("snakepit_pb2.py", "snakepit_pb2.pyi", "snakepit_pb2_grpc.py")
+
+
+def generate(out_dir: Path) -> dict[str, Path]:
+    """Compile the proto into ``out_dir``; map each generated file name to its path."""
+    from grpc_tools import protoc
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    command = [
+        "grpc_tools.protoc",
+        f"--proto_path={VIRTUAL_DIR}={PROTO_DIR}",
+        f"--python_out={out_dir}",
+        f"--pyi_out={out_dir}",
+        f"--grpc_python_out={out_dir}",
+        f"{VIRTUAL_DIR}/{PROTO_NAME}",
+    ]
+    status = protoc.main(command)
+    if status != 0:
+        raise RuntimeError(f"protoc failed with status {status}: {' '.join(command)}")
+    produced = out_dir / VIRTUAL_DIR
+    return {name: produced / name for name in GENERATED}
+
+
+def stale_files(generated: dict[str, Path]) -> list[str]:
+    """Names of the committed files that differ from (or lack) the generated ones."""
+    stale = []
+    for name, path in generated.items():
+        committed = PROTO_DIR / name
+        if not committed.exists() or committed.read_bytes() != path.read_bytes():
+            stale.append(name)
+    return stale
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--check", action="store_true", help="only report whether the committed code is stale"
+    )
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        generated = generate(Path(tmp))
+        stale = stale_files(generated)
+        if args.check:
+            for name in stale:
+                print(f"stale: reference/grpc/{name}", file=sys.stderr)
+            return 1 if stale else 0
+        for name, path in generated.items():
+            shutil.copyfile(path, PROTO_DIR / name)
+            print(f"wrote reference/grpc/{name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
