@@ -93,6 +93,10 @@ class FrameDecoder:
         """Bytes received but not yet handed out as a frame (header included)."""
         return len(self._buffer) - self._start
 
+    def peek(self, limit: int) -> bytes:
+        """Up to ``limit`` buffered bytes not yet handed out (for error reports)."""
+        return bytes(self._buffer[self._start : self._start + max(0, limit)])
+
     @property
     def at_frame_boundary(self) -> bool:
         """True when no partial frame is held."""

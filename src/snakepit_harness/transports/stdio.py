@@ -444,6 +444,17 @@ class StdioBridge:
         """Bytes the bridge wrote that are not yet part of a returned frame."""
         return self._decoder.buffered
 
+    def unread_bytes(self, limit: int = STDOUT_RECORD_BYTES) -> bytes:
+        """The first ``limit`` unread stdout bytes (garbage to show in hex, a partial frame)."""
+        return self._decoder.peek(limit)
+
+    def wait_stderr_eof(self, timeout: float) -> bool:
+        """Wait until the bridge's stderr is drained to EOF (so the tail is complete)."""
+        if self._drain is None:
+            return True
+        self._drain.join(timeout=max(0.0, timeout))
+        return not self._drain.is_alive()
+
     def _read_available(self) -> None:
         assert self._stdout_fd is not None
         try:
