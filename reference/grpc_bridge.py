@@ -35,11 +35,13 @@ How commands map onto the RPCs:
   stopped: the bridge stops pulling from the generator and closes it, and
   cooperative waits (:meth:`CallScope.wait`) wake at once.
 
-Spec decisions (where §8 leaves room): values nested inside a result that are
-``bytes`` cannot be JSON and give ``serialization_error`` (raw bytes pass only
-as whole map entries); a stream's data and final messages all echo the
-``request_id``; unknown command-line options are ignored with a warning (pool
-launchers add their own, e.g. Snakepit's ``--snakepit-run-id``).
+Spec decisions (where §8 leaves room): raw bytes pass through untouched as
+whole map entries; ``bytes`` nested inside a result (``echo`` of a raw
+argument) are sent as their UTF-8 text when they are text, and binary ones
+give ``serialization_error``, since the entry must be JSON; a stream's data
+and final messages all echo the ``request_id``; unknown command-line options
+are ignored with a warning (pool launchers add their own, e.g. Snakepit's
+``--snakepit-run-id``).
 """
 
 from __future__ import annotations
@@ -107,8 +109,8 @@ TIMED_CALL_THREADS: Final = 8
 
 # SIGTERM: let in-flight RPCs finish for this long, then cancel them; well
 # inside the 5 s of §8.10.
-SHUTDOWN_GRACE_SECONDS: Final = 2.0
-SHUTDOWN_WAIT_SECONDS: Final = 2.5
+SHUTDOWN_GRACE_SECONDS: Final = 1.0
+SHUTDOWN_WAIT_SECONDS: Final = 2.0
 
 _JSON_SEPARATORS: Final = (",", ":")
 
@@ -132,11 +134,26 @@ def decode_map(entries: Mapping[str, bytes]) -> dict[str, Any]:
     return {key: decode_value(value) for key, value in entries.items()}
 
 
+def _nested_bytes_as_text(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise TypeError("binary bytes nested inside a result cannot be JSON") from None
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 def _encode_value(value: Any) -> bytes:
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
     try:
-        text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=_JSON_SEPARATORS)
+        text = json.dumps(
+            value,
+            allow_nan=False,
+            ensure_ascii=False,
+            separators=_JSON_SEPARATORS,
+            default=_nested_bytes_as_text,
+        )
     except (TypeError, ValueError) as exc:
         raise SerializationError(f"result is not JSON-encodable: {exc}") from None
     return text.encode("utf-8")
@@ -862,9 +879,11 @@ def main(
     running.stop()
     sys.stderr.flush()
     main_thread = threading.main_thread()
-    if any(t is not main_thread and t.is_alive() and not t.daemon for t in threading.enumerate()):
+    if any(t is not main_thread and t.is_alive() for t in threading.enumerate()):
         # A command that ignores cancellation would hold interpreter exit
-        # hostage (the pool joins its threads); §8.10 wants us gone.
+        # hostage (concurrent.futures joins every worker at exit, daemon or
+        # not); §8.10 wants us gone, and everything worth flushing is flushed.
+        sys.stdout.flush()
         os._exit(0)
     return 0
 
