@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,10 +45,10 @@ def bridge() -> Iterator[GrpcBridge]:
 def stub(bridge: GrpcBridge) -> Iterator[snakepit_pb2_grpc.SnakepitBridgeStub]:
     options = [("grpc.max_send_message_length", 64 * MIB)]
     with grpc.insecure_channel(bridge.address, options=options) as channel:
-        yield snakepit_pb2_grpc.SnakepitBridgeStub(channel)
+        yield snakepit_pb2_grpc.SnakepitBridgeStub(channel)  # type: ignore[no-untyped-call]
 
 
-def _json_map(entries) -> dict:  # type: ignore[no-untyped-def]
+def _json_map(entries: Any) -> dict[str, Any]:
     """Decode every map value as JSON (fails the test if one is not JSON)."""
     return {key: json.loads(value) for key, value in entries.items()}
 
@@ -172,7 +173,7 @@ def test_compute(bridge: GrpcBridge, operation: str, a: float, b: float, expecte
     ],
 )
 def test_failures_are_success_false_with_error(
-    bridge: GrpcBridge, command: str, args: dict, error_type: str
+    bridge: GrpcBridge, command: str, args: dict[str, Any], error_type: str
 ) -> None:
     reply = bridge.execute(command, args, request_id="f1")
     assert not reply.success
@@ -239,7 +240,7 @@ def test_non_streaming_command_answers_one_final_message(bridge: GrpcBridge) -> 
     ],
 )
 def test_stream_errors_end_with_a_final_error_message(
-    bridge: GrpcBridge, command: str, args: dict, chunks_before_error: int
+    bridge: GrpcBridge, command: str, args: dict[str, Any], chunks_before_error: int
 ) -> None:
     messages = bridge.execute_stream(command, args).collect()
     assert len(messages) == chunks_before_error + 1

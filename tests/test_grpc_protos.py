@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib.util
 import re
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -18,7 +20,7 @@ PROTO_DIR = ROOT / "reference" / "grpc"
 pytest.importorskip("grpc_tools", reason="grpcio-tools is needed to regenerate the gRPC code")
 
 
-def _load_gen_protos():  # type: ignore[no-untyped-def]
+def _load_gen_protos() -> ModuleType:
     spec = importlib.util.spec_from_file_location("gen_protos", ROOT / "tools" / "gen_protos.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -155,7 +157,7 @@ SPEC_METHODS = {
 }
 
 
-def _type_name(field) -> str:  # type: ignore[no-untyped-def]
+def _type_name(field: Any) -> str:
     from google.protobuf.descriptor import FieldDescriptor
 
     if field.message_type is not None and field.message_type.GetOptions().map_entry:
@@ -197,7 +199,8 @@ def test_map_values_are_bytes_and_keys_strings() -> None:
         ("StreamResponse", "chunk"),
         ("SessionRequest", "args"),
     ]:
-        entry = snakepit_pb2.DESCRIPTOR.message_types_by_name[message].fields_by_name[field]
+        descriptor: Any = snakepit_pb2.DESCRIPTOR.message_types_by_name[message]
+        entry = descriptor.fields_by_name[field]
         value = entry.message_type.fields_by_name["value"]
         key = entry.message_type.fields_by_name["key"]
         assert (key.type, value.type) == (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES)
