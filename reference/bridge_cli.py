@@ -14,9 +14,11 @@ import argparse
 import importlib
 import importlib.util
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Final
 
 from snakepit_harness.frames import DEFAULT_MAX_FRAME_SIZE
@@ -158,6 +160,10 @@ def serve(handler: BaseCommandHandler, args: argparse.Namespace) -> None:
     ).run()
 
 
+def _exit_now(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def run_bridge(
     parser: argparse.ArgumentParser,
     default_handler: Callable[[], BaseCommandHandler],
@@ -165,6 +171,10 @@ def run_bridge(
 ) -> int:
     """A bridge's ``main()``: parse, load the adapter, serve; returns the exit status."""
     args = parser.parse_args(argv)
+    # Until ProtocolHandler.run() takes over, a SIGTERM/SIGINT (a host giving up
+    # during a slow adapter import) still ends the bridge with status 0 (§5.3).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_now)
     # Before any adapter code runs, so even its import-time prints miss the frames (§2.7).
     claim_stdout()
     try:
