@@ -1,0 +1,830 @@
+"""Safe resolution of dotted targets (PROTOCOL §7.2): the enhanced bridge's core.
+
+A target such as ``pandas.DataFrame``, ``math.sqrt`` or ``stored.df.head`` is
+never evaluated as code.  It is split at dots; the longest *allowed* module
+prefix is imported and the rest is walked with ``getattr``, one attribute at a
+time, and every object reached on the way is checked by :meth:`SafetyPolicy.check_object`.
+The same checks run for ``stored.`` targets, every ``pipeline`` step,
+``inspect`` and every ``"stored.ID"`` reference inside ``args``/``kwargs``.
+
+The rules, each named in the ``forbidden`` answer so a user knows what to change:
+
+``private_name``
+    No step (module or attribute) may start with ``_``: this closes every dunder
+    walk (``__class__``, ``__globals__``, ``__loader__``, ``__subclasses__``).
+``module_not_allowed``
+    Every module reached, by import or by an attribute step (checked with
+    ``inspect.ismodule`` at each step), must be an allowlist entry or a submodule
+    of one.  Modules off the list are never imported.
+``defined_outside_allowlist``
+    A function, class or other callable must be *defined* in an allowed module
+    (its ``__module__``; for a bound method, that of its function or of the
+    class that defines it), so ``os.system`` or builtin ``open`` re-exported
+    under an allowed name is refused wherever it is found.
+``denylisted``
+    Callables and modules inside allowed packages that run code, unpickle data,
+    touch files or load native code (:data:`DEFAULT_DENYLIST`, readable and
+    replaceable).  An entry matches by dotted path, by the object's defining
+    name (``module.qualname``) or by identity, so a re-export is caught too; an
+    entry that names a module covers everything below it; ``*`` globs a name.
+``unsafe_type``
+    A non-callable object reached by a walk, or resolved from ``stored.``, must
+    be plain data (``str``, ``int``, ``list``, ``dict``, ...) or an instance of a
+    class defined in an allowed module: frames, code objects, generators,
+    tracebacks and foreign objects (which lead to ``f_globals`` and friends) stop the walk.
+``data_method``
+    Methods of plain data types are allowed (``stored.text.upper``,
+    ``stored.items.count``) except :data:`DENIED_DATA_METHODS`: ``str.format``
+    and ``str.format_map`` walk attributes of their arguments
+    (``"{0.__class__}"``), which would reopen the dunder walks.
+``format_walk``
+    A string argument holding a format field that walks a private attribute
+    (``"{0.__init__.__globals__}"``) is refused: libraries in allowed packages
+    may feed a user's string to ``str.format``.
+``remote_code``
+    ``trust_remote_code`` set to a true value anywhere in the arguments
+    (Transformers would download and run code).
+``dispatch_name``
+    pandas' apply-family methods (``apply``, ``agg``, ``transform``, ...)
+    accept a method *name* as a string and look it up with ``getattr``; a name
+    that is private or denylisted (``"query"``, ``"to_pickle"``) is refused.
+``container_too_large``
+    A container that came out of a call (not off the wire) and is passed back
+    in by ``stored.`` reference is checked item by item up to
+    :data:`DEEP_CHECK_BUDGET` items; past that it is refused rather than trusted.
+
+Besides, :class:`SpawnGuard` is a second line: while a command runs, an audit
+hook (PEP 578) refuses process creation and the unpickling of known code-running
+globals, so a gap in the rules above still cannot start a program.
+
+Decisions (the spec leaves room): a ``stored.`` reference takes the longest
+stored id that prefixes it (ids may contain dots); a target naming a module
+(``call {"target": "math"}``) returns the module's serialised description; a
+non-callable target with ``args`` is ``bad_request``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import importlib
+import importlib.util
+import inspect
+import re
+import sys
+import threading
+import types
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from ..adapter import BadRequestError, ForbiddenError, NotFoundError
+
+__all__ = [
+    "DEEP_CHECK_BUDGET",
+    "DEFAULT_ALLOWED_MODULES",
+    "DEFAULT_DENYLIST",
+    "DENIED_DATA_METHODS",
+    "MAX_TARGET_LENGTH",
+    "OPTIONAL_ALLOWED_MODULES",
+    "PLAIN_DATA_TYPES",
+    "STORED_PREFIX",
+    "Resolved",
+    "SafetyPolicy",
+    "SpawnGuard",
+    "default_allowed_modules",
+    "installed",
+]
+
+# The §7.2 reference allowlist: pure computation, no I/O, no way to run code.
+DEFAULT_ALLOWED_MODULES: Final = ("math", "statistics", "json", "fractions", "decimal")
+# Added when installed (found by importlib without importing them: importing
+# pandas, DSPy or Transformers costs seconds and the init ping must be fast).
+OPTIONAL_ALLOWED_MODULES: Final = ("pandas", "numpy", "dspy", "transformers")
+
+# pandas writers take a path or a buffer (to_clipboard even runs xclip).
+_PANDAS_WRITERS: Final = tuple(
+    f"pandas.{cls}.{method}"
+    for cls in ("DataFrame", "Series")
+    for method in (
+        "to_csv",
+        "to_pickle",
+        "to_parquet",
+        "to_hdf",
+        "to_sql",
+        "to_excel",
+        "to_feather",
+        "to_stata",
+        "to_clipboard",
+        "to_html",
+        "to_latex",
+        "to_markdown",
+        "to_xml",
+        "to_orc",
+        "to_json",
+        "to_string",
+        "to_iceberg",
+        "to_xarray",
+    )
+)
+
+# What the default denylist refuses inside allowed packages, and why.  Module
+# entries cover their whole subtree; names cover re-exports by identity.
+DEFAULT_DENYLIST: Final[tuple[str, ...]] = (
+    # -- pandas: code evaluation, pickles, files, subprocesses, global state --
+    "pandas.eval",  # expression evaluation
+    "pandas.core.computation",  # the machinery behind eval/query
+    "pandas.DataFrame.eval",
+    "pandas.DataFrame.query",
+    "pandas.read_*",  # every reader: files, URLs, pickles, SQL, clipboard (xclip)
+    "pandas.to_pickle",
+    "pandas.io",  # readers, writers, HDFStore, Styler (Jinja templates)
+    "pandas.compat.pickle_compat",
+    "pandas.ExcelFile",
+    "pandas.ExcelWriter",
+    "pandas.HDFStore",
+    "pandas.DataFrame.style",  # Styler: templates from search paths
+    "pandas.DataFrame.plot",  # plotting backends are imported by name
+    "pandas.Series.plot",
+    "pandas.plotting",
+    "pandas.set_option",  # process-wide; plotting.backend imports any module
+    "pandas.reset_option",
+    "pandas.option_context",
+    "pandas.options",
+    "pandas.core.config_init",
+    "pandas.api.extensions.register_*",  # patch pandas classes for every session
+    "pandas.core.accessor",
+    "pandas.test",  # runs pytest
+    "pandas.util",
+    # -- numpy: pickles, files, native code, unchecked memory --
+    "numpy.load",  # allow_pickle
+    "numpy.save",
+    "numpy.savez",
+    "numpy.savez_compressed",
+    "numpy.savetxt",
+    "numpy.loadtxt",
+    "numpy.genfromtxt",
+    "numpy.fromfile",
+    "numpy.fromregex",
+    "numpy.memmap",  # creates and maps files
+    "numpy.ndarray.tofile",
+    "numpy.ndarray.dump",
+    "numpy.ndarray.dumps",
+    "numpy.ndarray.ctypes",  # raw pointers
+    "numpy.ndarray.resize",  # refcheck=False frees memory still viewed
+    "numpy.ctypeslib",  # load_library: any shared object
+    "numpy.f2py",  # compiles and imports code
+    "numpy.distutils",
+    "numpy.testing",
+    "numpy.test",
+    "numpy.lib.npyio",
+    "numpy.lib.format",  # read_array(allow_pickle=True)
+    "numpy.lib.stride_tricks",  # as_strided reads/writes arbitrary memory
+    "numpy.rec.fromfile",
+    "numpy.ma.mrecords",
+    "numpy.seterrcall",  # process-wide callback
+    "numpy.core",  # the deprecated alias of numpy's private internals
+    # -- DSPy: cloudpickle loading, code interpreters, files --
+    "dspy.load",
+    "dspy.load_settings",
+    "dspy.Module.load",
+    "dspy.Module.save",
+    "dspy.BaseModule.load",
+    "dspy.BaseModule.save",
+    "dspy.PythonInterpreter",
+    "dspy.LocalInterpreter",
+    "dspy.CodeInterpreter",
+    "dspy.ProgramOfThought",
+    "dspy.CodeAct",
+    "dspy.RLM",
+    "dspy.resolve_interpreter_factory",
+    "dspy.primitives.python_interpreter",
+    "dspy.primitives.local_interpreter",
+    "dspy.utils.saving",
+    "dspy.configure_cache",
+    # -- Transformers: remote code, subprocess helpers --
+    "transformers.dynamic_module_utils",
+    "transformers.utils.import_utils",
+    "transformers.agents",
+    "transformers.tools",
+    "transformers.testing_utils",
+    "transformers.commands",
+    # -- decimal: the process-wide contexts every session shares --
+    "decimal.getcontext",
+    "decimal.setcontext",
+    "decimal.localcontext",
+    "decimal.DefaultContext",
+    "decimal.BasicContext",
+    "decimal.ExtendedContext",
+    *_PANDAS_WRITERS,
+)
+
+# Builtin data types whose instances are safe to hold and whose methods are safe
+# to call (with the exceptions below).
+PLAIN_DATA_TYPES: Final[frozenset[type]] = frozenset(
+    {
+        type(None),
+        bool,
+        int,
+        float,
+        complex,
+        str,
+        bytes,
+        bytearray,
+        list,
+        tuple,
+        dict,
+        set,
+        frozenset,
+        range,
+        slice,
+    }
+)
+# str.format/format_map resolve "{0.attr}" and "{0[key]}" fields: a dunder walk
+# in a string.  Refused on every str (and str subclass, such as numpy.str_).
+DENIED_DATA_METHODS: Final = frozenset({"format", "format_map"})
+
+STORED_PREFIX: Final = "stored"
+# Longer targets are not names anyone types; the cap keeps error messages short.
+MAX_TARGET_LENGTH: Final = 1024
+# Items checked in a call-made container passed back by reference; a million
+# numbers take ~0.1 s here, so this bounds the cost of one argument.
+DEEP_CHECK_BUDGET: Final = 1_000_000
+# pandas methods that accept the name of a method as a string (getattr dispatch).
+STRING_DISPATCH_METHODS: Final = frozenset(
+    {"apply", "agg", "aggregate", "transform", "map", "applymap", "pipe"}
+)
+# "{0.__class__}", "{x[0]._y}": a format field stepping into a private name.
+_FORMAT_WALK: Final = re.compile(r"\{[^{}]*[.\[]\s*_")
+
+
+def installed(module: str) -> bool:
+    """True if ``module`` can be imported here (found without importing it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def default_allowed_modules() -> tuple[str, ...]:
+    """The reference allowlist: the five stdlib modules plus the installed frameworks."""
+    return DEFAULT_ALLOWED_MODULES + tuple(m for m in OPTIONAL_ALLOWED_MODULES if installed(m))
+
+
+def forbidden(rule: str, detail: str) -> ForbiddenError:
+    """The one way refusals are worded: the rule's name, then what was refused."""
+    return ForbiddenError(f"forbidden by rule {rule!r}: {detail}")
+
+
+def _covers(entry: str, name: str) -> bool:
+    """Does denylist ``entry`` cover dotted ``name`` (same, below it, or a glob match)?"""
+    if name == entry or name.startswith(entry + "."):
+        return True
+    return any(ch in entry for ch in "*?[") and fnmatch.fnmatchcase(name, entry)
+
+
+def _under(module: str, allowed: Iterable[str]) -> bool:
+    return any(module == entry or module.startswith(entry + ".") for entry in allowed)
+
+
+@dataclass
+class Resolved:
+    """What a target resolved to: the object, and the object it was taken from."""
+
+    value: Any
+    path: str
+
+
+@dataclass
+class SafetyPolicy:
+    """The allowlist and denylist, and every check of §7.2.
+
+    ``allowed_modules`` are module names (a name allows its submodules);
+    ``denylist`` entries are dotted names as in :data:`DEFAULT_DENYLIST`.
+    """
+
+    allowed_modules: tuple[str, ...] = field(default_factory=default_allowed_modules)
+    denylist: tuple[str, ...] = DEFAULT_DENYLIST
+    _denied_ids: dict[int, str] = field(default_factory=dict, repr=False)
+    _denied_keep: list[Any] = field(default_factory=list, repr=False)
+    _unresolved: list[str] = field(default_factory=list, repr=False)
+    _modules_seen: int = field(default=-1, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in self.allowed_modules:
+            if not name or not all(part.isidentifier() for part in name.split(".")):
+                raise ValueError(f"not a module name: {name!r}")
+        self.allowed_modules = tuple(dict.fromkeys(self.allowed_modules))
+        self.denylist = tuple(self.denylist)
+        self._unresolved = list(self.denylist)
+
+    # -- names ---------------------------------------------------------------
+
+    def module_allowed(self, name: str) -> bool:
+        return _under(name, self.allowed_modules)
+
+    def denied_by_name(self, *names: str) -> str | None:
+        """The denylist entry covering any of ``names``, if there is one."""
+        for entry in self.denylist:
+            for name in names:
+                if name and _covers(entry, name):
+                    return entry
+        return None
+
+    def denied_by_identity(self, *objects: Any) -> str | None:
+        self._resolve_denylist()
+        for obj in objects:
+            entry = self._denied_ids.get(id(obj))
+            if entry is not None:
+                return entry
+        return None
+
+    def _resolve_denylist(self) -> None:
+        """Find the objects denylist entries name, for identity matches.
+
+        Only in modules that are already imported (the denylist must not import
+        pandas to be checked); retried whenever more modules have been imported.
+        """
+        if len(sys.modules) == self._modules_seen or not self._unresolved:
+            return
+        self._modules_seen = len(sys.modules)
+        still: list[str] = []
+        for entry in self._unresolved:
+            found = _resolve_trusted(entry)
+            if found is None:
+                still.append(entry)
+                continue
+            for obj in found:
+                if isinstance(obj, int | str | float | bool) or obj is None:
+                    continue  # interned values are shared, not identities
+                self._denied_ids.setdefault(id(obj), entry)
+                self._denied_keep.append(obj)  # ids stay valid while we hold them
+                func = getattr(obj, "__func__", None)
+                if func is not None:
+                    self._denied_ids.setdefault(id(func), entry)
+                    self._denied_keep.append(func)
+        self._unresolved = still
+
+    # -- objects -------------------------------------------------------------
+
+    def check_object(self, obj: Any, path: str) -> None:
+        """Raise :class:`ForbiddenError` unless ``obj`` (reached as ``path``) is allowed."""
+        if inspect.ismodule(obj):
+            name = getattr(obj, "__name__", "?")
+            if not isinstance(name, str) or not self.module_allowed(name):
+                raise forbidden(
+                    "module_not_allowed",
+                    f"{path!r} reaches module {name!r}, which is not on the allowlist "
+                    f"({', '.join(self.allowed_modules)}); add it with --allow-module",
+                )
+            entry = self.denied_by_name(name, path)
+            if entry:
+                raise forbidden("denylisted", f"{path!r} is module {name!r} (entry {entry!r})")
+            return
+        if isinstance(obj, type):
+            self._check_defined_in(
+                obj, obj.__module__, f"{obj.__module__}.{obj.__qualname__}", path
+            )
+            return
+        if callable(obj) or isinstance(obj, _DESCRIPTOR_TYPES):
+            self._check_callable(obj, path)
+            return
+        self._check_data(obj, path)
+
+    def _check_defined_in(self, obj: Any, module: Any, canonical: str, path: str) -> None:
+        if not isinstance(module, str) or not self.module_allowed(module):
+            raise forbidden(
+                "defined_outside_allowlist",
+                f"{path!r} is {_kind(obj)} defined in module {module!r}, "
+                "which is not on the allowlist",
+            )
+        entry = self.denied_by_name(path, canonical) or self.denied_by_identity(
+            obj, getattr(obj, "__func__", None), getattr(obj, "__wrapped__", None)
+        )
+        if entry:
+            raise forbidden("denylisted", f"{path!r} is {canonical!r} (entry {entry!r})")
+
+    def _check_callable(self, obj: Any, path: str) -> None:
+        if inspect.ismethod(obj):  # a Python function bound to an object or class
+            func = obj.__func__
+            module = getattr(func, "__module__", None)
+            qualname = getattr(func, "__qualname__", getattr(func, "__name__", "?"))
+            self._check_defined_in(obj, module, f"{module}.{qualname}", path)
+            if not inspect.isfunction(func):
+                self._check_callable(func, path)
+            return
+        if inspect.isfunction(obj):
+            module = obj.__module__
+            self._check_defined_in(obj, module, f"{module}.{obj.__qualname__}", path)
+            return
+        if isinstance(obj, _BUILTIN_METHOD_TYPES):
+            self._check_builtin_method(obj, path)
+            return
+        if isinstance(obj, _DESCRIPTOR_TYPES):  # e.g. numpy.ndarray.tofile, unbound
+            owner = obj.__objclass__
+            name = getattr(obj, "__name__", "?")
+            if owner in PLAIN_DATA_TYPES:
+                self._check_data_method(owner, name, path)
+                return
+            canonical = f"{owner.__module__}.{owner.__qualname__}.{name}"
+            self._check_defined_in(obj, owner.__module__, canonical, path)
+            return
+        # A callable instance (numpy ufunc, dspy module, functools wrapper, ...):
+        # judged by its class; a cache wrapper by the function it wraps.
+        cls = type(obj)
+        wrapped = getattr(obj, "__wrapped__", None)
+        if cls in _TRANSPARENT_WRAPPERS and wrapped is not None:
+            self.check_object(wrapped, path)
+            return
+        self._check_defined_in(obj, cls.__module__, f"{cls.__module__}.{cls.__qualname__}", path)
+        module = getattr(obj, "__module__", None)
+        qualname = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
+        if isinstance(module, str) and isinstance(qualname, str):
+            entry = self.denied_by_name(f"{module}.{qualname}")
+            if entry:
+                raise forbidden("denylisted", f"{path!r} is {module}.{qualname} (entry {entry!r})")
+
+    def _check_builtin_method(self, obj: Any, path: str) -> None:
+        name = getattr(obj, "__name__", "?")
+        owner = getattr(obj, "__self__", None)
+        if owner is None or inspect.ismodule(owner):  # a module-level C function
+            module = getattr(obj, "__module__", None)
+            if not isinstance(module, str) and owner is not None:
+                module = owner.__name__
+            self._check_defined_in(obj, module, f"{module}.{name}", path)
+            return
+        if isinstance(owner, type):  # a C classmethod such as dict.fromkeys
+            cls = owner
+        else:  # bound to an instance: find the class that defines the method
+            cls = next((c for c in type(owner).__mro__ if name in vars(c)), type(owner))
+        if cls in PLAIN_DATA_TYPES or isinstance(owner, str):
+            self._check_data_method(cls, name, path)
+            return
+        canonical = f"{cls.__module__}.{cls.__qualname__}.{name}"
+        self._check_defined_in(obj, cls.__module__, canonical, path)
+
+    def _check_data_method(self, cls: type, name: str, path: str) -> None:
+        if name in DENIED_DATA_METHODS:
+            raise forbidden(
+                "data_method",
+                f"{path!r} is {cls.__name__}.{name}, which walks attributes of its "
+                "arguments through format fields",
+            )
+        entry = self.denied_by_name(path)
+        if entry:
+            raise forbidden("denylisted", f"{path!r} (entry {entry!r})")
+
+    def _check_data(self, obj: Any, path: str) -> None:
+        cls = type(obj)
+        if cls not in PLAIN_DATA_TYPES and not self.module_allowed(cls.__module__):
+            raise forbidden(
+                "unsafe_type",
+                f"{path!r} is a {cls.__module__}.{cls.__qualname__} object; only plain "
+                "data and instances of classes from allowed modules can be reached",
+            )
+        entry = self.denied_by_name(path) or self.denied_by_identity(obj)
+        if entry is None and cls not in PLAIN_DATA_TYPES:
+            entry = self.denied_by_name(f"{cls.__module__}.{cls.__qualname__}")
+        if entry:
+            raise forbidden("denylisted", f"{path!r} (entry {entry!r})")
+
+    def check_value_deep(self, value: Any, path: str, budget: int = DEEP_CHECK_BUDGET) -> None:
+        """``check_object`` on ``value`` and on everything inside its plain containers."""
+        stack: list[tuple[Any, str]] = [(value, path)]
+        seen: set[int] = set()
+        while stack:
+            obj, where = stack.pop()
+            cls = type(obj)
+            if cls in _SCALARS:
+                continue
+            budget -= 1
+            if budget < 0:
+                raise forbidden(
+                    "container_too_large",
+                    f"{path!r} holds more than {DEEP_CHECK_BUDGET} items to check; "
+                    "store it as a numpy array or pandas object instead",
+                )
+            self.check_object(obj, where)
+            if cls in (list, tuple, set, frozenset) and id(obj) not in seen:
+                seen.add(id(obj))
+                stack.extend((item, f"{where}[{i}]") for i, item in enumerate(obj))
+            elif cls is dict and id(obj) not in seen:
+                seen.add(id(obj))
+                for key, item in obj.items():
+                    stack.append((key, f"{where} key"))
+                    stack.append((item, f"{where}[{key!r}]"))
+
+    # -- arguments -----------------------------------------------------------
+
+    def check_arguments(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        """Rules on the wire data of a call's arguments (before references resolve)."""
+        for key, value in _walk_wire((list(args), dict(kwargs))):
+            if key == "trust_remote_code" and value:
+                raise forbidden("remote_code", "trust_remote_code=true would download and run code")
+            if isinstance(value, str) and _FORMAT_WALK.search(value):
+                raise forbidden(
+                    "format_walk",
+                    f"argument {value[:80]!r} holds a format field that walks a private name",
+                )
+
+    def check_dispatch(self, fn: Any, path: str, values: Iterable[Any]) -> None:
+        """Refuse private or denylisted method names passed to pandas' apply family."""
+        name = getattr(fn, "__name__", None)
+        module = getattr(getattr(fn, "__func__", fn), "__module__", None) or ""
+        if name not in STRING_DISPATCH_METHODS or not _under(module, ("pandas",)):
+            return
+        for _, value in _walk_wire(list(values)):
+            if not isinstance(value, str):
+                continue
+            if value.startswith("_"):
+                raise forbidden("dispatch_name", f"{path!r} given private name {value!r}")
+            for entry in self.denylist:
+                last = entry.rpartition(".")[2]
+                if value == last or (
+                    any(ch in last for ch in "*?[") and fnmatch.fnmatchcase(value, last)
+                ):
+                    raise forbidden(
+                        "dispatch_name",
+                        f"{path!r} given method name {value!r}, denylisted as {entry!r}",
+                    )
+
+    # -- resolution ----------------------------------------------------------
+
+    def resolve(self, target: Any, stored: Mapping[str, Any]) -> Resolved:
+        """Resolve ``target`` to an object, checking every step (§7.1, §7.2)."""
+        if not isinstance(target, str) or not target:
+            raise BadRequestError("target must be a non-empty string such as 'math.sqrt'")
+        if len(target) > MAX_TARGET_LENGTH:
+            raise BadRequestError(f"target is longer than {MAX_TARGET_LENGTH} characters")
+        parts = target.split(".")
+        if parts[0] == STORED_PREFIX:
+            return self._resolve_stored(target, parts, stored)
+        return self._resolve_module(target, parts)
+
+    def _resolve_stored(self, target: str, parts: list[str], stored: Mapping[str, Any]) -> Resolved:
+        if len(parts) < 2:
+            raise BadRequestError("a stored target is 'stored.ID' or 'stored.ID.attribute...'")
+        for cut in range(len(parts), 1, -1):
+            key = ".".join(parts[1:cut])
+            if key in stored:
+                break
+        else:
+            _check_names(target, parts[1:])
+            raise NotFoundError(f"no stored object matches {target!r} in this session")
+        attrs = parts[cut:]
+        _check_names(target, attrs)
+        path = f"{STORED_PREFIX}.{key}"
+        obj = stored[key]
+        self.check_object(obj, path)
+        return self._walk(obj, path, attrs)
+
+    def _resolve_module(self, target: str, parts: list[str]) -> Resolved:
+        _check_names(target, parts)
+        module = None
+        for cut in range(len(parts), 0, -1):
+            name = ".".join(parts[:cut])
+            if not self.module_allowed(name):
+                continue
+            for prefix_cut in range(1, cut + 1):  # refuse before importing anything denied
+                prefix = ".".join(parts[:prefix_cut])
+                entry = self.denied_by_name(prefix)
+                if entry:
+                    raise forbidden(
+                        "denylisted", f"{target!r} reaches {prefix!r} (entry {entry!r})"
+                    )
+            try:
+                module = importlib.import_module(name)
+            except ModuleNotFoundError as exc:
+                missing = exc.name or ""
+                if missing == name or name.startswith(missing + ".") or missing.startswith(name):
+                    continue  # not a module by that name: try a shorter prefix
+                raise
+            break
+        if module is None:
+            first = parts[0]
+            if self.module_allowed(first):
+                raise NotFoundError(f"module {first!r} is allowed but not installed")
+            raise forbidden(
+                "module_not_allowed",
+                f"{target!r}: module {first!r} is not on the allowlist "
+                f"({', '.join(self.allowed_modules)}); add it with --allow-module",
+            )
+        path = module.__name__
+        self.check_object(module, path)
+        return self._walk(module, path, parts[cut:])
+
+    def _walk(self, obj: Any, path: str, attrs: Sequence[str]) -> Resolved:
+        for attr in attrs:
+            self._check_step(obj, attr, f"{path}.{attr}")
+            try:
+                obj = getattr(obj, attr)
+            except AttributeError:
+                raise NotFoundError(f"{path!r} has no attribute {attr!r}") from None
+            path = f"{path}.{attr}"
+            self.check_object(obj, path)
+        return Resolved(obj, path)
+
+    def _check_step(self, obj: Any, attr: str, path: str) -> None:
+        """Refuse a denylisted attribute *before* ``getattr`` runs its code.
+
+        The attribute is named by where it is defined (``numpy.ndarray.ctypes``
+        for ``stored.arr.ctypes``) and compared by identity with what it is (a
+        property, a function), so a property or a lazy submodule import never runs.
+        """
+        if inspect.ismodule(obj):
+            name = f"{obj.__name__}.{attr}"
+            raw = vars(obj).get(attr)
+        else:
+            cls = obj if isinstance(obj, type) else type(obj)
+            owner = next((c for c in cls.__mro__ if attr in vars(c)), None)
+            if owner is None:
+                return  # an instance attribute or a __getattr__ answer: checked once reached
+            name = f"{owner.__module__}.{owner.__qualname__}.{attr}"
+            raw = vars(owner)[attr]
+        entry = self.denied_by_name(name, path) or (
+            self.denied_by_identity(raw, getattr(raw, "__func__", None), getattr(raw, "fget", None))
+            if raw is not None
+            else None
+        )
+        if entry:
+            raise forbidden("denylisted", f"{path!r} is {name!r} (entry {entry!r})")
+
+
+_SCALARS: Final = frozenset({type(None), bool, int, float, complex, str, bytes})
+_BUILTIN_METHOD_TYPES: Final = (types.BuiltinFunctionType, types.BuiltinMethodType)
+_DESCRIPTOR_TYPES: Final = (
+    types.MethodDescriptorType,
+    types.ClassMethodDescriptorType,
+    types.WrapperDescriptorType,
+    types.MethodWrapperType,
+    types.GetSetDescriptorType,
+    types.MemberDescriptorType,
+)
+# Wrappers that only add caching: judged by the function inside.
+_TRANSPARENT_WRAPPERS: Final = frozenset({type(functools.lru_cache(maxsize=1)(lambda: None))})
+
+
+def _kind(obj: Any) -> str:
+    if isinstance(obj, type):
+        return "a class"
+    if inspect.isroutine(obj):
+        return "a function"
+    return f"a callable {type(obj).__name__}"
+
+
+def _check_names(target: str, names: Iterable[str]) -> None:
+    for name in names:
+        if not name.isidentifier():
+            raise BadRequestError(f"target {target!r}: {name!r} is not a name")
+        if name.startswith("_"):
+            raise forbidden("private_name", f"{target!r} steps into {name!r}")
+
+
+def _walk_wire(value: Any) -> Iterator[tuple[str | None, Any]]:
+    """Every (dict key or None, value) pair inside wire data, iteratively (no recursion)."""
+    stack: list[tuple[str | None, Any]] = [(None, value)]
+    while stack:
+        key, item = stack.pop()
+        yield key, item
+        if isinstance(item, list | tuple):
+            stack.extend((None, x) for x in item)
+        elif isinstance(item, dict):
+            stack.extend((k if isinstance(k, str) else None, v) for k, v in item.items())
+
+
+def _resolve_trusted(entry: str) -> list[Any] | None:
+    """Objects a denylist entry names, if its top module is already imported.
+
+    Entries are configuration, not requests, so this walk is unchecked; it
+    imports nothing new except submodules of an imported package that the
+    entry names.
+    """
+    parts = entry.split(".")
+    if parts[0] not in sys.modules:
+        return None
+    *head, last = parts
+    obj: Any = sys.modules[parts[0]]
+    for i, part in enumerate(head[1:], start=2):
+        name = ".".join(parts[:i])
+        nxt = sys.modules.get(name)
+        if nxt is None:
+            try:
+                nxt = getattr(obj, part)
+            except Exception:
+                return []
+        obj = nxt
+    if any(ch in last for ch in "*?["):
+        try:
+            names = [n for n in dir(obj) if fnmatch.fnmatchcase(n, last)]
+        except Exception:
+            return []
+        found = []
+        for n in names:
+            try:
+                found.append(getattr(obj, n))
+            except Exception:
+                continue
+        return found
+    if len(parts) == 1:
+        return [obj]
+    try:
+        # A class attribute as stored (a property stays a property).
+        raw = inspect.getattr_static(obj, last)
+    except AttributeError:
+        return []
+    found = [raw]
+    if isinstance(raw, classmethod | staticmethod):
+        found.append(raw.__func__)
+    elif isinstance(raw, property) and raw.fget is not None:
+        found.append(raw.fget)
+    with suppress(Exception):
+        found.append(getattr(obj, last))
+    return found
+
+
+class SpawnGuard:
+    """A PEP 578 audit hook that refuses process creation while a command runs.
+
+    Installed once per process (audit hooks cannot be removed); it acts only
+    inside :meth:`active`.  Blocked: starting programs (``os.system``,
+    ``subprocess.Popen``, ``os.exec*``, ``os.spawn*``, ``os.posix_spawn``,
+    ``os.fork``), signalling processes, and unpickling globals that run code
+    (``os.*``, ``subprocess.*``, ``builtins.eval`` ...).  Not blocked: file and
+    socket access, which DSPy's cache and LM calls need.
+    """
+
+    EVENTS: Final = frozenset(
+        {
+            "os.system",
+            "os.exec",
+            "os.spawn",
+            "os.posix_spawn",
+            "os.fork",
+            "os.forkpty",
+            "subprocess.Popen",
+            "os.kill",
+            "os.killpg",
+            "pty.spawn",
+        }
+    )
+    # Modules whose globals a pickle must never name; builtins that run code.
+    PICKLE_MODULES: Final = frozenset(
+        {
+            "os",
+            "posix",
+            "nt",
+            "subprocess",
+            "sys",
+            "importlib",
+            "runpy",
+            "code",
+            "codeop",
+            "ctypes",
+            "shutil",
+            "socket",
+            "pty",
+            "webbrowser",
+            "pickle",
+            "_pickle",
+            "marshal",
+            "types",
+        }
+    )
+    PICKLE_BUILTINS: Final = frozenset(
+        {"eval", "exec", "compile", "__import__", "open", "breakpoint", "input", "globals"}
+    )
+
+    _installed = False
+    _lock = threading.Lock()
+    _depth = 0
+
+    @classmethod
+    def _install(cls) -> None:
+        with cls._lock:
+            if not cls._installed:
+                sys.addaudithook(cls._hook)
+                cls._installed = True
+
+    @classmethod
+    def _hook(cls, event: str, args: tuple[Any, ...]) -> None:
+        if cls._depth <= 0:
+            return
+        if event in cls.EVENTS:
+            raise forbidden("spawn_guard", f"the call tried {event}, which the bridge never allows")
+        if event == "pickle.find_class" and len(args) == 2:
+            module, name = str(args[0]), str(args[1])
+            top = module.split(".", maxsplit=1)[0]
+            if top in cls.PICKLE_MODULES or (module == "builtins" and name in cls.PICKLE_BUILTINS):
+                raise forbidden("spawn_guard", f"unpickling {module}.{name} is never allowed")
+
+    @classmethod
+    @contextmanager
+    def active(cls) -> Iterator[None]:
+        """Refuse the guarded events (in every thread) until the block ends."""
+        cls._install()
+        cls._depth += 1
+        try:
+            yield
+        finally:
+            cls._depth -= 1

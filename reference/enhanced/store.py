@@ -1,0 +1,147 @@
+"""The enhanced bridge's object store (PROTOCOL §7.3): one dictionary per session.
+
+Ids are per session (the default session is ``""``); a session's namespace
+is created by its first ``store`` and dropped when its last object goes, so an
+idle session costs nothing.  The store holds the only reference the bridge
+keeps to an object: ``delete_stored`` and ``clear_session`` release it at once
+(CPython frees it on the spot; objects caught in reference cycles are freed by
+the collection that :meth:`ObjectStore.delete` and :meth:`ObjectStore.clear` run).
+
+Each entry also records whether its value came off the wire (plain data, by
+construction) or out of a call (anything), so that only the latter need the
+deep safety check when passed back by ``stored.`` reference (§7.2).
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ..adapter import BadRequestError, NotFoundError, StoreFullError
+
+__all__ = ["DEFAULT_MAX_STORED", "MAX_ID_LENGTH", "ObjectStore", "SessionView", "StoredEntry"]
+
+# The §7.3 reference cap: enough for any pipeline, small enough that a runaway
+# loop fails with store_full instead of exhausting memory.
+DEFAULT_MAX_STORED: Final = 1000
+# Ids are names, not payloads; a cap keeps list_stored answers bounded.
+MAX_ID_LENGTH: Final = 256
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    value: Any
+    from_wire: bool  # True: plain decoded data; False: the result of a call
+
+
+def check_id(value: Any, what: str = "id") -> str:
+    """A valid stored id: a non-empty string of at most :data:`MAX_ID_LENGTH` characters."""
+    if not isinstance(value, str) or not value:
+        raise BadRequestError(f"{what} must be a non-empty string")
+    if len(value) > MAX_ID_LENGTH:
+        raise BadRequestError(f"{what} is longer than {MAX_ID_LENGTH} characters")
+    return value
+
+
+def check_session(args: Mapping[str, Any]) -> str:
+    """The request's session id (``""`` when absent), validated."""
+    session = args.get("session_id", "")
+    if session is None:
+        return ""
+    if not isinstance(session, str):
+        raise BadRequestError("session_id must be a string")
+    return session
+
+
+class SessionView(Mapping[str, Any]):
+    """One session's objects, read-only, as the resolver sees them."""
+
+    def __init__(self, entries: Mapping[str, StoredEntry]) -> None:
+        self._entries = entries
+
+    def __getitem__(self, key: str) -> Any:
+        return self._entries[key].value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def entry(self, key: str) -> StoredEntry:
+        return self._entries[key]
+
+
+class ObjectStore:
+    """Per-session dictionaries with a per-session cap."""
+
+    def __init__(self, max_per_session: int = DEFAULT_MAX_STORED) -> None:
+        if max_per_session < 0:
+            raise ValueError("max_per_session must be >= 0")
+        self.max_per_session = max_per_session
+        self._sessions: dict[str, dict[str, StoredEntry]] = {}
+
+    def put(self, session: str, key: str, value: Any, *, from_wire: bool) -> bool:
+        """Store ``value``; True if ``key`` was new.  Replacing an id never hits the cap."""
+        entries = self._sessions.get(session)
+        if entries is None:
+            entries = {}
+        if key not in entries and len(entries) >= self.max_per_session:
+            raise StoreFullError(
+                f"session {session!r} already holds {len(entries)} objects (the cap, "
+                "--max-stored); delete some or clear the session"
+            )
+        is_new = key not in entries
+        entries[key] = StoredEntry(value, from_wire)
+        self._sessions[session] = entries
+        return is_new
+
+    def get(self, session: str, key: str) -> Any:
+        try:
+            return self._sessions[session][key].value
+        except KeyError:
+            raise NotFoundError(f"no stored object {key!r} in session {session!r}") from None
+
+    def delete(self, session: str, key: str) -> None:
+        entries = self._sessions.get(session)
+        if entries is None or key not in entries:
+            raise NotFoundError(f"no stored object {key!r} in session {session!r}")
+        del entries[key]
+        if not entries:
+            del self._sessions[session]
+        _collect()
+
+    def ids(self, session: str) -> list[str]:
+        """The session's ids, oldest first."""
+        return list(self._sessions.get(session, ()))
+
+    def clear(self, session: str) -> int:
+        """Drop every object of ``session`` (only that session); return how many."""
+        entries = self._sessions.pop(session, {})
+        count = len(entries)
+        entries.clear()
+        if count:
+            _collect()
+        return count
+
+    def view(self, session: str) -> SessionView:
+        return SessionView(self._sessions.get(session, {}))
+
+    def count(self, session: str | None = None) -> int:
+        """Objects in ``session``, or in every session when None."""
+        if session is not None:
+            return len(self._sessions.get(session, ()))
+        return sum(len(entries) for entries in self._sessions.values())
+
+    def sessions(self) -> list[str]:
+        return list(self._sessions)
+
+
+def _collect() -> None:
+    # Objects in reference cycles (a DSPy module, a pandas frame with its cached
+    # accessors) are only freed by the cycle collector, and a long-lived one sits
+    # in the oldest generation: a full pass (milliseconds) makes a delete free
+    # the memory now rather than at some later allocation.
+    gc.collect()

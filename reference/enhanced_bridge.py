@@ -1,0 +1,162 @@
+"""The reference enhanced bridge: ``snakepit-enhanced-bridge`` (profile ``enhanced``).
+
+Everything the v2 bridge does (JSON, MessagePack, §3.4 negotiation, the
+generic commands) plus the §7 commands of
+:class:`~snakepit_bridge.enhanced.EnhancedCommandHandler`.  Options beyond the
+v2 ones set the safety policy, the store's cap and the result limits;
+``--show-policy`` prints the allowlist and denylist in force and exits, so a
+user can read what is refused before changing it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .bridge_cli import make_parser, run_bridge
+from .enhanced import (
+    DEFAULT_DENYLIST,
+    DEFAULT_LIMITS,
+    DEFAULT_MAX_STORED,
+    EnhancedCommandHandler,
+    SafetyPolicy,
+    SerializationLimits,
+    default_allowed_modules,
+)
+
+__all__ = ["build_handler", "build_parser", "main"]
+
+
+def _module_name(text: str) -> str:
+    if not text or not all(part.isidentifier() for part in text.split(".")):
+        raise argparse.ArgumentTypeError(f"not a module name: {text!r}")
+    return text
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser(
+        "snakepit-enhanced-bridge",
+        "Reference Snakepit enhanced bridge: the v2 bridge plus safe calls into "
+        "allowlisted modules, a per-session object store and pipelines (PROTOCOL §7).",
+        adapter=False,
+    )
+    safety = parser.add_argument_group("safety (PROTOCOL §7.2)")
+    safety.add_argument(
+        "--allow-module",
+        action="append",
+        type=_module_name,
+        default=[],
+        metavar="NAME",
+        help="also allow this module and its submodules (repeatable); default allowlist: "
+        + ", ".join(default_allowed_modules()),
+    )
+    safety.add_argument(
+        "--only-modules",
+        action="store_true",
+        help="allow only the --allow-module names, not the default allowlist",
+    )
+    safety.add_argument(
+        "--deny",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="add a dotted name (module, function, class, method; * globs) to the denylist",
+    )
+    safety.add_argument(
+        "--undeny",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="remove an entry from the default denylist (at your own risk; see --show-policy)",
+    )
+    safety.add_argument(
+        "--show-policy",
+        action="store_true",
+        help="print the allowlist and denylist in force, then exit",
+    )
+    store = parser.add_argument_group("store and results (PROTOCOL §7.3, §7.7)")
+    store.add_argument(
+        "--max-stored",
+        type=_count,
+        default=DEFAULT_MAX_STORED,
+        metavar="N",
+        help=f"objects per session before store_full (default: {DEFAULT_MAX_STORED})",
+    )
+    store.add_argument(
+        "--max-items",
+        type=_count,
+        default=DEFAULT_LIMITS.max_items,
+        metavar="N",
+        help=f"items of a list/dict shown in results (default: {DEFAULT_LIMITS.max_items})",
+    )
+    store.add_argument(
+        "--max-depth",
+        type=_count,
+        default=DEFAULT_LIMITS.max_depth,
+        metavar="N",
+        help=f"nesting shown in results (default: {DEFAULT_LIMITS.max_depth})",
+    )
+    store.add_argument(
+        "--head-rows",
+        type=_count,
+        default=DEFAULT_LIMITS.head_rows,
+        metavar="N",
+        help=f"rows of a DataFrame/Series head (default: {DEFAULT_LIMITS.head_rows})",
+    )
+    store.add_argument(
+        "--max-repr",
+        type=_count,
+        default=DEFAULT_LIMITS.max_repr,
+        metavar="N",
+        help=f"characters of string_repr (default: {DEFAULT_LIMITS.max_repr})",
+    )
+    return parser
+
+
+def build_handler(args: argparse.Namespace) -> EnhancedCommandHandler:
+    """The handler the parsed options describe."""
+    allowed = [] if args.only_modules else list(default_allowed_modules())
+    denylist = [entry for entry in DEFAULT_DENYLIST if entry not in set(args.undeny)]
+    policy = SafetyPolicy(
+        allowed_modules=(*allowed, *args.allow_module),
+        denylist=(*denylist, *args.deny),
+    )
+    limits = SerializationLimits(
+        max_items=args.max_items,
+        max_depth=args.max_depth,
+        head_rows=args.head_rows,
+        max_repr=args.max_repr,
+    )
+    return EnhancedCommandHandler(policy, max_stored=args.max_stored, limits=limits)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.only_modules and not args.allow_module:
+        parser.error("--only-modules needs at least one --allow-module")
+    if args.show_policy:
+        handler = build_handler(args)
+        print("allowed modules (and their submodules):")
+        for name in handler.policy.allowed_modules:
+            print(f"  {name}")
+        print("denylist:")
+        for entry in handler.policy.denylist:
+            print(f"  {entry}")
+        return 0
+    return run_bridge(parser, lambda: build_handler(args), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
