@@ -1,0 +1,347 @@
+"""The gRPC transport for the conformance runner: a driver and the case context.
+
+:class:`GrpcDriver` supplies :class:`GrpcCaseContext` objects the way the
+stdio driver does: one long-lived bridge for ``shared`` cases (restarted after
+a TIMEOUT, CRASH or ERROR), a bridge of its own for ``fresh`` cases (started,
+ready line read, connected), and an unstarted one for ``raw`` cases (start-up
+cases start it themselves and judge the ready line).  With ``--target
+HOST:PORT`` there is no process: ``fresh`` and ``raw`` cases are SKIPped, and
+shared cases talk to the running server.
+
+The context wraps the calls of :class:`~snakepit_harness.transports.grpc.GrpcBridge`
+with the case's deadline and records each request and reply for the report.
+A non-OK gRPC status a case did not ask for (``allow_status``) fails the case
+(grade FAIL, or NON-STRICT for a ``recommended`` case) with the status named.
+Importing this module registers the driver under ``--transport grpc``.
+"""
+
+from __future__ import annotations
+
+import shlex
+import threading
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from snakepit_harness.errors import HarnessError
+from snakepit_harness.transports.grpc import GrpcBridge, GrpcStatusError, GrpcStream, decode_map
+
+from .model import BridgeUse, Case, CaseFailed, CaseSkipped, RunSettings, Verdict
+from .runner import CaseContext, TransportDriver, register_transport
+
+if TYPE_CHECKING:
+    from snakepit_bridge.grpc import snakepit_pb2 as pb
+
+__all__ = ["GrpcCaseContext", "GrpcDriver", "StatusOutcome"]
+
+# Characters of a map shown per recorded event.
+_EVENT_TEXT: Final = 300
+
+T = TypeVar("T")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _EVENT_TEXT else text[:_EVENT_TEXT] + f"... ({len(text)} chars)"
+
+
+def _map_text(entries: Mapping[str, bytes]) -> str:
+    return _short({key: value[:80] for key, value in entries.items()})
+
+
+class StatusOutcome:
+    """A call that ended with a non-OK status the case allowed: the code and details."""
+
+    def __init__(self, code: str, details: str) -> None:
+        self.code = code
+        self.details = details
+
+    def __repr__(self) -> str:
+        return f"StatusOutcome({self.code}: {self.details})"
+
+
+class GrpcCaseContext(CaseContext):
+    """What a gRPC case body gets: the bridge, deadline-bound calls, grading helpers."""
+
+    def __init__(
+        self, case: Case, settings: RunSettings, deadline: float, bridge: GrpcBridge
+    ) -> None:
+        super().__init__(case, settings, deadline)
+        self.bridge = bridge
+
+    # -- plumbing
+
+    def request_id(self) -> str:
+        return f"{self.case.id}#{self.next_id()}"
+
+    def _guard(self, what: str, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except GrpcStatusError as exc:
+            self.event(f"<- {what}: status {exc.code}: {exc.details}")
+            raise CaseFailed(f"{what} ended with gRPC status {exc.code}: {exc.details}") from None
+
+    def start(self) -> GrpcBridge:
+        """Start a ``raw`` case's bridge (ready line, connection); returns it."""
+        self.event(f"start {shlex.join(self.bridge.argv)}")
+        self.bridge.start()
+        self.event(
+            f"ready line after {self.bridge.ready_elapsed or 0:.2f} s: port {self.bridge.port}; "
+            f"stdout so far {self.bridge.stdout_lines()!r}"
+        )
+        return self.bridge
+
+    def need_process(self) -> None:
+        if not self.bridge.has_process:
+            self.skip("needs a bridge process the harness started (not --target)")
+
+    # -- calls
+
+    def execute(
+        self,
+        command: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        request_id: str | None = None,
+        timeout_ms: int = 0,
+        session_id: str | None = None,
+    ) -> pb.ExecuteResponse:
+        """``Execute`` (or ``ExecuteInSession`` with ``session_id``); non-OK status fails."""
+        rid = self.request_id() if request_id is None else request_id
+        method = "Execute" if session_id is None else f"ExecuteInSession[{session_id}]"
+        self.event(f"-> {method} {command} args={_short(args)} request_id={rid!r}")
+        if session_id is None:
+            reply = self._guard(
+                method,
+                lambda: self.bridge.execute(
+                    command, args, timeout=self.remaining(), request_id=rid, timeout_ms=timeout_ms
+                ),
+            )
+        else:
+            reply = self._guard(
+                method,
+                lambda: self.bridge.execute_in_session(
+                    session_id,
+                    command,
+                    args,
+                    timeout=self.remaining(),
+                    request_id=rid,
+                    timeout_ms=timeout_ms,
+                ),
+            )
+        self.event(
+            f"<- success={reply.success} error={reply.error!r} request_id={reply.request_id!r} "
+            f"result={_map_text(reply.result)}"
+        )
+        return reply
+
+    def execute_raw(self, request: pb.ExecuteRequest) -> pb.ExecuteResponse:
+        """An ``ExecuteRequest`` built by the case (args encoded by hand)."""
+        self.event(f"-> Execute {request.command} raw args={_map_text(request.args)}")
+        reply = self._guard(
+            "Execute", lambda: self.bridge.execute_request(request, timeout=self.remaining())
+        )
+        self.event(
+            f"<- success={reply.success} error={reply.error!r} result={_map_text(reply.result)}"
+        )
+        return reply
+
+    def open_stream(
+        self,
+        command: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        request_id: str | None = None,
+        timeout_ms: int = 0,
+        session_id: str | None = None,
+    ) -> GrpcStream:
+        rid = self.request_id() if request_id is None else request_id
+        method = "ExecuteStream" if session_id is None else f"ExecuteInSessionStream[{session_id}]"
+        self.event(f"-> {method} {command} args={_short(args)} request_id={rid!r}")
+        if session_id is None:
+            return self.bridge.execute_stream(
+                command, args, timeout=self.remaining(), request_id=rid, timeout_ms=timeout_ms
+            )
+        return self.bridge.execute_in_session_stream(
+            session_id,
+            command,
+            args,
+            timeout=self.remaining(),
+            request_id=rid,
+            timeout_ms=timeout_ms,
+        )
+
+    def stream(
+        self,
+        command: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        request_id: str | None = None,
+        timeout_ms: int = 0,
+        session_id: str | None = None,
+        allow_status: bool = False,
+    ) -> tuple[list[pb.StreamResponse], StatusOutcome | None]:
+        """Every message of a stream, and the non-OK status that ended it (if allowed)."""
+        call = self.open_stream(
+            command, args, request_id=request_id, timeout_ms=timeout_ms, session_id=session_id
+        )
+        messages: list[pb.StreamResponse] = []
+        try:
+            for message in call:
+                messages.append(message)
+                self.event(
+                    f"<- chunk_index={message.chunk_index} is_final={message.is_final} "
+                    f"error={message.error!r} request_id={message.request_id!r} "
+                    f"chunk={_map_text(message.chunk)}"
+                )
+        except GrpcStatusError as exc:
+            self.event(f"<- stream ended with status {exc.code}: {exc.details}")
+            if not allow_status:
+                raise CaseFailed(
+                    f"the stream ended with gRPC status {exc.code} after {len(messages)} "
+                    f"message(s): {exc.details}"
+                ) from None
+            return messages, StatusOutcome(exc.code, exc.details)
+        self.event(f"<- stream ended (OK) after {len(messages)} message(s)")
+        return messages, None
+
+    def status_of(self, what: str, call: Callable[[], object]) -> StatusOutcome | None:
+        """Run ``call``; the non-OK status it ended with, or None if it succeeded."""
+        try:
+            call()
+        except GrpcStatusError as exc:
+            self.event(f"<- {what}: status {exc.code}: {exc.details}")
+            return StatusOutcome(exc.code, exc.details)
+        return None
+
+    def health(self, worker_id: str = "") -> pb.HealthResponse:
+        self.event(f"-> Health worker_id={worker_id!r}")
+        reply = self._guard(
+            "Health", lambda: self.bridge.health(worker_id, timeout=self.remaining())
+        )
+        self.event(f"<- {_short(str(reply).replace(chr(10), ' '))}")
+        return reply
+
+    def get_info(
+        self, *, include_capabilities: bool = True, include_stats: bool = True
+    ) -> pb.InfoResponse:
+        self.event(f"-> GetInfo capabilities={include_capabilities} stats={include_stats}")
+        reply = self._guard(
+            "GetInfo",
+            lambda: self.bridge.get_info(
+                include_capabilities=include_capabilities,
+                include_stats=include_stats,
+                timeout=self.remaining(),
+            ),
+        )
+        self.event(f"<- {_short(str(reply).replace(chr(10), ' '))}")
+        return reply
+
+    def health_v1(self, service: str = "") -> str:
+        self.event(f"-> grpc.health.v1.Health/Check service={service!r}")
+        status = self._guard(
+            "grpc.health.v1 Check", lambda: self.bridge.health_v1(service, timeout=self.remaining())
+        )
+        self.event(f"<- {status}")
+        return status
+
+    def supported_commands(self) -> set[str]:
+        return set(
+            self.get_info(include_capabilities=False, include_stats=False).supported_commands
+        )
+
+    @staticmethod
+    def decode(entries: Mapping[str, bytes]) -> dict[str, Any]:
+        return decode_map(entries)
+
+
+class GrpcDriver(TransportDriver):
+    """Starts gRPC bridges (or connects to ``--target``) and hands out case contexts."""
+
+    kind = "grpc"
+
+    def __init__(self, settings: RunSettings, stop: threading.Event | None = None) -> None:
+        super().__init__(settings, stop)
+        if not settings.bridge_cmd and not settings.target:
+            raise HarnessError("no gRPC bridge: put its command after `--` or give --target")
+        self._shared: GrpcBridge | None = None
+        self._own: dict[int, GrpcBridge] = {}
+        self._lock = threading.Lock()
+
+    def _new_bridge(self) -> GrpcBridge:
+        if self.stop.is_set():
+            raise KeyboardInterrupt
+        if self.settings.bridge_cmd:
+            return GrpcBridge(self.settings.bridge_cmd)
+        return GrpcBridge(target=self.settings.target)
+
+    def _start(self, bridge: GrpcBridge) -> GrpcBridge:
+        try:
+            return bridge.start()
+        except OSError as exc:
+            bridge.close()
+            raise HarnessError(
+                f"cannot start the bridge {shlex.join(self.settings.bridge_cmd)}: {exc}"
+            ) from exc
+        except BaseException:
+            bridge.close()
+            raise
+
+    def acquire(self, case: Case, deadline: float) -> GrpcCaseContext:
+        if case.bridge is not BridgeUse.SHARED:
+            if not self.settings.bridge_cmd:
+                raise CaseSkipped("needs a bridge process of its own; --target was given")
+            bridge = self._new_bridge()
+            if case.bridge is BridgeUse.FRESH:
+                self._start(bridge)
+            ctx = GrpcCaseContext(case, self.settings, deadline, bridge)
+            self._own[id(ctx)] = bridge
+            return ctx
+        with self._lock:
+            if self._shared is None or (
+                self._shared.has_process and self._shared.poll() is not None
+            ):
+                self._discard_shared()
+                self._shared = self._start(self._new_bridge())
+            shared = self._shared
+        return GrpcCaseContext(case, self.settings, deadline, shared)
+
+    def release(self, ctx: CaseContext, verdict: Verdict) -> None:
+        assert isinstance(ctx, GrpcCaseContext)
+        own = self._own.pop(id(ctx), None)
+        if own is not None:
+            own.close()
+            return
+        if verdict in (Verdict.TIMEOUT, Verdict.CRASH, Verdict.ERROR):
+            with self._lock:
+                if self._shared is ctx.bridge:
+                    self._discard_shared()
+
+    def _discard_shared(self) -> None:
+        if self._shared is not None:
+            self._shared.close()
+            self._shared = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._discard_shared()
+        for bridge in list(self._own.values()):
+            bridge.close()
+        self._own.clear()
+
+    def stderr_tail(self, ctx: CaseContext) -> bytes:
+        assert isinstance(ctx, GrpcCaseContext)
+        return ctx.bridge.stderr_tail()
+
+    def reproduction(self, ctx: CaseContext) -> list[str]:
+        where = (
+            f"-- {shlex.join(self.settings.bridge_cmd)}"
+            if self.settings.bridge_cmd
+            else f"--target {self.settings.target}"
+        )
+        return [
+            f"snakepit-harness conformance --transport grpc --profile grpc "
+            f"--case {ctx.case.id} {where}"
+        ]
+
+
+register_transport("grpc", GrpcDriver)
