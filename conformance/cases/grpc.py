@@ -31,9 +31,10 @@ import json
 import re
 import signal
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
-from ..model import BridgeUse, Grade
+from ..model import BridgeUse, CaseFn, Grade
 from ..registry import case
 
 GRPC: Final = frozenset({"grpc"})
@@ -59,7 +60,7 @@ def _grpc_case(
     bridge: BridgeUse = BridgeUse.SHARED,
     gate: bool = False,
     timeout: float | None = None,
-) -> Any:
+) -> Callable[[CaseFn], CaseFn]:
     return case(
         case_id,
         section=section,
