@@ -123,3 +123,28 @@ def test_check_envelope(response: object, problem: str) -> None:
 def test_check_envelope_accepts_a_good_response() -> None:
     good = {"id": 1, "success": True, "result": {"status": "ok"}, "timestamp": "t"}
     assert check_envelope(good, 1) == []
+
+
+def test_lone_surrogate_in_the_response_is_printed_escaped() -> None:
+    done = send("echo", "--args", '{"x": "\\ud800"}', "--", PY, "-c", ECHO_ARGS)
+    assert done.returncode == 0, done.stderr
+    assert "\\ud800" in done.stdout
+
+
+# Answers every request with its args as the result (JSON only).
+ECHO_ARGS = r"""
+import json, os, struct, sys
+def read(n):
+    data = b''
+    while len(data) < n:
+        chunk = os.read(0, n - len(data))
+        if not chunk: sys.exit(0)
+        data += chunk
+    return data
+while True:
+    (n,) = struct.unpack('>I', read(4))
+    req = json.loads(read(n))
+    resp = {'id': req['id'], 'success': True, 'result': req['args'], 'timestamp': 'now'}
+    out = json.dumps(resp).encode()
+    os.write(1, struct.pack('>I', len(out)) + out)
+"""

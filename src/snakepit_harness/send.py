@@ -99,6 +99,20 @@ def check_envelope(response: Any, request_id: Any) -> list[str]:
     return problems
 
 
+def _pretty_json(value: Any) -> str:
+    """Indented JSON, readable characters kept unless the terminal cannot show them.
+
+    A lone surrogate (legal in a JSON string escape) cannot be encoded to UTF-8,
+    so such values fall back to ``\\u`` escapes rather than crash the printout.
+    """
+    text = json.dumps(_to_jsonable(value), indent=2, ensure_ascii=False, sort_keys=True)
+    try:
+        text.encode(sys.stdout.encoding or "utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(_to_jsonable(value), indent=2, ensure_ascii=True, sort_keys=True)
+    return text
+
+
 def _negotiate(bridge: StdioBridge, timeout: float) -> Codec:
     json_codec = get_codec("json")
     offer = {
@@ -165,7 +179,7 @@ def run_send(args: argparse.Namespace) -> int:
             return _misbehaved(bridge, "DECODE", f"{exc}; payload (hex): {shown}")
         except RemoteProtocolError as exc:
             return _misbehaved(bridge, "FRAMING", str(exc))
-        print(json.dumps(_to_jsonable(response), indent=2, ensure_ascii=False, sort_keys=True))
+        print(_pretty_json(response))
         problems = check_envelope(response, request["id"])
         if problems:
             print(f"request sent (hex): {wire[:HEX_PREVIEW_BYTES].hex()}", file=sys.stderr)
