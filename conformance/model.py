@@ -168,6 +168,8 @@ class RunSettings:
     timeout: float = 10.0  # default per-case deadline, seconds
     transport: str = "stdio"
     target: str | None = None  # an address for network transports (gRPC HOST:PORT)
+    # §5.1: how long a bridge may take to answer its first request.
+    startup_timeout: float = 20.0
 
 
 @dataclass

@@ -1,0 +1,421 @@
+"""§2 Framing: stdout holds only frames, big frames both ways, oversize headers, EOF, flushing.
+
+Spec decisions:
+
+* §2.3 oversize header: "more than the bridge's maximum" cannot be known from
+  outside, so ``framing.oversize-header`` announces 0xFFFFFFFF bytes (the most a
+  header can say, beyond any sensible maximum) and sends 1 MiB of it: the
+  bridge must not allocate the announced size (VmPeak/VmHWM of its process
+  group must not grow by ``ALLOCATION_LIMIT``), and may answer
+  ``frame_too_large`` at once, keep waiting to discard the rest, or exit
+  non-zero with a message on stderr.  An exit with a memory error on stderr
+  counts as having tried to allocate.  ``framing.oversize-discard`` (SHOULD)
+  announces 64 MiB + 1 (over the reference default limit), sends all of it,
+  and expects ``frame_too_large`` with ``id: null`` and a bridge still
+  serving; a bridge whose limit is higher answers the bytes as an ordinary
+  (malformed) frame, which passes with a note.
+* §2.2 16 MiB: the request case sends a ``ping`` whose payload is exactly
+  16 MiB (so the answer is small); the response case sends an ``echo`` whose
+  answer is just under 16 MiB.
+* §2.2 "configurable maximum" and §2.7 "stdout stays clean when adapter code
+  prints" cannot be observed through the generic commands: no case.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any, Final
+
+from snakepit_harness.codecs import get_codec
+from snakepit_harness.errors import BridgeCrashed, BridgeTimeout, RemoteProtocolError
+from snakepit_harness.frames import HEADER_SIZE, SPEC_MIN_FRAME_SIZE, encode_header
+
+from ..model import CaseFailed, CaseSkipped, Grade
+from ..probes import (
+    ERROR_TYPES,
+    expect_alive,
+    group_memory,
+    memory_growth,
+    startup_probe,
+)
+from ..registry import ALL_STDIO, case
+from ..runner import StdioCaseContext
+
+# The most a 4-byte header can announce.
+HUGE_ANNOUNCEMENT: Final = 0xFFFFFFFF
+# Bytes of the huge frame actually sent: enough to make a bridge that reads
+# into a buffer of the announced size touch memory, little enough to be quick.
+HUGE_SENT: Final = 1024 * 1024
+# Growth of VmPeak/VmHWM that counts as allocating the announced size: far
+# above what reading 1 MiB costs, far below the 4 GiB announced.
+ALLOCATION_LIMIT: Final = 512 * 1024 * 1024
+# How long to give a bridge to react to the huge header before measuring.
+OVERSIZE_SETTLE: Final = 0.3
+# Over the reference default maximum (64 MiB), so a bridge with the default
+# limit must discard it.
+DISCARD_ANNOUNCEMENT: Final = 64 * 1024 * 1024 + 1
+_CHUNK: Final = 1024 * 1024
+# Stderr words that say the bridge tried to allocate and failed.
+MEMORY_ERROR_WORDS: Final = ("MemoryError", "bad_alloc", "out of memory", "Cannot allocate")
+# Time a bridge has to exit after end of input (§2.5).
+EXIT_LIMIT: Final = 2.0
+# Bytes the large-response echo's answer stays under 16 MiB by (envelope room).
+ENVELOPE_ROOM: Final = 4096
+
+
+# -- gates ------------------------------------------------------------------
+
+
+@case(
+    "framing.stdout-clean",
+    section="2.1",
+    level="required",
+    profiles=ALL_STDIO,
+    requirement="The bridge writes nothing to stdout but frames (diagnostics go to stderr).",
+    bridge="raw",
+    gate=True,
+)
+def stdout_clean(ctx: StdioCaseContext) -> None:
+    probe = startup_probe(ctx.driver, ctx.settings.startup_timeout)
+    if probe.garbage or probe.garbage_error:
+        ctx.event(f"stdout bytes that are not frames (hex): {probe.garbage.hex()}")
+        ctx.event(f"as text: {probe.garbage.decode('utf-8', 'replace')!r}")
+        raise RemoteProtocolError(
+            f"stdout holds bytes that are not frames at start-up: {probe.garbage_error}"
+        )
+    if not probe.answered:
+        raise _blocked("the bridge never answered at start-up (lifecycle.startup)")
+    # Now a few different answers, success and failure, on a ready bridge.
+    ctx.driver.handshake(ctx)
+    for request in (
+        {"id": 101, "command": "ping", "args": {}},
+        {"id": 102, "command": "echo", "args": {"text": "stdout check"}},
+        {"id": 103, "command": "no_such_command_conformance", "args": {}},
+        {"id": 104, "command": "compute", "args": {"operation": "divide", "a": 1, "b": 0}},
+    ):
+        ctx.request(request)
+    ctx.bridge.wait_stdout_eof(0.05)
+    leftover = ctx.bridge.unread_bytes()
+    if leftover:
+        ctx.event(f"stdout bytes after the answers (hex): {leftover.hex()}")
+        raise RemoteProtocolError("stdout holds bytes after the last answer that are not frames")
+
+
+def _blocked(why: str) -> Exception:
+    return CaseSkipped(f"cannot judge: {why}")
+
+
+@case(
+    "framing.flush",
+    section="2.6",
+    level="required",
+    profiles=ALL_STDIO,
+    requirement="Each response is flushed at once: the host need not send more input "
+    "(or close stdin) to receive it.",
+    bridge="raw",
+    gate=True,
+)
+def flush(ctx: StdioCaseContext) -> None:
+    probe = startup_probe(ctx.driver, ctx.settings.startup_timeout)
+    if probe.garbage_error:
+        raise _blocked("stdout holds garbage (framing.stdout-clean)")
+    if probe.answered_only_after_eof or probe.steady_unflushed:
+        raise CaseFailed(
+            "an answer arrived only after the harness closed the bridge's stdin: "
+            "the bridge does not flush its responses"
+        )
+    if not probe.answered:
+        raise _blocked("the bridge never answered at start-up (lifecycle.startup)")
+    ctx.driver.handshake(ctx)
+    ctx.send_value({"id": 201, "command": "ping", "args": {"health_check": True}})
+    try:
+        ctx.read_frame()
+    except BridgeTimeout:
+        ctx.close_stdin()
+        with contextlib.suppress(BridgeTimeout, BridgeCrashed):
+            ctx.bridge.read_frame(2.0)
+            raise CaseFailed(
+                "the answer arrived only after the harness closed stdin: not flushed"
+            ) from None
+        raise
+
+
+@case(
+    "lifecycle.startup",
+    section="5.1",
+    level="required",
+    profiles=ALL_STDIO,
+    requirement="The bridge answers its first request within 20 s of being started "
+    "(SHOULD within 2 s).",
+    bridge="raw",
+    gate=True,
+)
+def startup(ctx: StdioCaseContext) -> None:
+    probe = startup_probe(ctx.driver, ctx.settings.startup_timeout)
+    if probe.garbage_error:
+        raise _blocked("stdout holds garbage (framing.stdout-clean)")
+    if probe.answered_only_after_eof:
+        raise _blocked("the first answer came only after end of input (framing.flush)")
+    ctx.event(f"start-up bytes sent (hex): {probe.sent.hex()}")
+    if probe.exit_description:
+        raise BridgeCrashed(
+            f"the bridge ended before answering its first request: {probe.exit_description}",
+            probe.stderr_tail,
+        )
+    if probe.timed_out or probe.first_answer is None:
+        raise BridgeTimeout(
+            f"no answer to the first request within {ctx.settings.startup_timeout:.0f} s",
+            probe.stderr_tail,
+        )
+    ctx.event(f"first answer after {probe.first_answer:.3f} s")
+    ctx.recommend(
+        probe.first_answer <= 2.0,
+        f"the first answer took {probe.first_answer:.2f} s (should be within 2 s)",
+    )
+
+
+# -- big frames --------------------------------------------------------------
+
+
+def _padded(request: dict[str, Any], codec_name: str, size: int) -> dict[str, Any]:
+    """``request`` with ``args.padding`` sized so the encoded payload is ``size`` bytes."""
+    codec = get_codec(codec_name)
+    request = {**request, "args": {**request["args"], "padding": ""}}
+    base = len(codec.encode(request))
+    # A str's header grows with its length under MessagePack (str8/16/32);
+    # adjust until exact.
+    pad = size - base
+    for _ in range(8):
+        request["args"]["padding"] = "x" * max(0, pad)
+        got = len(codec.encode(request))
+        if got == size:
+            return request
+        pad += size - got
+    raise RuntimeError(f"cannot pad a request to exactly {size} bytes")
+
+
+@case(
+    "framing.large-request",
+    section="2.2",
+    level="required",
+    profiles=ALL_STDIO,
+    requirement="The bridge accepts a request frame whose payload is 16 MiB.",
+    timeout=30.0,
+)
+def large_request(ctx: StdioCaseContext) -> None:
+    request = _padded(
+        {"id": 301, "command": "ping", "args": {}}, ctx.codec_name, SPEC_MIN_FRAME_SIZE
+    )
+    ctx.send_value(request)
+    reply = ctx.read_value()
+    ctx.require_match(
+        reply,
+        {"success": True, "result": {"status": "ok"}},
+        "the answer to a 16 MiB ping",
+    )
+
+
+@case(
+    "framing.large-response",
+    section="2.2",
+    level="required",
+    profiles=ALL_STDIO,
+    requirement="The bridge sends a response frame of (nearly) 16 MiB whole and intact.",
+    timeout=30.0,
+)
+def large_response(ctx: StdioCaseContext) -> None:
+    request = _padded(
+        {"id": 302, "command": "echo", "args": {}},
+        ctx.codec_name,
+        SPEC_MIN_FRAME_SIZE - ENVELOPE_ROOM,
+    )
+    ctx.send_value(request)
+    payload = ctx.read_frame()
+    reply = ctx.decode(payload)
+    echoed = reply.get("result", {}).get("echoed") if isinstance(reply, dict) else None
+    padding = request["args"]["padding"]
+    if not isinstance(echoed, dict) or echoed.get("padding") != padding:
+        got = echoed.get("padding") if isinstance(echoed, dict) else echoed
+        length = len(got) if isinstance(got, str) else None
+        raise CaseFailed(
+            f"the {len(payload)}-byte answer does not carry the {len(padding)}-character "
+            f"string back intact (got {type(got).__name__} of length {length})"
+        )
+    ctx.event(f"answer of {len(payload)} bytes carried the string intact")
+
+
+# -- oversize ----------------------------------------------------------------
+
+
+def _memory_words(stderr: bytes) -> str | None:
+    text = stderr.decode("utf-8", "replace")
+    return next((w for w in MEMORY_ERROR_WORDS if w in text), None)
+
+
+@case(
+    "framing.oversize-header",
+    section="2.3",
+    level="required",
+    profiles=ALL_STDIO,
+    requirement="A header announcing more than the bridge's maximum does not make the "
+    "bridge allocate that amount.",
+    bridge="fresh",
+)
+def oversize_header(ctx: StdioCaseContext) -> None:
+    before = group_memory(ctx.bridge)
+    if not before:
+        ctx.note("no /proc memory figures for the bridge: allocation not measured")
+    ctx.send_raw(encode_header(HUGE_ANNOUNCEMENT))
+    chunk = bytes(_CHUNK)
+    with contextlib.suppress(BridgeTimeout, BridgeCrashed):
+        # A bridge may stop reading (it answered, or waits); that is fine here.
+        ctx.bridge.send_bytes(chunk[:HUGE_SENT], min(2.0, ctx.remaining()))
+        ctx.record_sent(chunk[:64])
+    # Give the bridge a moment to do whatever it does with the header.
+    answer: bytes | None = None
+    try:
+        answer = ctx.read_frame(OVERSIZE_SETTLE)
+    except BridgeTimeout:
+        pass
+    except BridgeCrashed:
+        pass
+    after = group_memory(ctx.bridge)
+    growth = memory_growth(before, after)
+    ctx.event(f"memory growth of the bridge's processes: {growth // 1024} KiB")
+    if growth >= ALLOCATION_LIMIT:
+        raise CaseFailed(
+            f"the bridge's memory grew by {growth // (1024 * 1024)} MiB after a header "
+            f"announcing {HUGE_ANNOUNCEMENT} bytes: it allocates what the header says"
+        )
+    status = ctx.bridge.poll()
+    if status is not None:
+        ctx.bridge.wait_stderr_eof(1.0)
+        stderr = ctx.bridge.stderr_tail()
+        word = _memory_words(stderr)
+        if word:
+            raise CaseFailed(
+                f"the bridge ended ({status}) with {word!r} on stderr: it tried to allocate "
+                "the announced size"
+            )
+        if status < 0:
+            raise BridgeCrashed(
+                f"the bridge was killed by signal {-status} after an oversize header",
+                stderr,
+                status,
+            )
+        if status == 0 or not stderr.strip():
+            ctx.add_finding(
+                Grade.NON_STRICT,
+                f"the bridge exited with status {status} "
+                f"{'and nothing on stderr' if not stderr.strip() else ''}; it MAY exit only "
+                "with a non-zero status after a message on stderr, and SHOULD keep serving",
+            )
+        else:
+            ctx.note(f"the bridge exited with status {status} (allowed: §2.3 MAY)")
+        return
+    if answer is not None:
+        reply = ctx.decode(answer)
+        ctx.recommend_match(
+            reply,
+            {"success": False, "id": None, "error_type": "frame_too_large"},
+            "the answer to an oversize header",
+        )
+
+
+@case(
+    "framing.oversize-discard",
+    section="2.3",
+    level="recommended",
+    profiles=ALL_STDIO,
+    requirement="After an oversize frame the bridge discards its payload, answers "
+    "frame_too_large with id null, and keeps serving.",
+    bridge="fresh",
+    timeout=30.0,
+)
+def oversize_discard(ctx: StdioCaseContext) -> None:
+    ctx.send_raw(encode_header(DISCARD_ANNOUNCEMENT))
+    chunk = bytes(_CHUNK)
+    left = DISCARD_ANNOUNCEMENT
+    try:
+        while left:
+            part = chunk[: min(left, _CHUNK)]
+            ctx.bridge.send_bytes(part, ctx.remaining())
+            left -= len(part)
+    except BridgeCrashed as exc:
+        status = ctx.bridge.poll()
+        raise CaseFailed(
+            f"the bridge stopped reading and ended ({exc}) instead of discarding the payload "
+            f"(exit status {status}); §2.3 allows that only as a MAY",
+            Grade.NON_STRICT,
+        ) from exc
+    ctx.record_sent(b"(" + str(DISCARD_ANNOUNCEMENT).encode() + b" zero bytes)")
+    reply = ctx.read_value()
+    other_errors = ERROR_TYPES - {"frame_too_large"}
+    if isinstance(reply, dict) and reply.get("error_type") in other_errors:
+        ctx.note(
+            f"the bridge took a {DISCARD_ANNOUNCEMENT}-byte frame as ordinary "
+            f"(answered {reply.get('error_type')}): its maximum is higher; "
+            "discarding not checked"
+        )
+        expect_alive(ctx, "after a 64 MiB frame")
+        return
+    ctx.recommend_match(
+        reply,
+        {"success": False, "id": None, "error_type": "frame_too_large"},
+        "the answer to an oversize frame",
+    )
+    expect_alive(ctx, "after an oversize frame")
+
+
+# -- end of input --------------------------------------------------------------
+
+
+def _expect_exit_after_eof(ctx: StdioCaseContext, status_matters: bool) -> None:
+    ctx.close_stdin()
+    began = time.monotonic()
+    status = ctx.expect_exit(EXIT_LIMIT)
+    if status is None:
+        raise CaseFailed(f"the bridge did not exit within {EXIT_LIMIT:.0f} s of end of input")
+    ctx.event(f"exited {time.monotonic() - began:.2f} s after end of input")
+    if status_matters:
+        ctx.recommend(status == 0, f"exit status {status} after end of input (should be 0)")
+
+
+@case(
+    "framing.eof-at-boundary",
+    section="2.5",
+    level="required",
+    profiles=ALL_STDIO,
+    requirement="At end of input on a frame boundary the bridge exits within 2 s "
+    "(SHOULD with status 0).",
+    bridge="fresh",
+)
+def eof_at_boundary(ctx: StdioCaseContext) -> None:
+    _expect_exit_after_eof(ctx, status_matters=True)
+
+
+@case(
+    "framing.eof-inside-frame",
+    section="2.5",
+    level="required",
+    profiles=ALL_STDIO,
+    requirement="At end of input in the middle of a frame's payload the bridge exits within 2 s.",
+    bridge="fresh",
+)
+def eof_inside_frame(ctx: StdioCaseContext) -> None:
+    ctx.send_raw(encode_header(100) + b'{"id": 1, "comm')
+    _expect_exit_after_eof(ctx, status_matters=False)
+
+
+@case(
+    "framing.eof-inside-header",
+    section="2.5",
+    level="required",
+    profiles=ALL_STDIO,
+    requirement="At end of input in the middle of a frame header the bridge exits within 2 s.",
+    bridge="fresh",
+)
+def eof_inside_header(ctx: StdioCaseContext) -> None:
+    ctx.send_raw(encode_header(100)[: HEADER_SIZE - 2])
+    _expect_exit_after_eof(ctx, status_matters=False)

@@ -1,0 +1,146 @@
+"""§5 Lifecycle: signals, children, broken pipe (start-up is a gate in framing.py).
+
+Spec decisions:
+
+* Signals go to the bridge's own pid (as Snakepit does), with its stdin still
+  open, so the case tests the signal and not end of input.  "No child
+  processes left behind" covers every descendant seen just before the signal,
+  including ones that left the process group; they get 1 s after the bridge
+  exits to go (a child told to stop needs a moment).  Leftovers are killed by
+  the harness after the verdict.
+* "SHOULD finish writing a response it has started" is made deterministic:
+  the case waits until the first bytes of a large answer arrive, then signals,
+  then keeps reading; a partial frame followed by end of output is NON-STRICT.
+* §5.4 broken pipe: the harness closes its read end of the bridge's stdout and
+  sends a ping; the bridge must exit within 2 s (by SIGPIPE or by handling
+  EPIPE); a Python traceback or "Exception ignored" on stderr is NON-STRICT.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from typing import Final
+
+from snakepit_harness.errors import BridgeCrashed, BridgeTimeout
+
+from ..model import CaseFailed
+from ..registry import ALL_STDIO, case
+from ..runner import StdioCaseContext, alive_pids, descendants, kill_pids
+
+# §5.3 and §5.4: the bridge must be gone within 2 s.
+EXIT_LIMIT: Final = 2.0
+# Time leftover descendants get to disappear after the bridge exits.
+CHILD_GRACE: Final = 1.0
+# Size of the echo whose answer is in flight when the signal arrives: several
+# pipe buffers, so the bridge is surely mid-write when we signal.
+IN_FLIGHT_BYTES: Final = 8 * 1024 * 1024
+TRACEBACK_WORDS: Final = ("Traceback (most recent call last)", "Exception ignored")
+
+
+def _signal_case(ctx: StdioCaseContext, sig: signal.Signals) -> None:
+    before = descendants(ctx.bridge.pid)
+    if before:
+        ctx.event(f"descendants before {sig.name}: {sorted(before)}")
+    ctx.send_signal(sig)
+    status = ctx.expect_exit(EXIT_LIMIT)
+    if status is None:
+        raise CaseFailed(f"the bridge did not exit within {EXIT_LIMIT:.0f} s of {sig.name}")
+    deadline = time.monotonic() + CHILD_GRACE
+    left = alive_pids(before)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = alive_pids(before)
+    if left:
+        kill_pids(left)
+        raise CaseFailed(
+            f"child processes outlived the bridge after {sig.name}: pids {sorted(left)} "
+            "(killed by the harness)"
+        )
+    ctx.recommend(status == 0, f"exit status {status} after {sig.name} (should be 0)")
+
+
+@case(
+    "lifecycle.sigterm",
+    section="5.3",
+    level="required",
+    profiles=ALL_STDIO,
+    requirement="On SIGTERM the bridge exits within 2 s (SHOULD with status 0) and leaves "
+    "no child processes behind.",
+    bridge="fresh",
+)
+def sigterm(ctx: StdioCaseContext) -> None:
+    _signal_case(ctx, signal.SIGTERM)
+
+
+@case(
+    "lifecycle.sigint",
+    section="5.3",
+    level="required",
+    profiles=ALL_STDIO,
+    requirement="On SIGINT the bridge exits within 2 s (SHOULD with status 0) and leaves "
+    "no child processes behind.",
+    bridge="fresh",
+)
+def sigint(ctx: StdioCaseContext) -> None:
+    _signal_case(ctx, signal.SIGINT)
+
+
+@case(
+    "lifecycle.sigterm-mid-response",
+    section="5.3",
+    level="recommended",
+    profiles=ALL_STDIO,
+    requirement="A response whose writing has started when SIGTERM arrives is finished "
+    "whole before the bridge exits.",
+    bridge="fresh",
+    timeout=20.0,
+)
+def sigterm_mid_response(ctx: StdioCaseContext) -> None:
+    ctx.send_value(
+        {"id": 501, "command": "echo", "args": {"blob": "y" * IN_FLIGHT_BYTES}},
+    )
+    # Wait for the answer's first bytes: from then on, it has started.
+    while ctx.bridge.unread_stdout == 0:
+        if ctx.bridge.wait_stdout_eof(0.01):
+            raise BridgeCrashed("the bridge closed stdout before answering")
+        ctx.remaining()
+    ctx.send_signal(signal.SIGTERM)
+    try:
+        payload = ctx.read_frame(EXIT_LIMIT + 1.0)
+    except (BridgeCrashed, BridgeTimeout) as exc:
+        raise CaseFailed(
+            f"the answer in flight was cut short by SIGTERM ({exc}); "
+            f"{ctx.bridge.unread_stdout} bytes of it arrived"
+        ) from exc
+    ctx.event(f"the {len(payload)}-byte answer arrived whole after SIGTERM")
+    status = ctx.expect_exit(EXIT_LIMIT)
+    ctx.require(status is not None, f"the bridge did not exit within {EXIT_LIMIT:.0f} s")
+
+
+@case(
+    "lifecycle.broken-pipe",
+    section="5.4",
+    level="required",
+    profiles=ALL_STDIO,
+    requirement="When the host closes the bridge's stdout, the bridge exits within 2 s "
+    "(SHOULD without a traceback on stderr).",
+    bridge="fresh",
+)
+def broken_pipe(ctx: StdioCaseContext) -> None:
+    ctx.close_stdout()
+    # The next answer (or the bridge's own POLLHUP check) meets the closed pipe.
+    with contextlib.suppress(BridgeCrashed):  # it may have left already: fine
+        ctx.send_value({"id": 502, "command": "ping", "args": {}})
+    status = ctx.expect_exit(EXIT_LIMIT)
+    if status is None:
+        raise CaseFailed(
+            f"the bridge did not exit within {EXIT_LIMIT:.0f} s of its stdout being closed"
+        )
+    ctx.bridge.wait_stderr_eof(1.0)
+    stderr = ctx.bridge.stderr_tail().decode("utf-8", "replace")
+    word = next((w for w in TRACEBACK_WORDS if w in stderr), None)
+    if word:
+        ctx.event(f"stderr: {stderr[-600:]!r}")
+    ctx.recommend(word is None, f"stderr holds {word!r} after the broken pipe (should be quiet)")

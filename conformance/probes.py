@@ -1,0 +1,289 @@
+"""Shared observations and grading helpers for the stdio cases.
+
+* :func:`startup_probe` starts one bridge the way a host does and watches the
+  first answers with stdin kept open.  The three gate cases
+  (``framing.stdout-clean``, ``framing.flush``, ``lifecycle.startup``) judge
+  the same observation, so a bridge that never answers costs one start-up
+  allowance, not three, and each defect lands on the case that owns it.
+* :func:`grade_failure` grades a response that should signal failure
+  (§4.3-§4.6): the modern form, the legacy form (NON-STRICT), or none (FAIL).
+* Memory and process helpers for §2.3, §3.2 and §5.3.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+from snakepit_harness.codecs import get_codec
+from snakepit_harness.errors import BridgeCrashed, BridgeTimeout, RemoteProtocolError
+from snakepit_harness.frames import encode_frame
+from snakepit_harness.transports import StdioBridge
+
+from .matcher import describe
+from .model import CaseFailed, Grade
+from .runner import NEGOTIATION_FRAME, StdioCaseContext, StdioDriver, proc_memory
+
+__all__ = [
+    "EOF_GRACE",
+    "ERROR_TYPES",
+    "FLUSH_WAIT",
+    "StartupProbe",
+    "expect_alive",
+    "grade_failure",
+    "group_memory",
+    "startup_probe",
+]
+
+# §4.2: the error_type vocabulary.
+ERROR_TYPES: Final = frozenset(
+    {
+        "bad_request",
+        "decode_error",
+        "frame_too_large",
+        "unknown_command",
+        "handler_error",
+        "serialization_error",
+        "forbidden",
+        "not_found",
+        "store_full",
+    }
+)
+
+# After end of input, how long an unflushed answer gets to appear (§2.5 gives
+# a bridge 2 s to exit, and it writes pending output on the way).
+EOF_GRACE: Final = 2.0
+
+# How long a second request, sent once the bridge is up, may take before the
+# bridge is suspected of holding answers back (a healthy bridge answers a ping
+# in milliseconds; this leaves room for a loaded machine).
+FLUSH_WAIT: Final = 5.0
+
+
+@dataclass
+class StartupProbe:
+    """What happened when a bridge was started as a host starts it."""
+
+    first_answer: float | None = None  # seconds from spawn to the first answer
+    answered_only_after_eof: bool = False
+    steady_unflushed: bool = False  # a later answer came only after end of input
+    garbage: bytes = b""  # bytes on stdout that are not frames
+    garbage_error: str = ""
+    exit_description: str = ""  # the bridge ended before answering
+    timed_out: bool = False
+    stderr_tail: bytes = b""
+    sent: bytes = b""
+
+    @property
+    def answered(self) -> bool:
+        return self.first_answer is not None
+
+
+def _read_or_eof(bridge: StdioBridge, wait: float) -> tuple[str, bytes]:
+    """Read one frame within ``wait``; on silence close stdin and give EOF_GRACE.
+
+    Returns ("answered" | "after-eof", payload) or raises what the bridge did.
+    """
+    try:
+        return "answered", bridge.read_frame(wait)
+    except BridgeTimeout:
+        bridge.close_stdin()
+        # Raises BridgeTimeout / BridgeCrashed when nothing comes now either.
+        return "after-eof", bridge.read_frame(EOF_GRACE)
+
+
+def startup_probe(driver: StdioDriver, startup_timeout: float) -> StartupProbe:
+    """Start a bridge, send what a host sends first, and record what comes back."""
+    cached = getattr(driver, "_startup_probe", None)
+    if isinstance(cached, StartupProbe):
+        return cached
+    probe = StartupProbe()
+    bridge = driver.spawn()
+    try:
+        json_codec = get_codec("json")
+        codec = driver.base_codec()
+        sent = bytearray()
+        try:
+            if driver.settings.codec == "negotiate":
+                first = encode_frame(json_codec.encode(NEGOTIATION_FRAME))
+            else:
+                first = encode_frame(codec.encode(_init_ping(1)))
+            bridge.send_bytes(first, startup_timeout)
+            sent += first
+            how, answer = _read_or_eof(bridge, startup_timeout)
+            probe.first_answer = time.monotonic() - bridge.started_at
+            if how == "after-eof":
+                probe.answered_only_after_eof = True
+            else:
+                if driver.settings.codec == "negotiate":
+                    # The answer was the negotiation; the init ping follows in
+                    # whatever codec was selected (runner.negotiate checks it).
+                    codec = get_codec(_selected_codec(answer))
+                    ping = encode_frame(codec.encode(_init_ping(1)))
+                    bridge.send_bytes(ping, startup_timeout)
+                    sent += ping
+                    if _read_or_eof(bridge, startup_timeout)[0] == "after-eof":
+                        probe.steady_unflushed = True
+                if not probe.steady_unflushed:
+                    second = encode_frame(codec.encode(_health_ping(2)))
+                    bridge.send_bytes(second, FLUSH_WAIT)
+                    sent += second
+                    if _read_or_eof(bridge, FLUSH_WAIT)[0] == "after-eof":
+                        probe.steady_unflushed = True
+                # Text printed after the answers (a banner, a log line).
+                bridge.wait_stdout_eof(0.05)
+                if bridge.unread_stdout:
+                    probe.garbage = bridge.unread_bytes()
+                    probe.garbage_error = "bytes after the last answer that are not a whole frame"
+        except BridgeTimeout:
+            probe.timed_out = True
+        except BridgeCrashed as exc:
+            probe.exit_description = str(exc)
+        except RemoteProtocolError as exc:
+            probe.garbage = bridge.unread_bytes()
+            probe.garbage_error = str(exc)
+        probe.sent = bytes(sent)
+    finally:
+        bridge.close()
+        bridge.wait_stderr_eof(1.0)
+        probe.stderr_tail = bridge.stderr_tail()
+    driver._startup_probe = probe  # type: ignore[attr-defined]
+    return probe
+
+
+def _selected_codec(answer: bytes) -> str:
+    """The codec a negotiation answer selected (JSON when it cannot be read:
+    judging the answer is the negotiation cases' job, not the probe's)."""
+    try:
+        reply = get_codec("json").decode(answer)
+    except RemoteProtocolError:
+        return "json"
+    selected = reply.get("protocol") if isinstance(reply, dict) else None
+    return selected if selected in ("json", "msgpack") else "json"
+
+
+def _init_ping(request_id: int) -> dict[str, Any]:
+    return {
+        "id": request_id,
+        "command": "ping",
+        "args": {"worker_id": "conformance", "initialization": True},
+    }
+
+
+def _health_ping(request_id: int) -> dict[str, Any]:
+    return {"id": request_id, "command": "ping", "args": {"health_check": True}}
+
+
+def is_ping_answer(value: Any, ping_id: int) -> bool:
+    """Is ``value`` the answer to our ping?  By id, or (id not echoed) by its ok result."""
+    if not isinstance(value, dict):
+        return False
+    if value.get("id") == ping_id:
+        return True
+    result = value.get("result")
+    return (
+        value.get("success") is True
+        and isinstance(result, dict)
+        and result.get("status") == "ok"
+        and "echoed" not in result
+    )
+
+
+def expect_alive(ctx: StdioCaseContext, why: str = "", max_before: int = 0) -> list[Any]:
+    """Send a ping; the bridge MUST still answer it (§4.3 and friends).
+
+    Up to ``max_before`` answers to earlier requests may come first; they are
+    returned.  A bridge that hangs is TIMEOUT, one that ended is CRASH.
+    """
+    ping_id = 900000 + ctx.next_id()
+    ctx.send_value({"id": ping_id, "command": "ping", "args": {}})
+    before: list[Any] = []
+    for _ in range(max_before + 1):
+        value = ctx.read_value()
+        if is_ping_answer(value, ping_id):
+            return before
+        before.append(value)
+    raise CaseFailed(
+        f"no answer to a ping{(' ' + why) if why else ''}; instead: {describe(before)}"
+    )
+
+
+def is_object(value: Any) -> bool:
+    return isinstance(value, dict)
+
+
+def failure_form(response: Any) -> str:
+    """ "modern" (success false), "legacy" (success true, result.status error) or "none"."""
+    if not isinstance(response, dict):
+        return "none"
+    if response.get("success") is False:
+        return "modern"
+    result = response.get("result")
+    legacy = isinstance(result, dict) and result.get("status") == "error"
+    return "legacy" if response.get("success") is True and legacy else "none"
+
+
+def grade_failure(
+    ctx: StdioCaseContext,
+    response: Any,
+    *,
+    what: str,
+    error_types: frozenset[str] | None = None,
+    mentions: str | None = None,
+    legacy_allowed: bool = True,
+) -> str:
+    """Grade a response that must signal failure; returns its form.
+
+    MUST: failure is signalled (``success: false``; the legacy form only where
+    ``legacy_allowed``, graded NON-STRICT).  SHOULD: ``error`` a non-empty
+    string, ``error_type`` one of ``error_types`` (default: the §4.2
+    vocabulary), ``error`` naming ``mentions``.
+    """
+    form = failure_form(response)
+    if form == "none":
+        raise CaseFailed(f"{what}: the response does not signal failure: {describe(response)}")
+    if form == "legacy":
+        if not legacy_allowed:
+            raise CaseFailed(f"{what}: expected success: false, got {describe(response)}")
+        ctx.add_finding(
+            Grade.NON_STRICT,
+            f"{what}: signalled in the legacy form (success: true, result.status: error); "
+            "the spec accepts it as non-strict (§4.4)",
+        )
+        return form
+    error = response.get("error")
+    if not isinstance(error, str) or not error:
+        raise CaseFailed(f"{what}: `error` must be a non-empty string (§4.2), got {error!r}")
+    wanted = error_types or ERROR_TYPES
+    error_type = response.get("error_type")
+    ctx.recommend(
+        error_type in wanted,
+        f"{what}: error_type should be {' or '.join(sorted(wanted))}, got {error_type!r}",
+    )
+    if mentions is not None:
+        ctx.recommend(mentions in error, f"{what}: `error` should name {mentions!r}: {error!r}")
+    return form
+
+
+def group_memory(bridge: StdioBridge) -> dict[int, dict[str, int]]:
+    """VmPeak/VmHWM of every process in the bridge's group (wrappers and children too)."""
+    out = {}
+    with contextlib.suppress(RuntimeError, OSError):
+        for pid in bridge.group_members():
+            mem = proc_memory(pid)
+            if mem:
+                out[pid] = mem
+    return out
+
+
+def memory_growth(before: dict[int, dict[str, int]], after: dict[int, dict[str, int]]) -> int:
+    """The largest VmPeak or VmHWM growth of any process in the group, in bytes."""
+    growth = 0
+    for pid, mem in after.items():
+        base = before.get(pid, {})
+        for key in ("VmPeak", "VmHWM"):
+            if key in mem:
+                growth = max(growth, mem[key] - base.get(key, mem[key]))
+    return growth
