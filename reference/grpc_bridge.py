@@ -835,7 +835,13 @@ def main(
     *,
     servicer_class: type[BridgeServicer] = BridgeServicer,
     default_adapter: type[BaseCommandHandler] = StreamingTestHandler,
+    stop_signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT),
 ) -> int:
+    """Run the bridge until a stop signal; returns the exit status.
+
+    ``servicer_class``, ``default_adapter`` and ``stop_signals`` are seams for
+    the broken sample bridges in ``fixtures/grpc_bridges/``.
+    """
     args, unknown = make_parser().parse_known_args(argv)
     if unknown and not args.quiet:
         print(f"snakepit-grpc-bridge: ignoring options {unknown}", file=sys.stderr)
@@ -850,7 +856,7 @@ def main(
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in stop_signals:
         signal.signal(sig, on_signal)
     try:
         adapter = load_adapter(args.adapter) if args.adapter else default_adapter
