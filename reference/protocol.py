@@ -27,9 +27,11 @@ Decisions where the spec leaves room (also listed in docs/adapters.md):
   except while a response is being written: then the write is finished first,
   with a deadline (``WRITE_GRACE``) so that a host that stopped reading cannot
   hold the bridge past the 2 s the spec allows.
-* Broken pipe (§5.4): the bridge watches its stdout for POLLERR/POLLHUP while
-  it waits for input, so it notices a host that closed its end even when idle;
-  it then exits with status 0 and no traceback.  End of input inside a frame
+* Broken pipe (§5.4): a watcher thread polls the stdout pipe for POLLERR /
+  POLLHUP, so the bridge notices a host that closed its end even while idle or
+  busy in a long command; it then exits with status 0 and no traceback.  The
+  same thread makes sure no signal is lost in the instant before a blocking
+  read (see :class:`_Watcher`).  End of input inside a frame
   (§2.5) exits at once with status 1 and a line on stderr.
 * Child processes (§5.3): on the way out the bridge sends SIGTERM to any child
   process an adapter left running.
@@ -51,6 +53,7 @@ import select
 import signal
 import stat
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -87,6 +90,14 @@ DISCARD_CHUNK: Final = 64 * 1024
 # 2 s in all; the rest is margin for interpreter shutdown).
 WRITE_GRACE: Final = 1.0
 
+# How often the watcher thread re-interrupts the main thread until it has
+# acted on a signal or a hang-up: quick against the 2 s budget, rare enough to
+# cost nothing.
+NUDGE_INTERVAL_MS: Final = 50
+
+# Signal numbers (as set_wakeup_fd writes them) that end the bridge.
+_TERMINATING: Final = frozenset((signal.SIGTERM.value, signal.SIGINT.value))
+
 # Exit status when input ends in the middle of a frame (§2.5).
 EXIT_TRUNCATED: Final = 1
 
@@ -102,8 +113,8 @@ class _Terminate(BaseException):
     ``except Exception`` blocks must not swallow it)."""
 
 
-class _HostGone(Exception):
-    """The host closed the bridge's stdout."""
+class _HostGone(BaseException):
+    """The host closed the bridge's stdout (BaseException, like _Terminate)."""
 
 
 class _EndOfInput(Exception):
@@ -307,6 +318,75 @@ _WIRE_TYPE_NAMES: Final = {
 }
 
 
+class _Watcher(threading.Thread):
+    """Makes sure a hang-up or a signal always reaches the main loop (§5.3, §5.4).
+
+    Two gaps it closes, both without any cost per frame:
+
+    * The host closing our stdout is only seen by a write, which never comes
+      while the bridge waits for input or runs a long command.  The thread
+      sleeps in poll() on the stdout pipe (POLLERR/POLLHUP need no event mask).
+    * A signal that lands just before the main thread enters a blocking
+      read() is not seen until the read returns (Python runs handlers between
+      bytecodes; the read is not interrupted).  ``signal.set_wakeup_fd`` tells
+      the thread about every signal anyway.
+
+    In both cases the thread "nudges" the main thread with SIGTERM every
+    ``NUDGE_INTERVAL`` until the loop has ended (``stop()``): each nudge
+    interrupts a blocking system call, so the pending handler runs.
+    """
+
+    def __init__(self, out_fd: int | None, main_thread: int) -> None:
+        super().__init__(name="snakepit-bridge-watch", daemon=True)
+        self._out_fd = out_fd
+        self._main_thread = main_thread
+        self._stop_r, self._stop_w = os.pipe()
+        self._signal_r, self._signal_w = os.pipe()
+        for fd in (self._signal_r, self._signal_w):
+            os.set_blocking(fd, False)
+        self._previous_wakeup_fd = -1
+        self.host_gone = False
+
+    def start(self) -> None:
+        # Called on the main thread (set_wakeup_fd demands it).
+        self._previous_wakeup_fd = signal.set_wakeup_fd(self._signal_w, warn_on_full_buffer=False)
+        super().start()
+
+    def run(self) -> None:
+        poller = select.poll()
+        poller.register(self._stop_r, select.POLLIN)
+        poller.register(self._signal_r, select.POLLIN)
+        if self._out_fd is not None:
+            poller.register(self._out_fd, 0)
+        nudging = False
+        while True:
+            for fd, events in poller.poll(NUDGE_INTERVAL_MS if nudging else None):
+                if fd == self._stop_r:
+                    return
+                if fd == self._signal_r:
+                    with contextlib.suppress(OSError):
+                        received = os.read(self._signal_r, 256)
+                        nudging = nudging or bool(_TERMINATING.intersection(received))
+                elif events & _HANGUP:
+                    self.host_gone = True
+                    nudging = True
+                    poller.unregister(fd)
+            if nudging:
+                with contextlib.suppress(OSError):
+                    signal.pthread_kill(self._main_thread, signal.SIGTERM)
+
+    def stop(self) -> None:
+        """End the thread (main thread only) and give back the descriptors."""
+        with contextlib.suppress(OSError):
+            os.write(self._stop_w, b"x")
+        self.join(timeout=1.0)
+        with contextlib.suppress(ValueError, OSError):
+            signal.set_wakeup_fd(self._previous_wakeup_fd)
+        for fd in (self._stop_r, self._stop_w, self._signal_r, self._signal_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 def _describe(value: Any) -> str:
     return _WIRE_TYPE_NAMES.get(type(value)) or type(value).__name__
 
@@ -350,6 +430,9 @@ class ProtocolHandler:
         self._in_fd = 0
         self._writing = False
         self._pending_signal = 0
+        self._pending_hangup = False
+        self._watcher: _Watcher | None = None
+        self._stopping = False
 
     # -- public -------------------------------------------------------------------
 
@@ -376,6 +459,11 @@ class ProtocolHandler:
             f"{self.handler.bridge_name} {self.handler.bridge_version}: serving {codec} "
             f"frames on stdio (pid {os.getpid()}, max frame {self.max_frame_size} bytes)"
         )
+        self._stopping = False
+        self._watcher = _Watcher(
+            self._out_fd if _is_pipe_or_socket(self._out_fd) else None, threading.get_ident()
+        )
+        self._watcher.start()
         try:
             self._serve()
         except _EndOfInput as end:
@@ -388,6 +476,10 @@ class ProtocolHandler:
         except _HostGone:
             pass  # §5.4: quietly; stderr may well be gone too
         finally:
+            self._stopping = True  # later nudges and signals change nothing
+            if self._watcher is not None:
+                self._watcher.stop()
+                self._watcher = None
             signal.setitimer(signal.ITIMER_REAL, 0)
             for sig, old in previous.items():
                 signal.signal(sig, old)
@@ -397,12 +489,23 @@ class ProtocolHandler:
     # -- signals ------------------------------------------------------------------
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._stopping:
+            return  # already on the way out (a repeated signal or a nudge)
+        if self._watcher is not None and self._watcher.host_gone:
+            if self._writing:
+                # The write in progress may fail with EPIPE, or may have just
+                # completed (the host read it, then closed): leave after it.
+                self._pending_hangup = True
+                return
+            self._stopping = True
+            raise _HostGone
         if self._writing:
             # Finish the response being written (§5.3), but not forever.
             if not self._pending_signal:
                 self._pending_signal = signum
                 signal.setitimer(signal.ITIMER_REAL, WRITE_GRACE)
             return
+        self._stopping = True
         raise _Terminate(signum)
 
     def _on_write_timeout(self, signum: int, frame: FrameType | None) -> None:
@@ -454,14 +557,6 @@ class ProtocolHandler:
 
     def _serve(self) -> None:
         in_fd = self._in_fd
-        poller = select.poll()
-        poller.register(in_fd, select.POLLIN)
-        watch_out = _is_pipe_or_socket(self._out_fd)
-        if watch_out:
-            # Events 0: poll still reports POLLERR/POLLHUP, i.e. the host closed
-            # its end of our stdout (§5.4), even while we wait for input.
-            poller.register(self._out_fd, 0)
-        out_fd = self._out_fd
         unpack_header = HEADER.unpack_from
         buf = bytearray(READ_BUFFER_SIZE)
         view = memoryview(buf)
@@ -501,10 +596,6 @@ class ProtocolHandler:
                 else:
                     view[:avail] = view[start:end]
                 start, end = 0, avail
-            if watch_out:
-                for fd, events in poller.poll():
-                    if fd == out_fd and events & _HANGUP:
-                        raise _HostGone
             try:
                 count = os.readv(in_fd, [view[end:]])
             except BlockingIOError:
@@ -662,8 +753,11 @@ class ProtocolHandler:
             raise _HostGone from None
         finally:
             self._writing = False
-        if self._pending_signal:
+        if self._pending_signal or self._pending_hangup:
             signal.setitimer(signal.ITIMER_REAL, 0)
+            self._stopping = True
+            if self._pending_hangup:
+                raise _HostGone
             raise _Terminate(self._pending_signal)
 
     def _write_rest(self, header: bytes, payload: bytes, written: int) -> None:

@@ -248,3 +248,26 @@ def test_quiet_keeps_stderr_empty_and_default_says_something(which: str) -> None
             bridge.wait_stdout_eof(1.0)
             time.sleep(0.1)
             assert (bridge.stderr_total > 0) is expect_output, bridge.stderr_tail()
+
+
+def test_host_closing_stdout_during_a_long_command_ends_the_bridge() -> None:
+    with StdioBridge(MISBEHAVING, env=adapter_env()) as bridge:
+        s = Session(bridge, "json")
+        s.assert_serving()
+        bridge.send({"id": 1, "command": "sleep", "args": {"seconds": 30}}, s.codec, TIMEOUT)
+        time.sleep(0.2)
+        bridge.close_stdout()
+        ended = bridge.wait_exit(EXIT_DEADLINE + SLACK)
+        assert ended is not None, "a busy bridge did not notice its host had gone"
+        assert b"Traceback" not in bridge.stderr_tail()
+
+
+def test_hangup_right_after_a_response_is_never_missed() -> None:
+    # The host reads an answer and closes at once: the hang-up lands while the
+    # bridge is between its write and its next read (a race, so repeat it).
+    for _ in range(8):
+        with StdioBridge((*V2, "--quiet")) as bridge:
+            Session(bridge, "json").assert_serving()
+            bridge.close_stdout()
+            ended = bridge.wait_exit(EXIT_DEADLINE + SLACK)
+            assert ended is not None and ended.returncode == 0
