@@ -166,7 +166,9 @@ def test_dspy_style_pipeline_flow(codec: str) -> None:
 @pytest.mark.parametrize("codec", ["json", "msgpack"])
 def test_pandas_dataframe_over_the_wire(codec: str) -> None:
     pytest.importorskip("pandas", reason="pandas not installed")
-    data = {"name": ["a", "b", "c", "d", "e", "f", "g"], "score": [3, 1, 4, 1, 5, 9, 2]}
+    names = ["a", "b", "c", "d", "e", "f", "g"]
+    scores = [3, 1, 4, 1, 5, 9, 2]
+    data = {"name": names, "score": scores}
     with host(codec) as h:
         df = h.ok("call", target="pandas.DataFrame", kwargs={"data": data}, store_as="df")
         assert df["stored_as"] == "df"
@@ -174,8 +176,7 @@ def test_pandas_dataframe_over_the_wire(codec: str) -> None:
         assert shape["type"] == "DataFrame" and shape["shape"] == [7, 2]
         assert shape["columns"] == ["name", "score"] and shape["dtypes"]["score"] == "int64"
         assert shape["head"] == [
-            {"name": n, "score": s}
-            for n, s in zip(data["name"][:5], data["score"][:5], strict=True)
+            {"name": n, "score": s} for n, s in zip(names[:5], scores[:5], strict=True)
         ]
         assert isinstance(shape["string_repr"], str)
         top = h.ok("call", target="stored.df.nlargest", args=[2, "score"])["result"]

@@ -149,8 +149,9 @@ def _dspy(value: Any, ser: Serializer, depth: int) -> dict[str, Any] | None:
     prediction = getattr(dspy, "Prediction", None) if dspy is not None else None
     if not isinstance(prediction, type) or not isinstance(value, prediction):
         return None
+    fields: Any = value
     data: dict[str, Any] = {}
-    for count, (key, item) in enumerate(value.items()):
+    for count, (key, item) in enumerate(fields.items()):
         if count >= ser.limits.max_attributes:
             break
         data[str(key)] = ser.describe(item, depth + 1)
