@@ -599,6 +599,8 @@ class ProtocolHandler:
             try:
                 count = os.readv(in_fd, [view[end:]])
             except BlockingIOError:
+                # Someone made our stdin non-blocking: wait instead of spinning.
+                select.select([in_fd], [], [])
                 continue
             if count == 0:
                 if end == start:
@@ -619,7 +621,11 @@ class ProtocolHandler:
         total = left
         scratch = memoryview(bytearray(min(DISCARD_CHUNK, left)))
         while left:
-            count = os.readv(self._in_fd, [scratch[: min(left, len(scratch))]])
+            try:
+                count = os.readv(self._in_fd, [scratch[: min(left, len(scratch))]])
+            except BlockingIOError:
+                select.select([self._in_fd], [], [])
+                continue
             if count == 0:
                 raise _EndOfInput(f"{total - left} of {total} bytes of an oversize payload")
             left -= count
