@@ -14,7 +14,8 @@ Shapes (normative, §7.7):
 * pandas ``Series`` → ``{type, length, dtype, head, string_repr}``; ``head`` is
   the first ``head_rows`` values;
 * DSPy ``Prediction`` → ``{type, module, prediction_data, string_repr}``;
-  ``prediction_data`` maps each field to its serialised value;
+  ``prediction_data`` maps each field to its serialised value (a DSPy
+  ``Example`` keeps the generic shape, its fields as ``attributes``);
 * a Transformers pipeline → ``{type, task, model, string_repr}``; ``model`` is
   the model's name or path (its class name when it has none).
 
@@ -147,11 +148,28 @@ def _numpy(value: Any, ser: Serializer, depth: int) -> dict[str, Any] | None:
 def _dspy(value: Any, ser: Serializer, depth: int) -> dict[str, Any] | None:
     dspy = sys.modules.get("dspy")
     prediction = getattr(dspy, "Prediction", None) if dspy is not None else None
+    example = getattr(dspy, "Example", None) if dspy is not None else None
+    if (
+        isinstance(example, type)
+        and isinstance(value, example)
+        and not (isinstance(prediction, type) and isinstance(value, prediction))
+    ):
+        # Not in §7.7's list: the generic shape, with the example's fields as
+        # its attributes (its own __dict__ holds only private bookkeeping).
+        fields: Any = value
+        return ser.describe_object(
+            value,
+            depth,
+            attributes={
+                str(key): ser.describe(item, depth + 1)
+                for key, item in list(fields.items())[: ser.limits.max_attributes]
+            },
+        )
     if not isinstance(prediction, type) or not isinstance(value, prediction):
         return None
-    fields: Any = value
+    pairs: Any = value
     data: dict[str, Any] = {}
-    for count, (key, item) in enumerate(fields.items()):
+    for count, (key, item) in enumerate(pairs.items()):
         if count >= ser.limits.max_attributes:
             break
         data[str(key)] = ser.describe(item, depth + 1)
