@@ -23,7 +23,13 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from snakepit_harness.errors import HarnessError
-from snakepit_harness.transports.grpc import GrpcBridge, GrpcStatusError, GrpcStream, decode_map
+from snakepit_harness.transports.grpc import (
+    DEFAULT_STARTUP_TIMEOUT,
+    GrpcBridge,
+    GrpcStatusError,
+    GrpcStream,
+    decode_map,
+)
 
 from .model import BridgeUse, Case, CaseFailed, CaseSkipped, RunSettings, Verdict
 from .runner import CaseContext, TransportDriver, register_transport
@@ -271,8 +277,12 @@ class GrpcDriver(TransportDriver):
         if self.stop.is_set():
             raise KeyboardInterrupt
         if self.settings.bridge_cmd:
-            return GrpcBridge(self.settings.bridge_cmd)
-        return GrpcBridge(target=self.settings.target)
+            # §8.2 allows 10 s for the ready line, whatever the case deadline.
+            return GrpcBridge(
+                self.settings.bridge_cmd,
+                startup_timeout=max(DEFAULT_STARTUP_TIMEOUT, self.settings.timeout),
+            )
+        return GrpcBridge(target=self.settings.target, startup_timeout=self.settings.timeout)
 
     def _start(self, bridge: GrpcBridge) -> GrpcBridge:
         try:

@@ -212,8 +212,8 @@ def current_call() -> CallScope:
 # -- the default adapter --------------------------------------------------------
 
 
-class StreamingTestHandler(GenericCommandHandler):
-    """Generic commands (§6) plus the streaming and timing commands of the gRPC suite.
+class StreamingCommands:
+    """The streaming and timing commands of the gRPC suite, installable on any adapter.
 
     ``ping_stream {count=5, interval=0}`` yields ``count`` chunks
     ``{ping_number, message}`` (``interval`` seconds apart, §8.5);
@@ -221,12 +221,11 @@ class StreamingTestHandler(GenericCommandHandler):
     ``sleep {seconds}`` waits (cooperatively: cancellation or ``timeout_ms``
     wakes it); ``stream_stats`` reports how many stream chunks were produced and
     how many streams were closed before their end, so a test can see that a
-    cancelled stream stopped its producer.
+    cancelled stream stopped its producer.  :func:`serve` installs the ones an
+    adapter lacks, since §8.5 asks every gRPC bridge for ``ping_stream``.
     """
 
-    bridge_type = "grpc"
-    bridge_name = "snakepit-grpc-bridge"
-    bridge_version = BRIDGE_VERSION
+    NAMES: ClassVar[tuple[str, ...]] = ("ping_stream", "fail_stream", "sleep", "stream_stats")
 
     # Bounds that keep a careless request from tying a server thread up forever.
     MAX_STREAM_COUNT: ClassVar[int] = 1_000_000
@@ -238,27 +237,30 @@ class StreamingTestHandler(GenericCommandHandler):
         self.streams_started = 0
         self.streams_completed = 0
         self.streams_closed_early = 0
-        super().__init__()
 
-    def _register_commands(self) -> None:
-        super()._register_commands()
-        self.register_command("ping_stream", self.ping_stream)
-        self.register_command("fail_stream", self.fail_stream)
-        self.register_command("sleep", self.sleep)
-        self.register_command("stream_stats", self.stream_stats)
+    def install(self, handler: BaseCommandHandler) -> list[str]:
+        """Register on ``handler`` each of these commands it does not have; return them."""
+        have = set(handler.get_supported_commands())
+        added = [name for name in self.NAMES if name not in have]
+        for name in added:
+            handler.register_command(name, getattr(self, name))
+        return added
 
     def _bump(self, name: str) -> None:
         with self._stats_lock:
             setattr(self, name, getattr(self, name) + 1)
 
-    def _track(self, chunks: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    def _track(
+        self, chunks: Iterator[dict[str, Any]], scope: CallScope
+    ) -> Iterator[dict[str, Any]]:
         self._bump("streams_started")
         finished = False
         try:
             for chunk in chunks:
                 self._bump("chunks_produced")
                 yield chunk
-            finished = True
+            # A producer that returned because its call was cancelled stopped early too.
+            finished = not scope.cancelled
         finally:
             self._bump("streams_completed" if finished else "streams_closed_early")
 
@@ -281,7 +283,7 @@ class StreamingTestHandler(GenericCommandHandler):
                 produced += 1
                 yield {"ping_number": number, "message": f"ping {number} of {count}"}
 
-        yield from self._track(pings())
+        yield from self._track(pings(), scope)
         return {"status": "complete", "total": produced}
 
     def fail_stream(self, args: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -292,7 +294,7 @@ class StreamingTestHandler(GenericCommandHandler):
                 yield {"chunk": number}
             raise RuntimeError(f"fail_stream failed after {after} chunks, as asked")
 
-        return self._track(chunks())
+        return self._track(chunks(), current_call())
 
     def sleep(self, args: dict[str, Any]) -> dict[str, Any]:
         seconds = _bounded_number(args, "seconds", 1.0, float, self.MAX_SLEEP_SECONDS)
@@ -313,6 +315,19 @@ class StreamingTestHandler(GenericCommandHandler):
                 "streams_completed": self.streams_completed,
                 "streams_closed_early": self.streams_closed_early,
             }
+
+
+class StreamingTestHandler(GenericCommandHandler):
+    """The default adapter: the generic commands (§6) plus :class:`StreamingCommands`."""
+
+    bridge_type = "grpc"
+    bridge_name = "snakepit-grpc-bridge"
+    bridge_version = BRIDGE_VERSION
+
+    def _register_commands(self) -> None:
+        super()._register_commands()
+        self.streaming = StreamingCommands()
+        self.streaming.install(self)
 
 
 def _bounded_number(
@@ -782,6 +797,7 @@ def serve(
     import grpc
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+    StreamingCommands().install(handler)  # ping_stream & co. for adapters without them
     servicer = servicer_class(handler, max_message_size=max_message_size)
     server = grpc.server(
         futures.ThreadPoolExecutor(SERVER_THREADS, thread_name_prefix="grpc-server"),

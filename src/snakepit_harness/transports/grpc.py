@@ -363,6 +363,8 @@ class GrpcBridge:
         if self.argv:
             self._spawn()
             self._wait_ready()
+        else:
+            self.started_at = time.monotonic()
         self._open_channel()
         self._probe_and_connect()
         return self
