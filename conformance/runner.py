@@ -66,7 +66,9 @@ __all__ = [
     "StdioCaseContext",
     "StdioDriver",
     "TransportDriver",
+    "interrupt_all_runs",
     "register_transport",
+    "run_case",
     "run_suite",
 ]
 
@@ -533,6 +535,21 @@ def transport_driver(kind: str) -> type[TransportDriver]:
 
 # -- the run -----------------------------------------------------------------
 
+# Drivers of runs in progress, so an interrupt can kill every bridge of every
+# run at once (check runs several configurations in threads).
+_ACTIVE_DRIVERS: set[TransportDriver] = set()
+_ACTIVE_LOCK = threading.Lock()
+
+
+def interrupt_all_runs() -> None:
+    """Stop every run in progress and kill all their bridges (Ctrl-C, SIGTERM)."""
+    with _ACTIVE_LOCK:
+        drivers = list(_ACTIVE_DRIVERS)
+    for driver in drivers:
+        driver.stop.set()
+        with contextlib.suppress(Exception):
+            driver.close()
+
 
 @dataclass
 class RunReport:
@@ -710,6 +727,8 @@ def run_suite(
     baseline = baseline or {}
     began = time.monotonic()
     driver = transport_driver(settings.transport)(settings, stop)
+    with _ACTIVE_LOCK:
+        _ACTIVE_DRIVERS.add(driver)
     blocked_by: str | None = None
 
     def emit(result: CaseResult) -> None:
@@ -758,6 +777,8 @@ def run_suite(
         raise
     finally:
         driver.close()
+        with _ACTIVE_LOCK:
+            _ACTIVE_DRIVERS.discard(driver)
         report.duration = time.monotonic() - began
         report.negotiated = getattr(driver, "negotiated", None)
     known = set(known_ids)

@@ -1,0 +1,471 @@
+"""The ``conformance``, ``replay`` and ``check`` subcommands (a thin edge over the runner).
+
+Exit codes: 0 the bridge conforms; 1 a failing verdict (FAIL, TIMEOUT, CRASH,
+FRAMING, STALE, or NON-STRICT under --strict); 2 the harness could not do its
+job (bad usage, bridge not startable, ERROR, zero cases selected); 130
+interrupted (Ctrl-C, or SIGTERM to the harness).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from snakepit_harness.errors import HarnessError
+
+from .baseline import baseline_entries, load_baseline, write_baseline
+from .model import CODEC_MODES, PROFILES, Case, CaseResult, RunSettings, Verdict
+from .registry import all_cases, select_cases
+from .reports import (
+    case_line,
+    failure_details,
+    summary_line,
+    write_html,
+    write_json,
+    write_junit,
+    write_terminal,
+)
+from .runner import RunReport, interrupt_all_runs, run_case, run_suite, transport_driver
+from .targets import CHECK_TARGETS, CheckTarget, user_targets
+
+__all__ = ["register"]
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_ERROR: Final = 2
+EXIT_INTERRUPTED: Final = 130
+
+DEFAULT_TIMEOUT: Final = 10.0
+# Configurations `check` runs at once: bridges are separate processes, so two
+# overlap well even on two cores; more only adds contention.
+CHECK_PARALLEL: Final = 3
+
+T = TypeVar("T")
+
+
+def _add_run_options(parser: argparse.ArgumentParser, *, profile_default: str | None) -> None:
+    parser.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default=profile_default,
+        help="the profile the bridge claims"
+        + (f" (default: {profile_default})" if profile_default else ""),
+    )
+    parser.add_argument(
+        "--codec",
+        choices=CODEC_MODES,
+        default=None,
+        help="how the harness speaks: json or msgpack from the first frame (start the bridge "
+        "with the matching flag), or negotiate (§3.4, bridge in auto mode). Default: json",
+    )
+    parser.add_argument(
+        "--strict", action="store_true", help="NON-STRICT (a SHOULD missed) fails the run"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"per-case deadline in seconds (default {DEFAULT_TIMEOUT:g}; some cases take longer)",
+    )
+    parser.add_argument(
+        "--startup-timeout",
+        type=float,
+        default=20.0,
+        help="seconds a bridge may take to answer its first request (§5.1: 20)",
+    )
+    parser.add_argument(
+        "--transport", default="stdio", help="stdio (default) or grpc (with --profile grpc)"
+    )
+    parser.add_argument("--target", help="gRPC: HOST:PORT of a running bridge (no -- CMD)")
+    parser.add_argument(
+        "--golden-dir",
+        action="append",
+        default=[],
+        type=Path,
+        help="also run the golden-frame files in this directory (repeatable)",
+    )
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    conf = subparsers.add_parser(
+        "conformance",
+        help="run the conformance suite against a bridge",
+        description="Run the conformance suite (PROTOCOL.md §2-§8) against the bridge "
+        "command given after `--`.",
+    )
+    _add_run_options(conf, profile_default=None)
+    conf.add_argument("--list", action="store_true", help="list the cases and exit")
+    conf.add_argument(
+        "--case",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="only cases whose id matches (repeatable)",
+    )
+    conf.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="skip cases whose id matches (repeatable)",
+    )
+    conf.add_argument("--baseline", type=Path, help="known failures (YAML or JSON)")
+    conf.add_argument(
+        "--update-baseline",
+        action="store_true",
+        help="rewrite --baseline from this run (refused on a run filtered by --case/--exclude)",
+    )
+    conf.add_argument("--junit", type=Path, help="write a JUnit XML report here")
+    conf.add_argument("--json", type=Path, help="write a JSON report here")
+    conf.add_argument("--html", type=Path, help="write a self-contained HTML report here")
+    conf.add_argument("--quiet", action="store_true", help="no per-case lines, only failures")
+    conf.set_defaults(handler=run_conformance)
+
+    replay = subparsers.add_parser(
+        "replay",
+        help="run one case (by id or golden-frame file) and show every byte",
+        description="Run one conformance case against the bridge after `--` and print the "
+        "full transcript.",
+    )
+    replay.add_argument("case", help="a case id (see conformance --list) or a golden-frame file")
+    _add_run_options(replay, profile_default=None)
+    replay.set_defaults(handler=run_replay)
+
+    check = subparsers.add_parser(
+        "check",
+        help="check the bundled reference bridges (or the bridge after --) and print a table",
+        description="With no bridge: run the suite, strict, against every bundled reference "
+        "bridge, profile and codec it claims. With `-- CMD`: check that bridge "
+        "(--profile, default v2; codecs json and negotiate unless --codec is given).",
+    )
+    check.add_argument("--profile", choices=PROFILES, default="v2")
+    check.add_argument("--codec", action="append", choices=CODEC_MODES, default=[])
+    check.add_argument("--strict", action="store_true")
+    check.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
+    check.add_argument("--junit", type=Path)
+    check.add_argument("--json", type=Path)
+    check.add_argument("--html", type=Path)
+    check.add_argument("--verbose", action="store_true", help="print every case of every run")
+    check.set_defaults(handler=run_check)
+
+
+# -- helpers ------------------------------------------------------------------
+
+
+def _require_bridge(args: argparse.Namespace) -> tuple[str, ...]:
+    cmd = tuple(args.bridge_cmd)
+    if args.transport == "stdio" or not getattr(args, "target", None):
+        if not cmd:
+            raise HarnessError("no bridge command: put it after `--`, e.g. `-- ./my-bridge`")
+        exe = cmd[0]
+        if shutil.which(exe) is None and not Path(exe).is_file():
+            raise HarnessError(f"cannot start the bridge: {exe!r} is not an executable or on PATH")
+    return cmd
+
+
+def _settings(args: argparse.Namespace, cmd: tuple[str, ...], profile: str) -> RunSettings:
+    transport = args.transport
+    if profile == "grpc" and transport == "stdio":
+        transport = "grpc"  # the grpc profile only exists over gRPC
+    return RunSettings(
+        bridge_cmd=cmd,
+        profile=profile,
+        codec=args.codec or "json",
+        strict=args.strict,
+        timeout=args.timeout,
+        transport=transport,
+        target=getattr(args, "target", None),
+        startup_timeout=args.startup_timeout,
+    )
+
+
+def _list_cases(cases: Sequence[Case], out: Any) -> int:
+    for c in cases:
+        codecs = f" [{'|'.join(sorted(c.codecs))}]" if c.codecs else ""
+        gate = " (gate)" if c.gate else ""
+        print(
+            f"{c.id:45} §{c.section:5} {c.level!s:12} {','.join(sorted(c.profiles)):18}"
+            f"{codecs}{gate}  {c.requirement}",
+            file=out,
+        )
+    print(f"{len(cases)} cases", file=out)
+    return EXIT_OK
+
+
+def _run_interruptibly(fn: Callable[[], T]) -> T:
+    """Run ``fn``; on Ctrl-C (or SIGTERM, mapped by the CLI) kill every bridge first."""
+    try:
+        return fn()
+    except KeyboardInterrupt:
+        interrupt_all_runs()
+        raise
+
+
+# -- conformance ----------------------------------------------------------------
+
+
+def run_conformance(args: argparse.Namespace) -> int:
+    cases = all_cases(args.golden_dir)
+    if args.list:
+        if args.profile:
+            cases = [c for c in cases if args.profile in c.profiles]
+        return _list_cases(cases, sys.stdout)
+    if not args.profile:
+        raise HarnessError("--profile is required (v1, v2, enhanced or grpc)")
+    if args.update_baseline and not args.baseline:
+        raise HarnessError("--update-baseline needs --baseline FILE")
+    if args.update_baseline and (args.case or args.exclude):
+        raise HarnessError(
+            "--update-baseline refuses a run filtered by --case/--exclude: "
+            "it would drop the entries of the cases not run"
+        )
+    cmd = _require_bridge(args)
+    settings = _settings(args, cmd, args.profile)
+    transport_driver(settings.transport)  # unknown transport: clear error, exit 2
+    selected = select_cases(cases, args.case, args.exclude)
+    in_profile = [
+        c for c in selected if settings.profile in c.profiles and c.transport == settings.transport
+    ]
+    if not in_profile:
+        print(
+            "snakepit-harness: no cases selected (check --profile, --case, --exclude)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    baseline = load_baseline(args.baseline) if args.baseline else {}
+    known = {c.id for c in cases}
+
+    def show(result: CaseResult) -> None:
+        if not args.quiet:
+            print(case_line(result), flush=True)
+
+    title = f"profile {settings.profile}, codec {settings.codec}: {shlex.join(cmd)}"
+    print(f"== snakepit-harness conformance: {title}")
+    report = _run_interruptibly(
+        lambda: run_suite(
+            settings,
+            in_profile,
+            baseline={} if args.update_baseline else baseline,
+            known_ids=known,
+            on_result=show,
+        )
+    )
+    report.baseline_path = str(args.baseline) if args.baseline else None
+    if args.update_baseline:
+        entries = baseline_entries(report.results, baseline, settings.strict)
+        write_baseline(
+            args.baseline, entries, header=f"profile {settings.profile}, codec {settings.codec}"
+        )
+        print(f"baseline {args.baseline}: {len(entries)} known failure(s) written")
+        for result in report.results:
+            if result.case_id in entries and result.verdict is not Verdict.PASS:
+                result.baseline_reason = entries[result.case_id]
+                result.verdict = Verdict.XFAIL
+    write_terminal(report, sys.stdout, per_case=False)
+    _write_files(args, [report])
+    return report.exit_code()
+
+
+def _write_files(args: argparse.Namespace, reports: list[RunReport]) -> None:
+    if getattr(args, "junit", None):
+        write_junit(reports, args.junit)
+    if getattr(args, "json", None):
+        if len(reports) == 1:
+            write_json(reports[0], args.json)
+        else:
+            import json
+
+            args.json.write_text(
+                json.dumps({"runs": [r.to_json() for r in reports]}, indent=2) + "\n",
+                encoding="utf-8",
+            )
+    if getattr(args, "html", None):
+        write_html(reports, args.html)
+
+
+# -- replay -----------------------------------------------------------------------
+
+
+def _find_case(spec: str, golden_dirs: Sequence[Path]) -> Case:
+    from .golden import load_case
+
+    path = Path(spec)
+    if path.suffix == ".json" or path.is_file():
+        if not path.is_file():
+            raise HarnessError(f"no such golden-frame file: {spec}")
+        return load_case(path)
+    cases = {c.id: c for c in all_cases(golden_dirs)}
+    if spec not in cases:
+        close = [i for i in cases if spec.split(".", maxsplit=1)[0] in i][:5]
+        hint = f"; similar: {', '.join(close)}" if close else ""
+        raise HarnessError(f"no case {spec!r} (see `snakepit-harness conformance --list`){hint}")
+    return cases[spec]
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    case = _find_case(args.case, args.golden_dir)
+    profile = args.profile or next(
+        (p for p in ("v2", "v1", "enhanced", "grpc") if p in case.profiles), "v2"
+    )
+    cmd = _require_bridge(args)
+    settings = _settings(args, cmd, profile)
+    reason = case.applies_to(settings.profile, settings.codec, settings.transport)
+    if reason is not None:
+        print(f"SKIP {case.id}: {reason}")
+        return EXIT_ERROR
+    driver = transport_driver(settings.transport)(settings)
+    where = f"codec {settings.codec}: {shlex.join(cmd)}"
+    print(f"== replay {case.id} (§{case.section}, {case.level}) {where}")
+    print(f"   {case.requirement}")
+    try:
+        result = _run_interruptibly(lambda: run_case(driver, case, settings))
+    finally:
+        driver.close()
+    for line in failure_details(result)[2:]:
+        print(line)
+    if not result.observed and result.verdict is Verdict.PASS:
+        print("    (no events recorded)")
+    print(f"{result.verdict} {case.id} in {result.duration:.3f} s")
+    report = RunReport(settings, [result])
+    return report.exit_code()
+
+
+# -- check ----------------------------------------------------------------------
+
+
+def _check_rows(args: argparse.Namespace) -> list[tuple[str, RunSettings | None, str]]:
+    """(label, settings or None, skip reason) for every configuration to run."""
+    rows: list[tuple[str, RunSettings | None, str]] = []
+    if args.bridge_cmd:
+        cmd = tuple(args.bridge_cmd)
+        exe = cmd[0]
+        if shutil.which(exe) is None and not Path(exe).is_file():
+            raise HarnessError(f"cannot start the bridge: {exe!r} is not an executable or on PATH")
+        for profile, codec in user_targets(args.profile, tuple(args.codec)):
+            transport = "grpc" if profile == "grpc" else "stdio"
+            rows.append(
+                (
+                    f"{Path(exe).name} {profile}/{codec}",
+                    RunSettings(
+                        cmd,
+                        profile,
+                        codec if codec != "-" else "json",
+                        args.strict,
+                        args.timeout,
+                        transport,
+                    ),
+                    "",
+                )
+            )
+        return rows
+    target: CheckTarget
+    for target in CHECK_TARGETS:
+        missing = target.missing()
+        if missing:
+            rows.append((target.name, None, missing))
+            continue
+        codec = target.codec if target.codec != "-" else "json"
+        rows.append(
+            (
+                target.name,
+                RunSettings(
+                    target.command(), target.profile, codec, True, args.timeout, target.transport
+                ),
+                "",
+            )
+        )
+    return rows
+
+
+def run_check(args: argparse.Namespace) -> int:
+    rows = _check_rows(args)
+    cases = all_cases()
+    known = {c.id for c in cases}
+    reports: dict[int, RunReport] = {}
+    errors: dict[int, str] = {}
+    stop = threading.Event()
+    began = time.monotonic()
+
+    def work(index: int, settings: RunSettings) -> None:
+        try:
+            reports[index] = run_suite(settings, cases, known_ids=known, stop=stop)
+        except KeyboardInterrupt:
+            errors[index] = "interrupted"
+        except HarnessError as exc:
+            errors[index] = str(exc)
+        except Exception as exc:  # a thread must report, not vanish
+            errors[index] = f"{type(exc).__name__}: {exc}"
+
+    pending = [(i, s) for i, (_, s, _) in enumerate(rows) if s is not None]
+    running: list[threading.Thread] = []
+    try:
+        while pending or running:
+            running = [t for t in running if t.is_alive()]
+            while pending and len(running) < CHECK_PARALLEL:
+                index, settings = pending.pop(0)
+                # Daemon threads: an interrupted harness must not wait for them.
+                thread = threading.Thread(target=work, args=(index, settings), daemon=True)
+                thread.start()
+                running.append(thread)
+            time.sleep(0.02)
+    except KeyboardInterrupt:
+        stop.set()
+        interrupt_all_runs()
+        raise
+    elapsed = time.monotonic() - began
+    return _print_check(rows, reports, errors, elapsed, args)
+
+
+def _print_check(
+    rows: list[tuple[str, RunSettings | None, str]],
+    reports: dict[int, RunReport],
+    errors: dict[int, str],
+    elapsed: float,
+    args: argparse.Namespace,
+) -> int:
+    worst = EXIT_OK
+    header = (
+        f"{'bridge / profile / codec':44} {'cases':>5} {'pass':>5} {'fail':>5} "
+        f"{'n-s':>4} {'skip':>5} {'time':>6}  result"
+    )
+    blank = f"{'':>5} {'':>5} {'':>5} {'':>4} {'':>5} {'':>6}"
+    lines = [header, "-" * len(header)]
+    for index, (label, settings, skip) in enumerate(rows):
+        if settings is None:
+            lines.append(f"{label:44} {blank}  SKIPPED ({skip})")
+            continue
+        if index in errors:
+            worst = max(worst, EXIT_ERROR)
+            lines.append(f"{label:44} {blank}  ERROR: {errors[index]}")
+            continue
+        report = reports[index]
+        code = report.exit_code()
+        worst = max(worst, code) if code != EXIT_OK else worst
+        c = report.counts()
+        failing = len(report.failures())
+        verdict = {0: "CONFORMS", 1: "DOES NOT CONFORM", 2: "HARNESS ERROR"}.get(code, str(code))
+        lines.append(
+            f"{label:44} {len(report.results):>5} {c.get('PASS', 0):>5} {failing:>5} "
+            f"{c.get('NON-STRICT', 0):>4} {c.get('SKIP', 0):>5} {report.duration:>5.1f}s  {verdict}"
+        )
+    for index, report in sorted(reports.items()):
+        if args.verbose:
+            write_terminal(report, sys.stdout)
+        elif report.exit_code() != EXIT_OK:
+            print(f"\n== {rows[index][0]}")
+            for result in report.results:
+                if result.failed(report.settings.strict) or result.verdict is Verdict.ERROR:
+                    print("\n".join(failure_details(result)))
+            print(summary_line(report))
+    print()
+    print("\n".join(lines))
+    print(f"total {elapsed:.1f} s; exit {worst}")
+    _write_files(args, [reports[i] for i in sorted(reports)])
+    return worst
