@@ -35,7 +35,11 @@ EXIT_LIMIT_BREACHED: Final = 3
 EXIT_INTERRUPTED: Final = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 # The modules that provide subcommands, in the order `--help` lists them.
-SUBCOMMAND_MODULES: Final = ("snakepit_harness.send", "snakepit_harness.conformance.cli")
+SUBCOMMAND_MODULES: Final = (
+    "snakepit_harness.send",
+    "snakepit_harness.loadtests.cli",
+    "snakepit_harness.conformance.cli",
+)
 
 Handler = Callable[[argparse.Namespace], int]
 

@@ -1,0 +1,225 @@
+"""``snakepit-harness load``: sweep pool sizes, codecs and payloads with locust; report and gate.
+
+A thin edge: parse options, run the sweep (:mod:`.sweep`, one locust process
+per point), build the report (:mod:`.report`), write the files asked for, and
+turn limits into the exit code (3 when one is breached, 1 when a point could
+not be measured because the bridge failed).  Locust is never imported here.
+
+Distributed mode: ``--master`` runs the same sweep with each point's locust
+process as a master waiting for ``--expect-workers`` workers;
+``--worker --master-host H`` runs locust workers that take every point's
+configuration (bridge command included) from the master.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any, Final
+
+from snakepit_harness.errors import HarnessError
+
+__all__ = ["register", "run_load"]
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_ERROR: Final = 2
+EXIT_LIMIT_BREACHED: Final = 3
+
+DEFAULT_BRIDGES: Final = {
+    "stdio": (sys.executable, "-m", "snakepit_bridge.generic_bridge_v2"),
+    "grpc": (sys.executable, "-m", "snakepit_bridge.grpc_bridge"),
+}
+DEFAULT_DURATION_S: Final = 5.0
+# A soak needs long enough for a leak to show over the noise of the allocator.
+DEFAULT_SOAK_DURATION_S: Final = 60.0
+DEFAULT_SOAK_INTERVAL_S: Final = 1.0
+DEFAULT_MASTER_PORT: Final = 5557  # locust's own default
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"pool sizes must be positive integers, got {text!r}")
+    return sorted(set(values))
+
+
+def _name_list(text: str) -> list[str]:
+    values = [part.strip() for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one name")
+    return list(dict.fromkeys(values))
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "load",
+        help="load-test a bridge with locust: pool sizes x codecs x payloads",
+        description="Run each point (pool size, codec, payload) in its own headless locust "
+        "process, beside a raw echo baseline measured in the same run; print a table and a "
+        "recommendation; write HTML/JSON/CSV; exit 3 when a limit is breached. "
+        "Without `-- BRIDGE CMD...` the reference bridge is used.",
+    )
+    sweep = parser.add_argument_group("sweep")
+    sweep.add_argument(
+        "--pool", type=_int_list, default=[1, 2, 4], help="pool sizes (default: 1,2,4)"
+    )
+    sweep.add_argument(
+        "--codec",
+        type=_name_list,
+        default=["json", "msgpack"],
+        help="codecs (default: json,msgpack)",
+    )
+    sweep.add_argument(
+        "--payload",
+        type=_name_list,
+        default=["small"],
+        help="payload profiles: ping, small, structured, binary, file:PATH; with "
+        "--transport grpc also stream (default: small)",
+    )
+    sweep.add_argument(
+        "--users", type=int, default=None, help="locust users (default: 2x the largest pool)"
+    )
+    sweep.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help=f"measured seconds per point (default: {DEFAULT_DURATION_S:g}; "
+        f"{DEFAULT_SOAK_DURATION_S:g} with --soak)",
+    )
+    sweep.add_argument(
+        "--warmup", type=float, default=1.0, help="unmeasured warm-up seconds (default: 1)"
+    )
+    sweep.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds")
+    sweep.add_argument("--transport", choices=("stdio", "grpc"), default="stdio")
+    sweep.add_argument(
+        "--codec-select",
+        choices=("negotiate", "none"),
+        default="negotiate",
+        help="how a stdio bridge learns the codec: a §3.4 negotiation frame, or none "
+        "(the command line already chose it) (default: negotiate)",
+    )
+    sweep.add_argument(
+        "--baseline",
+        choices=("all", "smallest", "none"),
+        default="all",
+        help="measure the raw echo baseline at every pool size, only the smallest, or not at all",
+    )
+    sweep.add_argument("--stream-count", type=int, default=10, help="messages per gRPC ping_stream")
+    out = parser.add_argument_group("output")
+    out.add_argument("--html", type=Path, help="write an HTML report with plots")
+    out.add_argument(
+        "--csv", type=Path, metavar="DIR", help="write points.csv, startup.csv (and soak.csv)"
+    )
+    out.add_argument("--json", type=Path, help="write the full report as JSON")
+    out.add_argument("--work-dir", type=Path, help="keep each point's locust log and result here")
+    gates = parser.add_argument_group("gates (exit status 3 when breached)")
+    gates.add_argument("--max-p99", type=float, metavar="MS", help="highest allowed p99, ms")
+    gates.add_argument(
+        "--max-error-ratio", type=float, metavar="R", help="highest allowed error ratio"
+    )
+    gates.add_argument("--min-rps", type=float, metavar="N", help="lowest allowed requests/s")
+    gates.add_argument(
+        "--max-rss-growth", type=float, metavar="MB", help="soak: highest bridge memory growth"
+    )
+    soak = parser.add_argument_group("soak")
+    soak.add_argument(
+        "--soak", action="store_true", help="long points; report bridge memory growth"
+    )
+    soak.add_argument(
+        "--soak-interval",
+        type=float,
+        default=DEFAULT_SOAK_INTERVAL_S,
+        help="seconds between memory samples",
+    )
+    dist = parser.add_argument_group("distributed (locust master/worker)")
+    dist.add_argument("--master", action="store_true", help="run each point as a locust master")
+    dist.add_argument("--expect-workers", type=int, default=1, help="workers a master waits for")
+    dist.add_argument("--master-bind-port", type=int, default=DEFAULT_MASTER_PORT)
+    dist.add_argument("--worker", action="store_true", help="be a locust worker for a master")
+    dist.add_argument("--master-host", default="127.0.0.1")
+    dist.add_argument("--master-port", type=int, default=DEFAULT_MASTER_PORT)
+    parser.set_defaults(handler=run_load)
+
+
+def _check_dependencies(transport: str) -> None:
+    needed = ["locust", "gevent"] + (["grpc"] if transport == "grpc" else [])
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        extra = "load,grpc" if transport == "grpc" else "load"
+        raise HarnessError(
+            f"the load subcommand needs {', '.join(missing)}: "
+            f"pip install 'snakepit-harness[{extra}]'"
+        )
+
+
+def _validate(args: argparse.Namespace) -> None:
+    from .profiles import BUILTIN_PROFILES, FILE_PREFIX, load_profile
+
+    if args.users is not None and args.users < 1:
+        raise HarnessError("--users must be at least 1")
+    for codec in args.codec:
+        if codec not in ("json", "msgpack"):
+            raise HarnessError(f"unknown codec {codec!r}; use json and/or msgpack")
+    for payload in args.payload:
+        if args.transport == "grpc" and payload == "stream":
+            continue
+        if payload not in BUILTIN_PROFILES and not payload.startswith(FILE_PREFIX):
+            known = ", ".join([*BUILTIN_PROFILES, "file:PATH"])
+            raise HarnessError(f"unknown payload profile {payload!r}; known: {known}")
+        if payload.startswith(FILE_PREFIX):
+            load_profile(payload)  # a bad file fails now, not in every point
+
+
+def run_load(args: argparse.Namespace) -> int:
+    from .report import Gates, build_report, render_html, render_table, write_csv, write_json
+    from .sweep import SweepOptions, run_sweep, run_worker
+
+    _check_dependencies(args.transport)
+    if args.worker:
+        return run_worker(args.master_host, args.master_port, sys.stderr, args.work_dir)
+    _validate(args)
+    bridge_cmd = args.bridge_cmd or list(DEFAULT_BRIDGES[args.transport])
+    duration = args.duration or (DEFAULT_SOAK_DURATION_S if args.soak else DEFAULT_DURATION_S)
+    options = SweepOptions(
+        bridge_cmd=bridge_cmd,
+        transport=args.transport,
+        pools=args.pool,
+        codecs=args.codec,
+        payloads=args.payload,
+        users=args.users or 2 * max(args.pool),
+        warmup_s=args.warmup,
+        duration_s=duration,
+        timeout_s=args.timeout,
+        codec_select=args.codec_select,
+        baseline=args.baseline,
+        sample_interval_s=args.soak_interval if args.soak else 0.0,
+        stream_count=args.stream_count,
+        master=args.master,
+        expect_workers=args.expect_workers,
+        master_bind_port=args.master_bind_port,
+    )
+    results = run_sweep(options, sys.stderr, args.work_dir)
+    gates = Gates(args.max_p99, args.max_error_ratio, args.min_rps, args.max_rss_growth)
+    described: dict[str, Any] = dict(vars(options))
+    report = build_report(results, gates, described)
+    print(render_table(report))
+    if args.json:
+        write_json(report, args.json)
+    if args.csv:
+        write_csv(report, args.csv)
+    if args.html:
+        args.html.parent.mkdir(parents=True, exist_ok=True)
+        args.html.write_text(render_html(report), encoding="utf-8")
+    if report["breaches"]:
+        return EXIT_LIMIT_BREACHED
+    if any(row["error"] for row in report["rows"]):
+        return EXIT_FAILED
+    return EXIT_OK

@@ -1,0 +1,73 @@
+"""One point of a sweep: what a locust process is asked to run, and the JSON it writes back.
+
+The harness and its locust processes share nothing but this: the harness
+serialises a :class:`PointConfig` into the locust command line
+(``--snakepit-config``, which locust's master also forwards to distributed
+workers), and the locust process writes a result document (see
+``locustfile.py``) to ``result_path``.  Stdlib only, so the harness can import
+it without pulling in gevent or locust.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final
+
+__all__ = [
+    "BASELINE_KIND",
+    "BRIDGE_KIND",
+    "PointConfig",
+    "baseline_command",
+]
+
+BRIDGE_KIND: Final = "bridge"
+BASELINE_KIND: Final = "baseline"
+
+TRANSPORTS: Final = ("stdio", "grpc")
+
+
+def baseline_command(transport: str) -> list[str]:
+    """The calibration worker for ``transport``, run with this interpreter."""
+    module = {
+        "stdio": "snakepit_harness.loadtests.raw_echo",
+        "grpc": "snakepit_harness.loadtests.grpc_echo",
+    }[transport]
+    return [sys.executable, "-m", module]
+
+
+@dataclass
+class PointConfig:
+    """Everything a locust process needs to run one point."""
+
+    kind: str  # "bridge" or "baseline"
+    transport: str  # "stdio" or "grpc"
+    bridge_cmd: list[str]
+    pool: int
+    codec: str  # json, msgpack, raw (baseline) or protobuf (gRPC)
+    payload: str
+    users: int
+    warmup_s: float
+    duration_s: float
+    timeout_s: float = 30.0
+    codec_select: str = "negotiate"
+    result_path: str = ""
+    pid_file: str = ""
+    sample_interval_s: float = 0.0  # > 0: sample bridge memory (soak mode)
+    stream_count: int = 10  # messages per gRPC ping_stream call
+    expect_nodes: int = 1  # distributed: workers whose windows the master waits for
+    last_point: bool = False  # distributed: workers stop after this point
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> PointConfig:
+        data = json.loads(text)
+        return cls(**data)
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} pool={self.pool} codec={self.codec} payload={self.payload}"

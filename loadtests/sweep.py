@@ -1,0 +1,348 @@
+"""Run a sweep: one headless locust process per point, a raw baseline beside the bridge.
+
+This module runs in the harness's own process and never imports locust or
+gevent: each point is ``python -m locust -f locustfile.py --headless ...`` in
+its own session, its output captured in a log file (shown when it fails), its
+result read from a JSON file it writes.  Points are ordered payload by
+payload, pool by pool, the calibration baseline first and then each codec, so
+that a bridge's figures and the baseline they are divided by are measured
+minutes, not tens of minutes, apart on a noisy machine.
+
+Cleanup is unconditional: after every point, however it ended (success,
+failure, Ctrl-C, SIGTERM), the locust process group is terminated (SIGTERM, so
+it kills its pool itself; SIGKILL after a grace period) and every bridge
+recorded in the point's pid file is SIGKILLed with its group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+from snakepit_harness.errors import HarnessError
+
+from .point import BASELINE_KIND, BRIDGE_KIND, PointConfig, baseline_command
+from .procs import die_with_parent, kill_recorded
+
+__all__ = ["LOCUSTFILE", "SweepError", "SweepOptions", "plan", "run_point", "run_sweep"]
+
+LOCUSTFILE: Final = str(Path(__file__).with_name("locustfile.py"))
+USER_CLASSES: Final = {"stdio": "StdioPoolUser", "grpc": "GrpcUser"}
+
+# Time a locust process may spend on things other than warm-up and the
+# window: importing locust (~1-2 s on a busy machine), starting the pool
+# (a bridge has 20 s to answer its init ping, §5.1), writing its result.
+STARTUP_ALLOWANCE_S: Final = 45.0
+# Distributed masters also wait for their workers to connect.
+WORKER_WAIT_S: Final = 120.0
+# SIGTERM lets locust close its pool; after this, SIGKILL.
+TERMINATE_GRACE_S: Final = 5.0
+_POLL_S: Final = 0.1
+_LOG_TAIL_CHARS: Final = 2000
+
+BASELINE_CHOICES: Final = ("smallest", "all", "none")
+
+
+class SweepError(HarnessError):
+    """A point could not be run (locust failed to start, or wrote no result)."""
+
+
+@dataclass
+class SweepOptions:
+    bridge_cmd: list[str]
+    transport: str = "stdio"
+    pools: list[int] = field(default_factory=lambda: [1, 2, 4])
+    codecs: list[str] = field(default_factory=lambda: ["json", "msgpack"])
+    payloads: list[str] = field(default_factory=lambda: ["small"])
+    users: int = 8
+    warmup_s: float = 1.0
+    duration_s: float = 5.0
+    timeout_s: float = 30.0
+    codec_select: str = "negotiate"
+    baseline: str = "all"
+    sample_interval_s: float = 0.0
+    stream_count: int = 10
+    master: bool = False
+    expect_workers: int = 1
+    master_bind_port: int = 5557
+
+
+def plan(options: SweepOptions) -> list[PointConfig]:
+    """Every point of the sweep, in the order it runs."""
+    smallest = min(options.pools)
+    points = []
+    codecs = ["protobuf"] if options.transport == "grpc" else options.codecs
+    for payload in options.payloads:
+        for pool in options.pools:
+            common: dict[str, Any] = {
+                "transport": options.transport,
+                "pool": pool,
+                "payload": payload,
+                "users": options.users,
+                "warmup_s": options.warmup_s,
+                "duration_s": options.duration_s,
+                "timeout_s": options.timeout_s,
+                "codec_select": options.codec_select,
+                "sample_interval_s": options.sample_interval_s,
+                "stream_count": options.stream_count,
+                "expect_nodes": options.expect_workers if options.master else 1,
+            }
+            wants_baseline = options.baseline == "all" or (
+                options.baseline == "smallest" and pool == smallest
+            )
+            if wants_baseline:
+                points.append(
+                    PointConfig(
+                        kind=BASELINE_KIND,
+                        bridge_cmd=baseline_command(options.transport),
+                        codec="raw",
+                        **common,
+                    )
+                )
+            for codec in codecs:
+                points.append(
+                    PointConfig(
+                        kind=BRIDGE_KIND, bridge_cmd=options.bridge_cmd, codec=codec, **common
+                    )
+                )
+    if points:
+        points[-1].last_point = True
+    return points
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the locust process group, then SIGKILL it after the grace period."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=TERMINATE_GRACE_S)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=TERMINATE_GRACE_S)
+
+
+@contextlib.contextmanager
+def locust_process(
+    command: list[str], log_path: Path, pid_file: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a locust process; on leaving, kill it and every bridge it recorded."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            # The harness runs no threads of its own, so preexec_fn is safe here.
+            preexec_fn=die_with_parent,  # noqa: PLW1509
+            env=env,
+        )
+    try:
+        yield proc
+    finally:
+        # Bridges first (KeyboardInterrupt may land here at any moment; killing
+        # the recorded groups is the part that must not be skipped).
+        try:
+            _terminate(proc)
+        finally:
+            kill_recorded(pid_file)
+
+
+def _log_tail(path: Path) -> str:
+    with contextlib.suppress(OSError):
+        return path.read_text(errors="replace")[-_LOG_TAIL_CHARS:]
+    return ""
+
+
+def locust_command(config: PointConfig, options: SweepOptions, run_time_s: float) -> list[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        LOCUSTFILE,
+        "--headless",
+        "--users",
+        str(config.users),
+        "--spawn-rate",
+        str(config.users),
+        "--run-time",
+        f"{int(run_time_s) + 1}s",
+        "--stop-timeout",
+        "2",
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+        "--snakepit-config",
+        config.to_json(),
+    ]
+    if options.master:
+        command += [
+            "--master",
+            "--expect-workers",
+            str(options.expect_workers),
+            "--expect-workers-max-wait",
+            str(int(WORKER_WAIT_S)),
+            "--master-bind-port",
+            str(options.master_bind_port),
+        ]
+    return [*command, USER_CLASSES[config.transport]]
+
+
+def run_point(
+    config: PointConfig,
+    options: SweepOptions,
+    workdir: Path,
+    index: int,
+    tick: Callable[[float], None] | None = None,
+) -> dict[str, Any]:
+    """Run one point in its own locust process and return its result document."""
+    result_path = workdir / f"point-{index:03d}.json"
+    log_path = workdir / f"point-{index:03d}.log"
+    pid_file = workdir / f"point-{index:03d}.pids"
+    config.result_path = str(result_path)
+    config.pid_file = str(pid_file)
+    budget = config.warmup_s + config.duration_s + STARTUP_ALLOWANCE_S
+    if options.master:
+        budget += WORKER_WAIT_S
+    command = locust_command(config, options, budget)
+    began = time.monotonic()
+    with locust_process(command, log_path, pid_file) as proc:
+        while proc.poll() is None:
+            elapsed = time.monotonic() - began
+            if elapsed > budget + TERMINATE_GRACE_S * 2:
+                raise SweepError(
+                    f"{config.label}: locust did not finish within {budget:.0f} s; "
+                    f"log tail:\n{_log_tail(log_path)}"
+                )
+            if tick is not None:
+                tick(elapsed)
+            time.sleep(_POLL_S)
+    if not result_path.exists():
+        raise SweepError(
+            f"{config.label}: locust exited with status {proc.returncode} and wrote no "
+            f"result; log tail:\n{_log_tail(log_path)}"
+        )
+    result: dict[str, Any] = json.loads(result_path.read_text())
+    result["elapsed_s"] = time.monotonic() - began
+    return result
+
+
+def run_sweep(
+    options: SweepOptions,
+    progress: TextIO,
+    workdir: Path | None = None,
+) -> list[dict[str, Any]]:
+    """Run every planned point, reporting progress; return their results in order."""
+    points = plan(options)
+    results: list[dict[str, Any]] = []
+    own_dir = workdir is None
+    directory = Path(tempfile.mkdtemp(prefix="snakepit-load-")) if own_dir else workdir
+    assert directory is not None
+    directory.mkdir(parents=True, exist_ok=True)
+    interactive = progress.isatty()
+    sweep_began = time.monotonic()
+    try:
+        for index, config in enumerate(points, start=1):
+            head = f"[{index}/{len(points)}] {config.label} users={config.users}"
+            if options.master:
+                head += f" (waiting for {options.expect_workers} worker(s))"
+
+            def tick(elapsed: float, head: str = head) -> None:
+                if interactive:
+                    progress.write(f"\r{head} ... {elapsed:4.0f} s")
+                    progress.flush()
+
+            if not interactive:
+                progress.write(f"{head} ...\n")
+                progress.flush()
+            result = run_point(config, options, directory, index, tick)
+            results.append(result)
+            line = describe_result(result)
+            total = time.monotonic() - sweep_began
+            eta = total / index * (len(points) - index)
+            prefix = f"\r{head}" if interactive else "   "
+            progress.write(f"{prefix} -> {line} ({result['elapsed_s']:.1f} s; ETA {eta:.0f} s)\n")
+            progress.flush()
+    finally:
+        if own_dir:
+            for entry in directory.iterdir():
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+    return results
+
+
+def describe_result(result: dict[str, Any]) -> str:
+    from .hires import format_ms
+
+    if result.get("error"):
+        return f"FAILED: {result['error']}"
+    trip = result.get("round_trip", {})
+    return (
+        f"{result.get('rps', 0):,.0f} req/s, p50 {format_ms(trip.get('p50_ms'))}, "
+        f"p99 {format_ms(trip.get('p99_ms'))}, errors {result.get('error_ratio', 0):.2%}"
+    )
+
+
+def run_worker(
+    master_host: str, master_port: int, progress: TextIO, workdir: Path | None = None
+) -> int:
+    """Be a distributed worker: run locust workers until the master's last point is done.
+
+    The master sends each point's configuration (``--snakepit-config``) with
+    its spawn message; the worker's locustfile writes it to a state file so we
+    know when the last point has been served.  Returns locust's exit status.
+    """
+    directory = (
+        Path(tempfile.mkdtemp(prefix="snakepit-load-worker-")) if workdir is None else workdir
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    state = directory / "worker-state.json"
+    pid_file = directory / "worker.pids"
+    command = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        LOCUSTFILE,
+        "--worker",
+        "--master-host",
+        master_host,
+        "--master-port",
+        str(master_port),
+        "--loglevel",
+        "WARNING",
+    ]
+    env = dict(os.environ, SNAKEPIT_WORKER_STATE=str(state), SNAKEPIT_PID_FILE=str(pid_file))
+    served = 0
+    while True:
+        with contextlib.suppress(OSError):
+            state.unlink()
+        log_path = directory / f"worker-{served:03d}.log"
+        progress.write(f"worker: connecting to {master_host}:{master_port} ...\n")
+        progress.flush()
+        with locust_process(command, log_path, pid_file, env) as proc:
+            proc.wait()
+        if not state.exists():
+            progress.write(f"worker: locust exited ({proc.returncode}) without a point\n")
+            progress.write(_log_tail(log_path) + "\n")
+            return proc.returncode or 0
+        served += 1
+        config = PointConfig.from_json(state.read_text())
+        progress.write(f"worker: served {config.label}\n")
+        if config.last_point:
+            return 0
