@@ -511,6 +511,7 @@ class ProtocolHandler:
     def _on_write_timeout(self, signum: int, frame: FrameType | None) -> None:
         if self._pending_signal:
             self._complain("the host is not reading; giving up the response being written")
+            _stop_children()
             os._exit(0)
 
     # -- diagnostics ------------------------------------------------------------------
