@@ -106,6 +106,7 @@ SERVER_THREADS: Final = 32
 # that overruns; a command that ignores cancellation keeps its thread until it
 # returns, so the pool is small and bounded.
 TIMED_CALL_THREADS: Final = 8
+PRESTARTED_SERVER_THREADS: Final = 2
 
 # SIGTERM: let in-flight RPCs finish for this long, then cancel them; well
 # inside the 5 s of §8.10.
@@ -399,7 +400,7 @@ class BridgeServicer:
         self.total_requests = 0
         self.total_errors = 0
         self.sessions: set[str] = set()
-        self._timed_pool = futures.ThreadPoolExecutor(
+        self.timed_pool = futures.ThreadPoolExecutor(
             TIMED_CALL_THREADS, thread_name_prefix="timed-command"
         )
 
@@ -493,7 +494,7 @@ class BridgeServicer:
     ) -> dict[str, bytes]:
         scope = CallScope(time.monotonic() + timeout_ms / 1000)
         context.add_callback(scope.cancel)
-        future = self._timed_pool.submit(self._result_map, command, args, scope)
+        future = self.timed_pool.submit(self._result_map, command, args, scope)
         try:
             result = future.result(timeout=timeout_ms / 1000)
         except futures.TimeoutError:
@@ -700,7 +701,7 @@ class BridgeServicer:
         return 100.0 * (times.user + times.system) / elapsed if elapsed > 0 else 0.0
 
     def close(self) -> None:
-        self._timed_pool.shutdown(wait=False, cancel_futures=True)
+        self.timed_pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _rss_bytes() -> int:
@@ -776,6 +777,19 @@ class RunningServer:
         self.servicer.close()
 
 
+def _prestart_workers(pool: futures.ThreadPoolExecutor, count: int) -> None:
+    """Make ``pool`` start ``count`` workers now (tasks that wait for each other).
+
+    A sequential client settles on two server threads: the next call often
+    arrives before the thread that sent the last answer is idle again.  Starting
+    them before the ready line means the thread count seen by a client (or a
+    leak check) is the steady one from the first call on.
+    """
+    barrier = threading.Barrier(count)
+    for done in [pool.submit(barrier.wait, 5.0) for _ in range(count)]:
+        done.result()
+
+
 def server_options(max_message_size: int) -> list[tuple[str, Any]]:
     return [
         ("grpc.max_receive_message_length", max_message_size),
@@ -799,10 +813,8 @@ def serve(
 
     StreamingCommands().install(handler)  # ping_stream & co. for adapters without them
     servicer = servicer_class(handler, max_message_size=max_message_size)
-    server = grpc.server(
-        futures.ThreadPoolExecutor(SERVER_THREADS, thread_name_prefix="grpc-server"),
-        options=server_options(max_message_size),
-    )
+    pool = futures.ThreadPoolExecutor(SERVER_THREADS, thread_name_prefix="grpc-server")
+    server = grpc.server(pool, options=server_options(max_message_size))
     server.add_generic_rpc_handlers((generic_handler(servicer),))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -816,6 +828,8 @@ def serve(
     server.start()
     for service in ("", SERVICE_NAME):
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    _prestart_workers(pool, PRESTARTED_SERVER_THREADS)
+    _prestart_workers(servicer.timed_pool, 1)
     return RunningServer(server, servicer, health_servicer, bound)
 
 

@@ -7,7 +7,9 @@ proto), so a renumbered field or a renamed message fails here.
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -216,3 +218,105 @@ def test_service_methods_match_the_spec() -> None:
     }
     assert actual == SPEC_METHODS
     assert all(not m.client_streaming for m in service.methods)
+
+
+# -- a client built from the spec's field list alone ---------------------------------
+
+_SCALARS = {
+    "string": 9,  # FieldDescriptorProto.TYPE_STRING
+    "bool": 8,
+    "int32": 5,
+    "int64": 3,
+    "double": 1,
+    "bytes": 12,
+}
+_MAP_VALUE = {
+    ("InfoResponse", "capabilities"): "string",
+    ("InfoResponse", "system_info"): "string",
+}
+
+
+def _spec_classes() -> dict[str, Any]:
+    """Message classes built at run time from SPEC_FIELDS (no generated code involved)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    fdp = descriptor_pb2.FileDescriptorProto(
+        name="independent/snakepit_spec.proto", package="snakepit", syntax="proto3"
+    )
+    for message, fields in SPEC_FIELDS.items():
+        msg = fdp.message_type.add(name=message)
+        for name, (number, kind) in fields.items():
+            field = msg.field.add(name=name, number=number, json_name=name)
+            if kind == "map":
+                entry_name = "".join(p.title() for p in name.split("_")) + "Entry"
+                entry = msg.nested_type.add(name=entry_name)
+                entry.options.map_entry = True
+                entry.field.add(name="key", number=1, type=_SCALARS["string"], label=1)
+                value_kind = _MAP_VALUE.get((message, name), "bytes")
+                entry.field.add(name="value", number=2, type=_SCALARS[value_kind], label=1)
+                field.type = 11  # TYPE_MESSAGE
+                field.label = 3  # LABEL_REPEATED
+                field.type_name = f".snakepit.{message}.{entry_name}"
+            elif kind == "repeated string":
+                field.type, field.label = _SCALARS["string"], 3
+            elif kind in _SCALARS:
+                field.type, field.label = _SCALARS[kind], 1
+            else:  # a message type
+                field.type, field.label, field.type_name = 11, 1, f".snakepit.{kind}"
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    return {
+        name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"snakepit.{name}"))
+        for name in SPEC_FIELDS
+    }
+
+
+def test_a_client_built_from_the_spec_table_talks_to_the_reference_bridge() -> None:
+    pytest.importorskip("grpc", reason="the grpc extra is not installed")
+    import grpc
+
+    from snakepit_harness.transports.grpc import GrpcBridge
+
+    m = _spec_classes()
+
+    def rpc(channel: Any, name: str, request: Any, reply: str, stream: bool = False) -> Any:
+        factory = channel.unary_stream if stream else channel.unary_unary
+        call = factory(
+            f"/snakepit.SnakepitBridge/{name}",
+            request_serializer=lambda msg: msg.SerializeToString(),
+            response_deserializer=m[reply].FromString,
+        )
+        return call(request, timeout=10)
+
+    with (
+        GrpcBridge([sys.executable, "-m", "snakepit_bridge.grpc_bridge"]) as bridge,
+        grpc.insecure_channel(bridge.address) as channel,
+    ):
+        ok = rpc(
+            channel,
+            "Execute",
+            m["ExecuteRequest"](command="echo", args={"x": b"[1,2]"}, request_id="i-1"),
+            "ExecuteResponse",
+        )
+        assert ok.success and ok.request_id == "i-1" and ok.timestamp > 10**18
+        assert json.loads(ok.result["echoed"]) == {"x": [1, 2]}
+        chunks = list(
+            rpc(
+                channel,
+                "ExecuteInSessionStream",
+                m["SessionRequest"](session_id="s", command="ping_stream", args={"count": b"2"}),
+                "StreamResponse",
+                stream=True,
+            )
+        )
+        assert [(c.chunk_index, c.is_final) for c in chunks] == [(0, False), (1, False), (2, True)]
+        health = rpc(channel, "Health", m["HealthRequest"](worker_id="w"), "HealthResponse")
+        assert health.healthy and health.worker_id == "w" and health.total_requests >= 2
+        info = rpc(
+            channel,
+            "GetInfo",
+            m["InfoRequest"](include_capabilities=True, include_stats=True),
+            "InfoResponse",
+        )
+        assert "ping_stream" in info.supported_commands
+        assert info.stats.active_sessions == 1 and info.capabilities["streaming"] == "true"
