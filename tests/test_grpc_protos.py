@@ -222,14 +222,7 @@ def test_service_methods_match_the_spec() -> None:
 
 # -- a client built from the spec's field list alone ---------------------------------
 
-_SCALARS = {
-    "string": 9,  # FieldDescriptorProto.TYPE_STRING
-    "bool": 8,
-    "int32": 5,
-    "int64": 3,
-    "double": 1,
-    "bytes": 12,
-}
+_SCALARS = ("string", "bool", "int32", "int64", "double", "bytes")
 _MAP_VALUE = {
     ("InfoResponse", "capabilities"): "string",
     ("InfoResponse", "system_info"): "string",
@@ -240,6 +233,13 @@ def _spec_classes() -> dict[str, Any]:
     """Message classes built at run time from SPEC_FIELDS (no generated code involved)."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+    proto = descriptor_pb2.FieldDescriptorProto
+    scalar = {kind: proto.Type.Value(f"TYPE_{kind.upper()}") for kind in _SCALARS}
+    optional, repeated, message_type = (
+        proto.LABEL_OPTIONAL,
+        proto.LABEL_REPEATED,
+        proto.TYPE_MESSAGE,
+    )
     fdp = descriptor_pb2.FileDescriptorProto(
         name="independent/snakepit_spec.proto", package="snakepit", syntax="proto3"
     )
@@ -251,18 +251,18 @@ def _spec_classes() -> dict[str, Any]:
                 entry_name = "".join(p.title() for p in name.split("_")) + "Entry"
                 entry = msg.nested_type.add(name=entry_name)
                 entry.options.map_entry = True
-                entry.field.add(name="key", number=1, type=_SCALARS["string"], label=1)
+                entry.field.add(name="key", number=1, type=scalar["string"], label=optional)
                 value_kind = _MAP_VALUE.get((message, name), "bytes")
-                entry.field.add(name="value", number=2, type=_SCALARS[value_kind], label=1)
-                field.type = 11  # TYPE_MESSAGE
-                field.label = 3  # LABEL_REPEATED
+                entry.field.add(name="value", number=2, type=scalar[value_kind], label=optional)
+                field.type, field.label = message_type, repeated
                 field.type_name = f".snakepit.{message}.{entry_name}"
             elif kind == "repeated string":
-                field.type, field.label = _SCALARS["string"], 3
-            elif kind in _SCALARS:
-                field.type, field.label = _SCALARS[kind], 1
+                field.type, field.label = scalar["string"], repeated
+            elif kind in scalar:
+                field.type, field.label = scalar[kind], optional
             else:  # a message type
-                field.type, field.label, field.type_name = 11, 1, f".snakepit.{kind}"
+                field.type, field.label = message_type, optional
+                field.type_name = f".snakepit.{kind}"
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fdp)
     return {
