@@ -108,6 +108,18 @@ CHECK_TARGETS: Final[list[CheckTarget]] = [
         ("--protocol", "auto", "--quiet"),
         needs=("msgpack",),
     ),
+    # The enhanced bridge is a v2 bridge too (PROTOCOL's profile table): check it as one.
+    *(
+        CheckTarget(
+            "v2",
+            codec,
+            "snakepit-enhanced-bridge",
+            "snakepit_bridge.enhanced_bridge",
+            ("--protocol", protocol, "--quiet"),
+            needs=() if codec == "json" else ("msgpack",),
+        )
+        for codec, protocol in (("json", "json"), ("msgpack", "msgpack"), ("negotiate", "auto"))
+    ),
     CheckTarget(
         "grpc",
         "-",
