@@ -335,6 +335,9 @@ def _bounded_number(
     args: Mapping[str, Any], name: str, default: Any, kind: type, limit: float
 ) -> Any:
     value = args.get(name, default)
+    if isinstance(value, str):  # lenient: a client that sent the number as text
+        with contextlib.suppress(ValueError):
+            value = float(value) if kind is float else int(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise BadRequestError(f"{name} must be a number, got {type(value).__name__}")
     if value < 0 or value > limit:

@@ -115,7 +115,7 @@ def test_unreachable_target_is_a_timeout_not_a_hang() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     chosen = [c for c in grpc_cases() if c.id == "grpc.execute.ping"]
-    report = run_suite(settings(target=f"127.0.0.1:{port}", timeout=3.0), chosen)
+    report = run_suite(settings(target=f"127.0.0.1:{port}", timeout=1.0), chosen)
     [result] = report.results
     assert result.verdict is Verdict.TIMEOUT
     assert report.exit_code() == 1

@@ -133,6 +133,8 @@ def startup_serving_when_ready(ctx: Any) -> None:
 )
 def startup_loopback(ctx: Any) -> None:
     ctx.need_process()
+    if any(arg == "--host" or arg.startswith("--host=") for arg in ctx.bridge.argv):
+        ctx.skip("the command line chooses the address with --host")
     sockets = ctx.bridge.listening_sockets()
     if not sockets:
         ctx.skip("cannot see the bridge's listening sockets (/proc unavailable)")
