@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,11 +23,31 @@ from snakepit_harness.frames import SPEC_MIN_FRAME_SIZE, encode_frame
 from .adapters.support import SETUP_IDS, SETUPS, Session, Setup, session
 
 
-@pytest.fixture(scope="module", params=SETUPS, ids=SETUP_IDS)
-def bridge(request: pytest.FixtureRequest) -> Iterator[Session]:
+class _BridgePool:
+    """One long-lived bridge per setup, started on first use (and again if it died)."""
+
+    def __init__(self, stack: ExitStack) -> None:
+        self._stack = stack
+        self._sessions: dict[str, Session] = {}
+
+    def get(self, setup: Setup) -> Session:
+        current = self._sessions.get(setup.name)
+        if current is None or current.bridge.poll() is not None:
+            current = self._stack.enter_context(session(setup))
+            self._sessions[setup.name] = current
+        return current
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[_BridgePool]:
+    with ExitStack() as stack:
+        yield _BridgePool(stack)
+
+
+@pytest.fixture(params=SETUPS, ids=SETUP_IDS)
+def bridge(request: pytest.FixtureRequest, pool: _BridgePool) -> Session:
     setup: Setup = request.param
-    with session(setup) as s:
-        yield s
+    return pool.get(setup)
 
 
 def _encode(codec: str, value: Any) -> bytes:
@@ -134,13 +155,26 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("case", BAD_INPUTS, ids=[c.name for c in BAD_INPUTS])
+def _setups_where(codec: str | None) -> list[Any]:
+    """The setups speaking ``codec`` (all when None), for indirect parametrization."""
+    return [pytest.param(s, id=s.name) for s in SETUPS if codec in (None, s.codec)]
+
+
+# Each bad input on every setup whose codec it applies to (no skips for the rest).
+BAD_INPUT_RUNS = [
+    pytest.param(setup, case, id=f"{setup.name}-{case.name}")
+    for case in BAD_INPUTS
+    for setup in SETUPS
+    if case.payload(setup.codec) is not None
+]
+
+
+@pytest.mark.parametrize(("bridge", "case"), BAD_INPUT_RUNS, indirect=["bridge"])
 def test_bad_input_is_answered_and_the_bridge_keeps_serving(
     bridge: Session, case: BadInput
 ) -> None:
     payload = case.payload(bridge.codec.name)
-    if payload is None:
-        pytest.skip(f"{case.name} does not apply to {bridge.codec.name}")
+    assert payload is not None
     response = bridge.raw(payload)
     assert response["success"] is False, response
     expected = case.error_type if isinstance(case.error_type, tuple) else (case.error_type,)
@@ -184,15 +218,14 @@ def test_echo_returns_args_deep_equal(bridge: Session, args: dict[str, Any]) -> 
     assert result == {"status": "ok", "echoed": args}
 
 
+@pytest.mark.parametrize("bridge", _setups_where("json"), indirect=True)
 def test_json_carries_integers_beyond_2_53_exactly(bridge: Session) -> None:
-    if bridge.codec.name != "json":
-        pytest.skip("MessagePack integers stop at 64 bits")
+    # (MessagePack integers stop at 64 bits, so this is for JSON only.)
     assert bridge.ok(6, "echo", n=2**70 + 1)["echoed"]["n"] == 2**70 + 1
 
 
+@pytest.mark.parametrize("bridge", _setups_where("msgpack"), indirect=True)
 def test_msgpack_bytes_stay_bytes(bridge: Session) -> None:
-    if bridge.codec.name != "msgpack":
-        pytest.skip("JSON has no binary type")
     blob = bytes(range(256))
     echoed = bridge.ok(7, "echo", blob=blob, text="text")["echoed"]
     assert echoed["blob"] == blob and isinstance(echoed["blob"], bytes)
