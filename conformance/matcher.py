@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -152,9 +153,18 @@ def _equal(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+# A bounded repr: a 16 MiB echo must not be rendered whole just to be cut.
+_REPR = reprlib.Repr()
+_REPR.maxstring = 100
+_REPR.maxother = 100
+_REPR.maxlong = 60
+_REPR.maxlevel = 5
+_REPR.maxdict = _REPR.maxlist = _REPR.maxtuple = _REPR.maxset = 12
+
+
 def _short(value: Any, limit: int = 120) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 20] + f"... ({len(text)} chars)"
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[: limit - 5] + " ..."
 
 
 Problems = list[str]

@@ -24,7 +24,7 @@ from snakepit_harness.transports import StdioBridge
 
 from .matcher import describe
 from .model import CaseFailed, Grade
-from .runner import NEGOTIATION_FRAME, StdioCaseContext, StdioDriver, proc_memory
+from .runner import NEGOTIATION_FRAME, StdioCaseContext, proc_memory
 
 __all__ = [
     "EOF_GRACE",
@@ -94,63 +94,68 @@ def _read_or_eof(bridge: StdioBridge, wait: float) -> tuple[str, bytes]:
         return "after-eof", bridge.read_frame(EOF_GRACE)
 
 
-def startup_probe(driver: StdioDriver, startup_timeout: float) -> StartupProbe:
-    """Start a bridge, send what a host sends first, and record what comes back."""
+def startup_probe(ctx: StdioCaseContext) -> tuple[StartupProbe, bool]:
+    """Start-up as a host does it, observed once per run; (probe, ran on ctx's bridge).
+
+    The first gate case to ask runs the probe on its own (``raw``) bridge and
+    may go on using that bridge, which is then through start-up (ctx.codec is
+    the negotiated codec); later gates get the cached observation.
+    """
+    driver = ctx.driver
     cached = getattr(driver, "_startup_probe", None)
     if isinstance(cached, StartupProbe):
-        return cached
+        return cached, False
+    startup_timeout = ctx.settings.startup_timeout
     probe = StartupProbe()
-    bridge = driver.spawn()
+    bridge = ctx.bridge
+    json_codec = get_codec("json")
+    codec = driver.base_codec()
+    sent = bytearray()
     try:
-        json_codec = get_codec("json")
-        codec = driver.base_codec()
-        sent = bytearray()
-        try:
+        if driver.settings.codec == "negotiate":
+            first = encode_frame(json_codec.encode(NEGOTIATION_FRAME))
+        else:
+            first = encode_frame(codec.encode(_init_ping(1)))
+        bridge.send_bytes(first, startup_timeout)
+        sent += first
+        how, answer = _read_or_eof(bridge, startup_timeout)
+        probe.first_answer = time.monotonic() - bridge.started_at
+        if how == "after-eof":
+            probe.answered_only_after_eof = True
+        else:
             if driver.settings.codec == "negotiate":
-                first = encode_frame(json_codec.encode(NEGOTIATION_FRAME))
-            else:
-                first = encode_frame(codec.encode(_init_ping(1)))
-            bridge.send_bytes(first, startup_timeout)
-            sent += first
-            how, answer = _read_or_eof(bridge, startup_timeout)
-            probe.first_answer = time.monotonic() - bridge.started_at
-            if how == "after-eof":
-                probe.answered_only_after_eof = True
-            else:
-                if driver.settings.codec == "negotiate":
-                    # The answer was the negotiation; the init ping follows in
-                    # whatever codec was selected (runner.negotiate checks it).
-                    codec = get_codec(_selected_codec(answer))
-                    ping = encode_frame(codec.encode(_init_ping(1)))
-                    bridge.send_bytes(ping, startup_timeout)
-                    sent += ping
-                    if _read_or_eof(bridge, startup_timeout)[0] == "after-eof":
-                        probe.steady_unflushed = True
-                if not probe.steady_unflushed:
-                    second = encode_frame(codec.encode(_health_ping(2)))
-                    bridge.send_bytes(second, FLUSH_WAIT)
-                    sent += second
-                    if _read_or_eof(bridge, FLUSH_WAIT)[0] == "after-eof":
-                        probe.steady_unflushed = True
-                # Text printed after the answers (a banner, a log line).
-                bridge.wait_stdout_eof(0.05)
-                if bridge.unread_stdout:
-                    probe.garbage = bridge.unread_bytes()
-                    probe.garbage_error = "bytes after the last answer that are not a whole frame"
-        except BridgeTimeout:
-            probe.timed_out = True
-        except BridgeCrashed as exc:
-            probe.exit_description = str(exc)
-        except RemoteProtocolError as exc:
-            probe.garbage = bridge.unread_bytes()
-            probe.garbage_error = str(exc)
-        probe.sent = bytes(sent)
-    finally:
-        bridge.close()
-        bridge.wait_stderr_eof(1.0)
-        probe.stderr_tail = bridge.stderr_tail()
+                # The answer was the negotiation; the init ping follows in
+                # whatever codec was selected (the negotiation cases judge it).
+                codec = get_codec(_selected_codec(answer))
+                ping = encode_frame(codec.encode(_init_ping(1)))
+                bridge.send_bytes(ping, startup_timeout)
+                sent += ping
+                if _read_or_eof(bridge, startup_timeout)[0] == "after-eof":
+                    probe.steady_unflushed = True
+            if not probe.steady_unflushed:
+                second = encode_frame(codec.encode(_health_ping(2)))
+                bridge.send_bytes(second, FLUSH_WAIT)
+                sent += second
+                if _read_or_eof(bridge, FLUSH_WAIT)[0] == "after-eof":
+                    probe.steady_unflushed = True
+            # Text printed after the answers (a banner, a log line).
+            bridge.wait_stdout_eof(0.05)
+            if bridge.unread_stdout:
+                probe.garbage = bridge.unread_bytes()
+                probe.garbage_error = "bytes after the last answer that are not a whole frame"
+    except BridgeTimeout:
+        probe.timed_out = True
+    except BridgeCrashed as exc:
+        probe.exit_description = str(exc)
+    except RemoteProtocolError as exc:
+        probe.garbage = bridge.unread_bytes()
+        probe.garbage_error = str(exc)
+    probe.sent = bytes(sent)
+    probe.stderr_tail = bridge.stderr_tail()
+    ctx.codec = codec
+    ctx.prelude = probe.sent
     driver._startup_probe = probe  # type: ignore[attr-defined]
-    return probe
+    return probe, True
 
 
 def _selected_codec(answer: bytes) -> str:

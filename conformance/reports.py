@@ -111,8 +111,8 @@ def summary_line(report: RunReport) -> str:
 
 
 def write_terminal(report: RunReport, out: TextIO, *, per_case: bool = True) -> None:
-    print(f"== snakepit-harness conformance: {_title(report)}", file=out)
     if per_case:
+        print(f"== snakepit-harness conformance: {_title(report)}", file=out)
         for result in report.results:
             print(case_line(result), file=out)
     shown = [

@@ -192,15 +192,28 @@ class StdioCaseContext(CaseContext):
         case: Case,
         settings: RunSettings,
         deadline: float,
-        bridge: StdioBridge,
+        bridge: StdioBridge | None,
         codec: Codec,
         driver: StdioDriver,
     ) -> None:
         super().__init__(case, settings, deadline)
-        self.bridge = bridge
+        self._bridge = bridge
         self.codec = codec
         self.driver = driver
         self.prelude = b""  # bytes the start-up handshake sent (for reproduction pipelines)
+
+    @property
+    def bridge(self) -> StdioBridge:
+        """The case's bridge; a ``raw`` case's is spawned on first use (gates may need none)."""
+        if self._bridge is None:
+            self._bridge = self.driver.spawn()
+            self.driver.adopt(self, self._bridge)
+        return self._bridge
+
+    @property
+    def spawned(self) -> StdioBridge | None:
+        """The bridge if there is one, without spawning."""
+        return self._bridge
 
     @property
     def codec_name(self) -> str:
@@ -330,6 +343,7 @@ class StdioDriver(TransportDriver):
             raise HarnessError("no bridge command: put it after `--`")
         self._shared: _BridgeSession | None = None
         self._own: dict[int, StdioBridge] = {}  # id(ctx) -> a bridge of the case's own
+        self._children: dict[StdioBridge, set[int]] = {}  # every bridge spawned, not yet closed
         self._lock = threading.Lock()
         self.negotiated: str | None = None
 
@@ -345,7 +359,24 @@ class StdioDriver(TransportDriver):
             raise HarnessError(
                 f"cannot start the bridge {shlex.join(self.settings.bridge_cmd)}: {exc}"
             ) from exc
+        self._children[bridge] = set()
         return bridge
+
+    def note_children(self, bridge: StdioBridge) -> None:
+        """Remember the bridge's descendants now, while they can still be found.
+
+        A child that left the bridge's process group (setsid) escapes
+        ``killpg``, and once the bridge is gone it can no longer be traced to
+        it; so descendants are noted after start-up and before every kill.
+        """
+        if bridge.poll() is None:
+            self._children.setdefault(bridge, set()).update(descendants(bridge.pid))
+
+    def close_bridge(self, bridge: StdioBridge) -> None:
+        """Kill a bridge, its process group, and every descendant ever noted."""
+        self.note_children(bridge)
+        bridge.close()
+        kill_pids(alive_pids(self._children.pop(bridge, set())))
 
     def base_codec(self) -> Codec:
         """The codec of the first frame: JSON under negotiation (§3.4), else the chosen one."""
@@ -389,8 +420,9 @@ class StdioDriver(TransportDriver):
                 codec, prelude = self.negotiate(bridge, self.settings.startup_timeout)
             prelude += self.init_ping(bridge, codec, max(0.0, deadline - time.monotonic()))
         except BaseException:
-            bridge.close()
+            self.close_bridge(bridge)
             raise
+        self.note_children(bridge)
         return _BridgeSession(bridge, codec, prelude)
 
     def handshake(self, ctx: StdioCaseContext) -> None:
@@ -408,10 +440,7 @@ class StdioDriver(TransportDriver):
 
     def acquire(self, case: Case, deadline: float) -> StdioCaseContext:
         if case.bridge is BridgeUse.RAW:
-            bridge = self.spawn()
-            ctx = StdioCaseContext(case, self.settings, deadline, bridge, self.base_codec(), self)
-            self._own[id(ctx)] = bridge
-            return ctx
+            return StdioCaseContext(case, self.settings, deadline, None, self.base_codec(), self)
         if case.bridge is BridgeUse.FRESH:
             session = self.start_ready()
             ctx = StdioCaseContext(
@@ -430,15 +459,19 @@ class StdioDriver(TransportDriver):
         session.cases_run += 1
         return ctx
 
+    def adopt(self, ctx: StdioCaseContext, bridge: StdioBridge) -> None:
+        """Make ``bridge`` the case's own (killed when the case ends)."""
+        self._own[id(ctx)] = bridge
+
     def release(self, ctx: CaseContext, verdict: Verdict) -> None:
         assert isinstance(ctx, StdioCaseContext)
         own = self._own.pop(id(ctx), None)
         if own is not None:
-            own.close()
+            self.close_bridge(own)
             return
         with self._lock:
             session = self._shared
-            if session is None or session.bridge is not ctx.bridge:
+            if session is None or session.bridge is not ctx.spawned:
                 return
             healthy = verdict not in (
                 Verdict.TIMEOUT,
@@ -461,23 +494,25 @@ class StdioDriver(TransportDriver):
 
     def _discard_shared(self) -> None:
         if self._shared is not None:
-            self._shared.bridge.close()
+            self.close_bridge(self._shared.bridge)
             self._shared = None
 
     def close(self) -> None:
         with self._lock:
             self._discard_shared()
         for bridge in list(self._own.values()):
-            bridge.close()
+            self.close_bridge(bridge)
         self._own.clear()
+        for bridge in list(self._children):
+            self.close_bridge(bridge)
 
     def stderr_tail(self, ctx: CaseContext) -> bytes:
         assert isinstance(ctx, StdioCaseContext)
-        return ctx.bridge.stderr_tail()
+        return ctx.spawned.stderr_tail() if ctx.spawned else b""
 
     def unread_stdout(self, ctx: CaseContext) -> bytes:
         assert isinstance(ctx, StdioCaseContext)
-        return ctx.bridge.unread_bytes()
+        return ctx.spawned.unread_bytes() if ctx.spawned else b""
 
     def reproduction(self, ctx: CaseContext) -> list[str]:
         assert isinstance(ctx, StdioCaseContext)

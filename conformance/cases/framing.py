@@ -77,7 +77,7 @@ ENVELOPE_ROOM: Final = 4096
     gate=True,
 )
 def stdout_clean(ctx: StdioCaseContext) -> None:
-    probe = startup_probe(ctx.driver, ctx.settings.startup_timeout)
+    probe, probed_here = startup_probe(ctx)
     if probe.garbage or probe.garbage_error:
         ctx.event(f"stdout bytes that are not frames (hex): {probe.garbage.hex()}")
         ctx.event(f"as text: {probe.garbage.decode('utf-8', 'replace')!r}")
@@ -87,7 +87,8 @@ def stdout_clean(ctx: StdioCaseContext) -> None:
     if not probe.answered:
         raise _blocked("the bridge never answered at start-up (lifecycle.startup)")
     # Now a few different answers, success and failure, on a ready bridge.
-    ctx.driver.handshake(ctx)
+    if not probed_here:
+        ctx.driver.handshake(ctx)
     for request in (
         {"id": 101, "command": "ping", "args": {}},
         {"id": 102, "command": "echo", "args": {"text": "stdout check"}},
@@ -117,7 +118,7 @@ def _blocked(why: str) -> Exception:
     gate=True,
 )
 def flush(ctx: StdioCaseContext) -> None:
-    probe = startup_probe(ctx.driver, ctx.settings.startup_timeout)
+    probe, probed_here = startup_probe(ctx)
     if probe.garbage_error:
         raise _blocked("stdout holds garbage (framing.stdout-clean)")
     if probe.answered_only_after_eof or probe.steady_unflushed:
@@ -127,7 +128,8 @@ def flush(ctx: StdioCaseContext) -> None:
         )
     if not probe.answered:
         raise _blocked("the bridge never answered at start-up (lifecycle.startup)")
-    ctx.driver.handshake(ctx)
+    if not probed_here:
+        ctx.driver.handshake(ctx)
     ctx.send_value({"id": 201, "command": "ping", "args": {"health_check": True}})
     try:
         ctx.read_frame()
@@ -152,7 +154,7 @@ def flush(ctx: StdioCaseContext) -> None:
     gate=True,
 )
 def startup(ctx: StdioCaseContext) -> None:
-    probe = startup_probe(ctx.driver, ctx.settings.startup_timeout)
+    probe, _ = startup_probe(ctx)
     if probe.garbage_error:
         raise _blocked("stdout holds garbage (framing.stdout-clean)")
     if probe.answered_only_after_eof:

@@ -35,7 +35,7 @@ EXIT_LIMIT: Final = 2.0
 CHILD_GRACE: Final = 1.0
 # Size of the echo whose answer is in flight when the signal arrives: several
 # pipe buffers, so the bridge is surely mid-write when we signal.
-IN_FLIGHT_BYTES: Final = 8 * 1024 * 1024
+IN_FLIGHT_BYTES: Final = 4 * 1024 * 1024
 TRACEBACK_WORDS: Final = ("Traceback (most recent call last)", "Exception ignored")
 
 
