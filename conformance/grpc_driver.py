@@ -17,6 +17,7 @@ Importing this module registers the driver under ``--transport grpc``.
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import threading
 from collections.abc import Callable, Mapping
@@ -257,7 +258,17 @@ class GrpcCaseContext(CaseContext):
 
     @staticmethod
     def decode(entries: Mapping[str, bytes]) -> dict[str, Any]:
-        return decode_map(entries)
+        """Map values as JSON; a non-JSON value as its UTF-8 text, else raw bytes.
+
+        Lenient on purpose: a bridge that sends bare (unquoted) strings fails
+        ``grpc.values.json-results`` alone, not every case that reads a result.
+        """
+        decoded = decode_map(entries)
+        for key, value in decoded.items():
+            if isinstance(value, bytes):
+                with contextlib.suppress(UnicodeDecodeError):
+                    decoded[key] = value.decode("utf-8")
+        return decoded
 
 
 class GrpcDriver(TransportDriver):

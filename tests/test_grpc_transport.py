@@ -16,6 +16,7 @@ from snakepit_harness.errors import (
     BridgeCrashed,
     BridgeTimeout,
     LocalProtocolError,
+    RemoteProtocolError,
 )
 from snakepit_harness.transports.grpc import (
     GrpcBridge,
@@ -86,7 +87,7 @@ def test_exit_before_the_ready_line_is_a_crash_with_status_and_stderr() -> None:
 def test_a_ready_line_without_a_port_is_refused() -> None:
     script = "import time; print('GRPC_SERVER_READY_ON_PORT=soon', flush=True); time.sleep(60)"
     bridge = GrpcBridge([sys.executable, "-c", script], startup_timeout=5.0)
-    with pytest.raises(BridgeCrashed, match="does not name a TCP port"):
+    with pytest.raises(RemoteProtocolError, match="does not name a TCP port"):
         bridge.start()
     bridge.close()
 

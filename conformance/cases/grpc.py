@@ -34,6 +34,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+from snakepit_harness.errors import RemoteProtocolError, TransportError
+
 from ..model import BridgeUse, CaseFn, Grade
 from ..registry import case
 
@@ -95,7 +97,20 @@ def _json_or_none(raw: bytes) -> Any:
     "GRPC_SERVER_READY_ON_PORT=<port>, flushed, within 10 s.",
 )
 def startup_ready_line(ctx: Any) -> None:
-    bridge = ctx.start()
+    try:
+        bridge = ctx.start()
+    except TransportError:
+        announced = [line for line in ctx.bridge.stdout_lines() if READY_LINE.match(line)]
+        if not announced:
+            raise  # no ready line at all: TIMEOUT or CRASH says it best
+        ctx.require(
+            False,
+            f"the bridge announced {announced[0]!r} but no gRPC server could be reached there",
+        )
+        return
+    except RemoteProtocolError as exc:
+        ctx.require(False, f"unusable ready line: {exc}")
+        return
     ctx.require(
         bridge.ready_elapsed is not None and bridge.ready_elapsed <= READY_WITHIN,
         f"the ready line came after {bridge.ready_elapsed:.1f} s (limit {READY_WITHIN:.0f} s)",

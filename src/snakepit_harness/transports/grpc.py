@@ -33,7 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Self
 
-from ..errors import BridgeCrashed, BridgeTimeout, HarnessError, LocalProtocolError
+from ..errors import (
+    BridgeCrashed,
+    BridgeTimeout,
+    HarnessError,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
 from .stdio import STDERR_TAIL_BYTES, BridgeExit, _StderrDrain, describe_returncode
 
 if TYPE_CHECKING:
@@ -427,9 +433,8 @@ class GrpcBridge:
         self.ready_elapsed = self._stdout.ready_at - self.started_at
         value = line[len(READY_PREFIX) :].strip()
         if not value.isdigit() or not 0 < int(value) < 65536:
-            tail = self.stderr_tail()
             self.kill()
-            raise BridgeCrashed(f"the ready line {line!r} does not name a TCP port", tail)
+            raise RemoteProtocolError(f"the ready line {line!r} does not name a TCP port")
         self.port = int(value)
         self.address = f"{_connect_host(self.argv)}:{self.port}"
 
