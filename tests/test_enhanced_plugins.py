@@ -86,6 +86,17 @@ def test_dspy_code_running_entry_points_are_refused(target: str) -> None:
     assert "denylisted" in _refused(EnhancedCommandHandler(), target, args=["/tmp/x"])
 
 
+def test_dspy_signature_cannot_import_side_effect_modules() -> None:
+    pytest.importorskip("dspy", reason="dspy not installed")
+    handler = EnhancedCommandHandler()
+    with pytest.raises(CommandError) as caught:
+        handler.process_command(
+            "call", {"target": "dspy.Predict", "args": ["question: antigravity -> answer"]}
+        )
+    assert caught.value.error_type == "forbidden" and "antigravity" in str(caught.value)
+    assert "antigravity" not in sys.modules
+
+
 def test_dspy_flow_over_the_wire() -> None:
     pytest.importorskip("dspy", reason="dspy not installed")
     argv = [sys.executable, "-m", "snakepit_bridge.enhanced_bridge", "--protocol", "msgpack"]
@@ -159,7 +170,7 @@ def test_transformers_remote_code_and_helpers_are_refused() -> None:
         args=["some/model"],
         kwargs={"trust_remote_code": True},
     )
-    assert "remote_code" in message
+    assert "unsafe_flag" in message
     assert "denylisted" in _refused(
         handler, "transformers.dynamic_module_utils.get_class_from_dynamic_module"
     )

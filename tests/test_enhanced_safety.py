@@ -107,7 +107,7 @@ PROBES = [
         _call("pandas.set_option", "plotting.backend", "this"),
         "denylisted",
     ),
-    Probe("numpy.load", "call", _call("numpy.load", M, allow_pickle=True), "denylisted"),
+    Probe("numpy.load", "call", _call("numpy.load", M, mmap_mode="r"), "denylisted"),
     Probe("numpy.save", "call", _call("numpy.save", M, [1, 2]), "denylisted"),
     Probe("numpy.savetxt", "call", _call("numpy.savetxt", M, [1, 2]), "denylisted"),
     Probe("numpy.memmap", "call", _call("numpy.memmap", M, mode="w+", shape=4), "denylisted"),
@@ -135,6 +135,31 @@ PROBES = [
     Probe("decimal.setcontext", "call", _call("decimal.setcontext", "stored.X"), "denylisted"),
     Probe(
         "decimal context trick", "call", _call("decimal.DefaultContext.clear_traps"), "denylisted"
+    ),
+    Probe(
+        "numpy.info imports by name",
+        "call",
+        _call("numpy.info", "x", toplevel="antigravity"),
+        "denylisted",
+    ),
+    Probe(
+        "numpy.lib.add_newdoc",
+        "call",
+        _call("numpy.lib.add_newdoc", "antigravity", "x", "doc"),
+        "denylisted",
+    ),
+    Probe(
+        "pandas.core.apply route",
+        "call",
+        _call("pandas.core.apply.frame_apply", "stored.df", "to_pickle"),
+        "denylisted",
+    ),
+    Probe("allow_pickle flag", "call", _call("json.dumps", [1], allow_pickle=True), "unsafe_flag"),
+    Probe(
+        "weights_only=False flag",
+        "call",
+        _call("json.dumps", {"weights_only": False}),
+        "unsafe_flag",
     ),
     # -- stored-object targets --------------------------------------------------
     Probe("stored.X.__class__", "call", _call("stored.X.__class__"), "private_name"),
@@ -243,7 +268,7 @@ PROBES = [
         "trust_remote_code",
         "call",
         _call("json.dumps", {"model_kwargs": {"trust_remote_code": True}}),
-        "remote_code",
+        "unsafe_flag",
     ),
 ]
 
@@ -399,6 +424,16 @@ def test_spawn_guard_blocks_process_creation(tmp_path: Path) -> None:
     assert not marker.exists()
     # Outside a command the guard is idle.
     assert os.system("true") == 0
+
+
+def test_spawn_guard_blocks_imports_that_act() -> None:
+    import importlib
+
+    if "this" in sys.modules:
+        pytest.skip("'this' was imported before the test")
+    with SpawnGuard.active(), pytest.raises(CommandError, match="spawn_guard"):
+        importlib.import_module("this")
+    assert "this" not in sys.modules
 
 
 def test_spawn_guard_blocks_pickled_code() -> None:

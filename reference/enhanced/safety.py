@@ -41,9 +41,12 @@ The rules, each named in the ``forbidden`` answer so a user knows what to change
     A string argument holding a format field that walks a private attribute
     (``"{0.__init__.__globals__}"``) is refused: libraries in allowed packages
     may feed a user's string to ``str.format``.
-``remote_code``
-    ``trust_remote_code`` set to a true value anywhere in the arguments
-    (Transformers would download and run code).
+``unsafe_flag``
+    A library's own opt-in to running code, set anywhere in the arguments
+    (:data:`UNSAFE_FLAGS`: ``trust_remote_code=True`` makes Transformers
+    download and run code, ``allow_pickle=True`` unpickles, DSPy's
+    ``allow_unsafe_lm_state``/``allow_custom_lm_class`` import classes named by
+    data, ``weights_only=False`` makes torch unpickle).
 ``dispatch_name``
     pandas' apply-family methods (``apply``, ``agg``, ``transform``, ...)
     accept a method *name* as a string and look it up with ``getattr``; a name
@@ -90,6 +93,8 @@ __all__ = [
     "OPTIONAL_ALLOWED_MODULES",
     "PLAIN_DATA_TYPES",
     "STORED_PREFIX",
+    "STRING_DISPATCH_METHODS",
+    "UNSAFE_FLAGS",
     "Resolved",
     "SafetyPolicy",
     "SpawnGuard",
@@ -155,6 +160,7 @@ DEFAULT_DENYLIST: Final[tuple[str, ...]] = (
     "pandas.core.config_init",
     "pandas.api.extensions.register_*",  # patch pandas classes for every session
     "pandas.core.accessor",
+    "pandas.core.apply",  # getattr dispatch on method names, unchecked
     "pandas.test",  # runs pytest
     "pandas.util",
     # -- numpy: pickles, files, native code, unchecked memory --
@@ -185,6 +191,13 @@ DEFAULT_DENYLIST: Final[tuple[str, ...]] = (
     "numpy.ma.mrecords",
     "numpy.seterrcall",  # process-wide callback
     "numpy.core",  # the deprecated alias of numpy's private internals
+    "numpy.info",  # imports any module named by its toplevel argument
+    "numpy.lib.add_newdoc",  # imports any module by name
+    "numpy.lib.add_docstring",  # rewrites docstrings of C objects in place
+    "numpy.ma.dump",  # pickles (numpy < 2)
+    "numpy.ma.dumps",
+    "numpy.ma.load",
+    "numpy.ma.loads",
     # -- DSPy: cloudpickle loading, code interpreters, files --
     "dspy.load",
     "dspy.load_settings",
@@ -203,6 +216,8 @@ DEFAULT_DENYLIST: Final[tuple[str, ...]] = (
     "dspy.primitives.local_interpreter",
     "dspy.utils.saving",
     "dspy.configure_cache",
+    "dspy.clients.lm_local",  # launches local model servers (subprocesses)
+    "dspy.clients.cache",  # load_memory_cache unpickles
     # -- Transformers: remote code, subprocess helpers --
     "transformers.dynamic_module_utils",
     "transformers.utils.import_utils",
@@ -251,6 +266,16 @@ MAX_TARGET_LENGTH: Final = 1024
 # Items checked in a call-made container passed back by reference; a million
 # numbers take ~0.1 s here, so this bounds the cost of one argument.
 DEEP_CHECK_BUDGET: Final = 1_000_000
+# Keyword arguments by which libraries opt in to running code, and the value
+# that opts in (True, except torch's weights_only, which is unsafe when False).
+UNSAFE_FLAGS: Final[dict[str, bool]] = {
+    "trust_remote_code": True,
+    "allow_pickle": True,
+    "allow_unsafe_lm_state": True,
+    "allow_custom_lm_class": True,
+    "allow_dangerous_deserialization": True,
+    "weights_only": False,
+}
 # pandas methods that accept the name of a method as a string (getattr dispatch).
 STRING_DISPATCH_METHODS: Final = frozenset(
     {"apply", "agg", "aggregate", "transform", "map", "applymap", "pipe"}
@@ -520,8 +545,11 @@ class SafetyPolicy:
     def check_arguments(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         """Rules on the wire data of a call's arguments (before references resolve)."""
         for key, value in _walk_wire((list(args), dict(kwargs))):
-            if key == "trust_remote_code" and value:
-                raise forbidden("remote_code", "trust_remote_code=true would download and run code")
+            unsafe = UNSAFE_FLAGS.get(key) if key is not None else None
+            if unsafe is not None and bool(value) is unsafe and isinstance(value, bool | int):
+                raise forbidden(
+                    "unsafe_flag", f"{key}={value!r} would let the library run or unpickle code"
+                )
             if isinstance(value, str) and _FORMAT_WALK.search(value):
                 raise forbidden(
                     "format_walk",
@@ -749,9 +777,12 @@ class SpawnGuard:
     Installed once per process (audit hooks cannot be removed); it acts only
     inside :meth:`active`.  Blocked: starting programs (``os.system``,
     ``subprocess.Popen``, ``os.exec*``, ``os.spawn*``, ``os.posix_spawn``,
-    ``os.fork``), signalling processes, and unpickling globals that run code
-    (``os.*``, ``subprocess.*``, ``builtins.eval`` ...).  Not blocked: file and
-    socket access, which DSPy's cache and LM calls need.
+    ``os.fork``), signalling processes, unpickling globals that run code or
+    reach files (``os.*``, ``io.open``, ``builtins.eval``, ``operator.*``, ...),
+    and the first import of modules whose import alone acts (``antigravity``
+    opens a browser, ``this`` prints; DSPy imports a type name from a signature
+    string).  Not blocked: file and socket access, which DSPy's cache and LM
+    calls need, and imports in general, which libraries do lazily.
     """
 
     EVENTS: Final = frozenset(
@@ -789,10 +820,44 @@ class SpawnGuard:
             "_pickle",
             "marshal",
             "types",
+            "io",
+            "_io",
+            "codecs",
+            "pathlib",
+            "operator",
+            "_operator",
+            "functools",
+            "_functools",
+            "tempfile",
+            "glob",
+            "multiprocessing",
+            "threading",
+            "signal",
+            "inspect",
+            "pydoc",
         }
     )
     PICKLE_BUILTINS: Final = frozenset(
-        {"eval", "exec", "compile", "__import__", "open", "breakpoint", "input", "globals"}
+        {
+            "eval",
+            "exec",
+            "compile",
+            "__import__",
+            "open",
+            "breakpoint",
+            "input",
+            "globals",
+            "locals",
+            "vars",
+            "getattr",
+            "setattr",
+            "delattr",
+            "__build_class__",
+        }
+    )
+    # Modules whose first import has an effect of its own.
+    IMPORT_EFFECTS: Final = frozenset(
+        {"antigravity", "this", "webbrowser", "turtle", "tkinter", "idlelib", "pty", "pdb"}
     )
 
     _installed = False
@@ -817,6 +882,17 @@ class SpawnGuard:
             top = module.split(".", maxsplit=1)[0]
             if top in cls.PICKLE_MODULES or (module == "builtins" and name in cls.PICKLE_BUILTINS):
                 raise forbidden("spawn_guard", f"unpickling {module}.{name} is never allowed")
+        if event == "import" and args:
+            name = str(args[0])
+            if name.split(".", maxsplit=1)[0] in cls.IMPORT_EFFECTS and name not in sys.modules:
+                raise forbidden("spawn_guard", f"importing {name} is never allowed")
+        if event == "open" and args and isinstance(args[0], str):
+            # importlib.import_module raises no "import" event, but every import
+            # reads the module's .py or .pyc through io.open_code ("open").
+            filename = args[0].rpartition("/")[2]
+            stem = filename.split(".", maxsplit=1)[0]
+            if stem in cls.IMPORT_EFFECTS and filename.endswith((".py", ".pyc")):
+                raise forbidden("spawn_guard", f"importing {stem} is never allowed")
 
     @classmethod
     @contextmanager
