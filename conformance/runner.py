@@ -66,6 +66,7 @@ __all__ = [
     "StdioCaseContext",
     "StdioDriver",
     "TransportDriver",
+    "apply_baseline",
     "interrupt_all_runs",
     "register_transport",
     "run_case",
@@ -375,8 +376,11 @@ class StdioDriver(TransportDriver):
     def close_bridge(self, bridge: StdioBridge) -> None:
         """Kill a bridge, its process group, and every descendant ever noted."""
         self.note_children(bridge)
-        bridge.close()
+        bridge.kill()
+        # Before close(): an escaped child holding the stderr pipe would make
+        # close() wait for an EOF that never comes.
         kill_pids(alive_pids(self._children.pop(bridge, set())))
+        bridge.close()
 
     def base_codec(self) -> Codec:
         """The codec of the first frame: JSON under negotiation (§3.4), else the chosen one."""
@@ -725,7 +729,8 @@ def run_case(driver: TransportDriver, case: Case, settings: RunSettings) -> Case
     return result
 
 
-def _baseline_verdict(result: CaseResult, reason: str) -> None:
+def apply_baseline(result: CaseResult, reason: str) -> None:
+    """A listed case: a failure becomes XFAIL, a pass becomes STALE."""
     result.baseline_reason = reason
     if result.verdict is Verdict.PASS:
         result.verdict = Verdict.STALE
@@ -805,7 +810,7 @@ def run_suite(
             ):
                 blocked_by = blocked_by or case.id
             if case.id in baseline:
-                _baseline_verdict(result, baseline[case.id])
+                apply_baseline(result, baseline[case.id])
             emit(result)
     except KeyboardInterrupt:
         report.interrupted = True

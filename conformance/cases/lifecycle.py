@@ -36,6 +36,9 @@ CHILD_GRACE: Final = 1.0
 # Size of the echo whose answer is in flight when the signal arrives: several
 # pipe buffers, so the bridge is surely mid-write when we signal.
 IN_FLIGHT_BYTES: Final = 4 * 1024 * 1024
+# How long to wait for the rest of stderr after the bridge exited (a child
+# that inherited the pipe may keep it open; the tail read so far is judged).
+STDERR_GRACE: Final = 0.5
 TRACEBACK_WORDS: Final = ("Traceback (most recent call last)", "Exception ignored")
 
 
@@ -138,7 +141,7 @@ def broken_pipe(ctx: StdioCaseContext) -> None:
         raise CaseFailed(
             f"the bridge did not exit within {EXIT_LIMIT:.0f} s of its stdout being closed"
         )
-    ctx.bridge.wait_stderr_eof(1.0)
+    ctx.bridge.wait_stderr_eof(STDERR_GRACE)
     stderr = ctx.bridge.stderr_tail().decode("utf-8", "replace")
     word = next((w for w in TRACEBACK_WORDS if w in stderr), None)
     if word:
