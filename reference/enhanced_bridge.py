@@ -11,6 +11,7 @@ user can read what is refused before changing it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 
@@ -147,13 +148,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.only_modules and not args.allow_module:
         parser.error("--only-modules needs at least one --allow-module")
     if args.show_policy:
-        handler = build_handler(args)
-        print("allowed modules (and their submodules):")
-        for name in handler.policy.allowed_modules:
-            print(f"  {name}")
-        print("denylist:")
-        for entry in handler.policy.denylist:
-            print(f"  {entry}")
+        policy = build_handler(args).policy
+        lines = ["allowed modules (and their submodules):"]
+        lines += [f"  {name}" for name in policy.allowed_modules]
+        lines += ["denylist:"] + [f"  {entry}" for entry in policy.denylist]
+        with contextlib.suppress(BrokenPipeError):  # `| head` is fine
+            sys.stdout.write("\n".join(lines) + "\n")
+            sys.stdout.flush()
         return 0
     return run_bridge(parser, lambda: build_handler(args), argv)
 

@@ -161,6 +161,7 @@ PROBES = [
         _call("json.dumps", {"weights_only": False}),
         "unsafe_flag",
     ),
+    Probe("json.tool reads the bridge's stdin", "call", _call("json.tool.main"), "denylisted"),
     # -- stored-object targets --------------------------------------------------
     Probe("stored.X.__class__", "call", _call("stored.X.__class__"), "private_name"),
     Probe("stored.missing.__class__", "call", _call("stored.nothing.__class__"), "private_name"),
@@ -415,6 +416,15 @@ def test_allowlisting_a_module_does_not_open_its_imports() -> None:
     handler = EnhancedCommandHandler(policy)
     with pytest.raises(CommandError, match="module_not_allowed"):
         handler.process_command("call", {"target": "shutil.os.system", "args": ["true"]})
+
+
+def test_a_call_cannot_exit_the_bridge() -> None:
+    # With sys allowed on purpose, sys.exit is reachable; it still cannot end the bridge.
+    handler = EnhancedCommandHandler(SafetyPolicy(allowed_modules=("sys",), denylist=()))
+    with pytest.raises(CommandError, match="no_exit") as caught:
+        handler.process_command("call", {"target": "sys.exit", "args": [3]})
+    assert caught.value.error_type == "forbidden"
+    assert handler.process_command("ping", {})["status"] == "ok"
 
 
 def test_spawn_guard_blocks_process_creation(tmp_path: Path) -> None:

@@ -168,6 +168,19 @@ def test_limits_are_configurable() -> None:
         SerializationLimits(max_items=-1)
 
 
+def test_code_is_not_expanded_and_results_stay_small() -> None:
+    import json
+
+    ser = Serializer()
+    module = ser.serialize(json)
+    assert module["type"] == "module" and module["attributes"] == {}
+    assert ser.serialize(json.dumps)["attributes"] == {}
+    wide = [{f"k{i}": [list(range(10))] * 10 for i in range(10)} for _ in range(10)]
+    small = Serializer(SerializationLimits(max_nodes=50)).serialize(wide)
+    assert small["length"] == 10
+    assert len(json.dumps(small)) < len(json.dumps(ser.serialize(wide)))
+
+
 def test_deep_nesting_is_cut_not_crashed() -> None:
     value: Any = []
     for _ in range(5000):

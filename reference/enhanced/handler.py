@@ -36,7 +36,7 @@ from typing import Any, ClassVar, Final
 from ..adapter import BadRequestError, CommandError, SerializationError
 from ..generic import GenericCommandHandler
 from .plugins import PLUGINS, Plugin, available_frameworks, plugin_serializers
-from .safety import STORED_PREFIX, SafetyPolicy, SpawnGuard
+from .safety import STORED_PREFIX, SafetyPolicy, SpawnGuard, forbidden
 from .serialize import DEFAULT_LIMITS, SerializationLimits, Serializer
 from .store import DEFAULT_MAX_STORED, ObjectStore, SessionView, check_id, check_session
 
@@ -167,7 +167,14 @@ class EnhancedCommandHandler(GenericCommandHandler):
             keywords = self._resolve_refs(call_kwargs, view)
             self.policy.check_dispatch(fn, resolved.path, [positional, keywords])
             with SpawnGuard.active():
-                result = fn(*positional, **keywords)
+                try:
+                    result = fn(*positional, **keywords)
+                except SystemExit as exc:
+                    # A library's command-line code (argparse, sys.exit) must not
+                    # end the bridge for everyone: the call fails instead.
+                    raise forbidden(
+                        "no_exit", f"{resolved.path!r} tried to exit the bridge (code {exc.code!r})"
+                    ) from None
         else:
             if call_args or call_kwargs:
                 raise BadRequestError(

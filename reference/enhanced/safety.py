@@ -225,6 +225,8 @@ DEFAULT_DENYLIST: Final[tuple[str, ...]] = (
     "transformers.tools",
     "transformers.testing_utils",
     "transformers.commands",
+    # -- the standard modules' command-line entry points (they read the bridge's stdin) --
+    "json.tool",
     # -- decimal: the process-wide contexts every session shares --
     "decimal.getcontext",
     "decimal.setcontext",

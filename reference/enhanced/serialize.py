@@ -21,14 +21,19 @@ Decisions where §7.7 leaves room:
   the size) and an object's ``attributes`` are empty: the shape holds.
 * "Public attributes" are the object's own instance attributes (``vars()``, or
   its ``__slots__``) whose names do not start with ``_``; properties are not
-  evaluated (they can run arbitrary code or cost a lot).
+  evaluated (they can run arbitrary code or cost a lot).  Modules, classes and
+  functions get empty ``attributes`` (their namespaces are code, not data),
+  and one result describes at most ``max_nodes`` values: past that budget,
+  containers and objects keep their shape with empty parts.
 * Any exception while describing a value is a ``serialization_error``, never a
   crash of the bridge.
 """
 
 from __future__ import annotations
 
+import inspect
 import reprlib
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -54,9 +59,19 @@ class SerializationLimits:
     head_rows: int = 5  # rows of a DataFrame/Series head (pandas' own default)
     max_columns: int = 100  # columns/dtypes of a DataFrame listed
     max_string: int | None = None  # characters of a str value; None = whole
+    # Values described per result: attributes fan out (20 per object, 4 deep
+    # could be 160,000), so a budget keeps one answer small and quick.
+    max_nodes: int = 2000
 
     def __post_init__(self) -> None:
-        for name in ("max_items", "max_depth", "max_attributes", "max_repr", "head_rows"):
+        for name in (
+            "max_items",
+            "max_depth",
+            "max_attributes",
+            "max_repr",
+            "head_rows",
+            "max_nodes",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
         if self.max_columns < 0 or (self.max_string is not None and self.max_string < 0):
@@ -87,9 +102,11 @@ class Serializer:
         self._repr.maxstring = max(limits.max_repr, 8)
         self._repr.maxlong = max(limits.max_repr, 8)
         self._repr.maxother = max(limits.max_repr, 8)
+        self._nodes = 0
 
     def serialize(self, value: Any) -> dict[str, Any]:
         """The §7.7 shape of ``value``; :class:`SerializationError` if it cannot be described."""
+        self._nodes = 0
         try:
             return self.describe(value, 0)
         except SerializationError:
@@ -103,6 +120,9 @@ class Serializer:
 
     def describe(self, value: Any, depth: int) -> dict[str, Any]:
         """The shape of ``value`` found ``depth`` levels down (plugins call this for parts)."""
+        self._nodes += 1
+        if self._nodes > self.limits.max_nodes:
+            depth = max(depth, self.limits.max_depth)  # out of budget: shapes without parts
         for plugin in self.plugins:
             shape = plugin(value, self, depth)
             if shape is not None:
@@ -148,7 +168,9 @@ class Serializer:
         cls = type(value)
         if attributes is None:
             attributes = {}
-            if depth < self.limits.max_depth:
+            # Modules, classes and functions are code, not data: their
+            # namespaces are not "attributes" of a result (and are huge).
+            if depth < self.limits.max_depth and not _is_code(value):
                 for key, item in self.public_attributes(value):
                     attributes[key] = self.describe(item, depth + 1)
         return {
@@ -192,3 +214,7 @@ class Serializer:
             text = f"<{type(value).__name__} object; repr failed: {type(exc).__name__}>"
         limit = self.limits.max_repr
         return text if len(text) <= limit else text[: max(limit - 3, 0)] + "..."
+
+
+def _is_code(value: Any) -> bool:
+    return isinstance(value, type | types.ModuleType) or inspect.isroutine(value)
