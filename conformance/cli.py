@@ -352,7 +352,7 @@ def _check_rows(args: argparse.Namespace) -> list[tuple[str, RunSettings | None,
             transport = "grpc" if profile == "grpc" else "stdio"
             rows.append(
                 (
-                    f"{Path(exe).name} {profile}/{codec}",
+                    f"{_label(cmd)} {profile}/{codec}",
                     RunSettings(
                         cmd,
                         profile,
@@ -382,6 +382,12 @@ def _check_rows(args: argparse.Namespace) -> list[tuple[str, RunSettings | None,
             )
         )
     return rows
+
+
+def _label(cmd: tuple[str, ...]) -> str:
+    """A short name for a bridge command line ("python3 my_bridge.py")."""
+    words = [Path(a).name for a in cmd[:2]]
+    return " ".join(words)[:32]
 
 
 def run_check(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ __all__ = [
     "FORMAT",
     "GOLDEN_DIR",
     "GoldenError",
+    "fill_wire",
     "golden_files",
     "load_case",
     "load_document",
@@ -281,3 +282,38 @@ def _alive(ctx: StepContext, spec: dict[str, Any], label: str) -> None:
         f"{label}: no answer to the follow-up ping (id {ping_id}) "
         f"among the next {ALIVE_MAX_SKIPPED_FRAMES + 1} frames"
     )
+
+
+def fill_wire(path: Path) -> bool:
+    """Recompute every ``wire`` entry of a golden file from its ``send`` value.
+
+    For authors: write the structured request by hand, list the codecs under
+    ``wire`` (any placeholder), and run
+    ``python -m snakepit_harness.conformance.golden FILE...``.  Returns
+    whether the file changed.  Expectations are never touched.
+    """
+    doc = load_document(path)
+    changed = False
+    for step in doc["steps"]:
+        for codec in step.get("wire", {}):
+            want = wire_hex(step["send"], codec)
+            if step["wire"][codec] != want:
+                step["wire"][codec] = want
+                changed = True
+    if changed:
+        text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+        Path(path).write_text(text, encoding="utf-8")
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    paths = [Path(p) for p in (sys.argv[1:] if argv is None else argv)]
+    for path in paths:
+        print(f"{path}: {'wire updated' if fill_wire(path) else 'up to date'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
