@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import json
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -32,9 +31,10 @@ from gevent.socket import wait_read
 from snakepit_harness.errors import BridgeCrashed, HarnessError
 
 from .gpool import SPAWN_LOCK, spawn_with_pipes
+from .grpc_wire import execute_request_bytes
 from .procs import record_pid
 
-__all__ = ["GrpcPool", "GrpcWorker", "execute_request_bytes", "init_grpc_for_gevent"]
+__all__ = ["GrpcPool", "GrpcWorker", "init_grpc_for_gevent"]
 
 READY_PREFIX: Final = b"GRPC_SERVER_READY_ON_PORT="
 # §8.2 allows 10 s; a shared 2-core machine starting 8 servers at once needs more.
@@ -55,23 +55,6 @@ def init_grpc_for_gevent() -> None:
         # Imported by name: grpc's type stubs do not declare this module.
         importlib.import_module("grpc.experimental.gevent").init_gevent()
         _gevent_ready = True
-
-
-def _json_value(value: Any) -> bytes:
-    if isinstance(value, bytes | bytearray):
-        return bytes(value)  # §8.3: raw bytes carry binary data
-    return json.dumps(value, separators=(",", ":")).encode()
-
-
-def execute_request_bytes(command: str, args: dict[str, Any], request_id: str = "load") -> bytes:
-    """A serialised ``ExecuteRequest`` (§8.1, §8.3: one JSON text per argument)."""
-    from .grpc_wire import ExecuteRequest
-
-    request = ExecuteRequest(command=command, request_id=request_id)
-    for key, value in args.items():
-        request.args[key] = _json_value(value)
-    data: bytes = request.SerializeToString()
-    return data
 
 
 class _Pipe:

@@ -9,6 +9,7 @@ gRPC is used (protobuf is part of the ``grpc`` extra).
 
 from __future__ import annotations
 
+import json
 from typing import Any, Final
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -19,6 +20,7 @@ __all__ = [
     "ExecuteRequest",
     "ExecuteResponse",
     "StreamResponse",
+    "execute_request_bytes",
 ]
 
 SERVICE: Final = "snakepit.SnakepitBridge"
@@ -77,6 +79,21 @@ def _build() -> dict[str, Any]:
         name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"snakepit.{name}"))
         for name in _MESSAGES
     }
+
+
+def _json_value(value: Any) -> bytes:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)  # §8.3: raw bytes may carry binary data
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def execute_request_bytes(command: str, args: dict[str, Any], request_id: str = "load") -> bytes:
+    """A serialised ``ExecuteRequest`` (§8.1; §8.3: one JSON text per argument)."""
+    request = ExecuteRequest(command=command, request_id=request_id)
+    for key, value in args.items():
+        request.args[key] = _json_value(value)
+    data: bytes = request.SerializeToString()
+    return data
 
 
 _CLASSES: Final = _build()

@@ -48,6 +48,7 @@ from snakepit_harness.loadtests.procs import cpu_seconds, rss_bytes
 from snakepit_harness.loadtests.profiles import (
     RAW_CODEC,
     RequestTemplate,
+    bytes_as_base64,
     check_response,
     load_profile,
     make_templates,
@@ -114,17 +115,17 @@ class _Run:
         if state_file:
             Path(state_file).write_text(config.to_json())
         if config.transport == "grpc":
-            from snakepit_harness.loadtests.grpc_pool import (
-                GrpcPool,
-                execute_request_bytes,
-                init_grpc_for_gevent,
-            )
+            from snakepit_harness.loadtests.grpc_pool import GrpcPool, init_grpc_for_gevent
+            from snakepit_harness.loadtests.grpc_wire import execute_request_bytes
 
             init_grpc_for_gevent()  # before any channel exists
             if config.payload == STREAM_PROFILE:
                 command, args = "ping_stream", {"count": config.stream_count}
             else:
+                # §8.3: argument values are JSON texts, so bytes travel as base64
+                # (a bridge cannot put raw bytes nested in a result back in JSON).
                 command, args = load_profile(config.payload)[0]
+                args = bytes_as_base64(args)
             self.grpc_request = execute_request_bytes(command, args)
             self.pool = GrpcPool(
                 config.bridge_cmd,

@@ -44,9 +44,11 @@ __all__ = [
     "SMALL_RESPONSE_LIMIT",
     "ProfileError",
     "RequestTemplate",
+    "bytes_as_base64",
     "check_response",
     "load_profile",
     "make_templates",
+    "next_id",
     "profile_names",
 ]
 
@@ -173,13 +175,14 @@ def load_profile(name: str) -> list[tuple[str, dict[str, Any]]]:
     return [factory()]
 
 
-def _bytes_as_base64(value: Any) -> Any:
+def bytes_as_base64(value: Any) -> Any:
+    """Replace bytes, at any depth, by their base64 text (how JSON carries binary)."""
     if isinstance(value, bytes | bytearray | memoryview):
         return base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, dict):
-        return {key: _bytes_as_base64(item) for key, item in value.items()}
+        return {key: bytes_as_base64(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_bytes_as_base64(item) for item in value]
+        return [bytes_as_base64(item) for item in value]
     return value
 
 
@@ -239,7 +242,7 @@ _ID_ENCODERS: Final[dict[str, tuple[Callable[[int], bytes], bytes]]] = {
 
 def _template(codec_name: str, label: str, command: str, args: dict[str, Any]) -> RequestTemplate:
     codec = get_codec(codec_name)
-    value = _bytes_as_base64(args) if codec_name == "json" else args
+    value = bytes_as_base64(args) if codec_name == "json" else args
     # "id" first, so the placeholder found is the envelope's own.
     payload = codec.encode({"id": ID_BASE, "command": command, "args": value})
     encode_id, key = _ID_ENCODERS[codec_name]

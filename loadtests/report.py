@@ -110,6 +110,9 @@ def _rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "loadgen_cpu_pct": result.get("loadgen_cpu_pct"),
             "startup_s": result.get("startup_s"),
             "restarts": result.get("restarts", 0),
+            "top_error": max(
+                (result.get("error_kinds") or {"": 0}).items(), key=lambda item: item[1]
+            )[0],
             "p50_vs_raw": None,
             "rps_vs_raw": None,
         }
@@ -124,7 +127,7 @@ def _rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _recommend(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    bridge = [r for r in rows if r["kind"] != BASELINE_KIND and not r["error"]]
+    bridge = [r for r in rows if r["kind"] != BASELINE_KIND and not r["error"] and r["requests"]]
     by_line: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in bridge:
         by_line.setdefault((row["payload"], row["codec"]), []).append(row)
@@ -247,6 +250,12 @@ def _warnings(rows: list[dict[str, Any]]) -> list[str]:
             f"{row['kind']} pool={row['pool']} codec={row['codec']} payload={row['payload']} "
             f"failed: {row['error']}"
         )
+    for row in rows:
+        if row["error_ratio"] > 0 and not row["error"]:
+            warnings.append(
+                f"pool={row['pool']} codec={row['codec']} payload={row['payload']}: "
+                f"{row['error_ratio']:.1%} of requests failed, mostly: {row['top_error']}"
+            )
     flaky = [r for r in rows if r["restarts"]]
     for row in flaky:
         warnings.append(
@@ -284,7 +293,7 @@ def build_report(
     results: list[dict[str, Any]], gates: Gates, options: dict[str, Any]
 ) -> dict[str, Any]:
     rows = _rows(results)
-    soak = _soak(results)
+    soak = _soak(results) if options.get("sample_interval_s") else []
     return {
         "version": 1,
         "options": options,
