@@ -27,7 +27,7 @@ from typing import Any, Final
 
 import pytest
 
-__all__ = ["ConformanceFailure", "ConformanceItem", "ConformanceWarning"]
+__all__ = ["ConformanceFailure", "ConformanceItem", "ConformanceSuite", "ConformanceWarning"]
 
 OPTION_BRIDGE: Final = "--bridge"
 OPTION_PROFILE: Final = ("--profile", "--bridge-profile")
@@ -236,16 +236,24 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[_STATE_KEY] = _SuiteState(config)
 
 
+class ConformanceSuite(pytest.Collector):
+    """The parent of the conformance items (node id ``conformance``)."""
+
+    def collect(self) -> list[pytest.Item | pytest.Collector]:
+        return []  # items are added in pytest_collection_modifyitems
+
+
 def _items(session: pytest.Session) -> Iterator[pytest.Item]:
     from snakepit_harness.conformance.registry import all_cases
 
     state: _SuiteState = session.config.stash[_STATE_KEY]
     settings = state.settings
+    suite = ConformanceSuite.from_parent(session, name="conformance", nodeid="conformance")
     for case in all_cases():
         if settings.profile in case.profiles and case.transport == settings.transport:
-            yield ConformanceItem.from_parent(session, name=f"conformance::{case.id}", case=case)
+            yield ConformanceItem.from_parent(suite, name=case.id, case=case)
     if state.baseline:
-        yield BaselineItem.from_parent(session, name="conformance::baseline")
+        yield BaselineItem.from_parent(suite, name="baseline")
 
 
 @pytest.hookimpl(tryfirst=True)  # before -k/-m deselection sees the items

@@ -20,6 +20,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 MAX_FRAME = 64 * 1024 * 1024
 START = time.monotonic()
@@ -49,7 +50,8 @@ def codec_encode(codec: str, value: object) -> bytes:
     if codec == "msgpack":
         import msgpack
 
-        return msgpack.packb(value, use_bin_type=True)
+        packed: bytes = msgpack.packb(value, use_bin_type=True)
+        return packed
     return json.dumps(value, allow_nan="nan" in DEFECTS, separators=(",", ":")).encode()
 
 
@@ -166,7 +168,8 @@ def handle(req: dict[str, object]) -> dict[str, object] | None:
         )
     if command == "compute":
         op = args.get("operation")
-        a, b = args.get("a"), args.get("b")
+        a: Any = args.get("a")
+        b: Any = args.get("b")
         ops = {"add": lambda: a + b, "subtract": lambda: a - b, "multiply": lambda: a * b}
         numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (a, b))
         if op == "divide":
