@@ -1,0 +1,244 @@
+"""Stateful fuzzing: hypothesis ``RuleBasedStateMachine`` s that hold a bridge to a model.
+
+* :class:`PipelinedSession` (every stdio profile): pings and commands are
+  written back to back and the answers read in whatever rhythm hypothesis
+  picks; each answer must be the next one due, with its id, right (§4.7, as
+  the real host pipelines its health pings).
+* :class:`StoreModel` (``enhanced``): ``store``, ``retrieve``, ``delete_stored``,
+  ``list_stored`` and ``clear_session`` across sessions against a dictionary
+  per session (§7.3).
+
+Each run of a machine starts a fresh bridge, so its transcript (every frame
+written, and when each answer was read) replays from a cold start; a failure is
+raised as :class:`~.properties.PropertyFailed` carrying that transcript.
+Concrete machine classes are made per run by :func:`bind_machine`, which fixes
+the target and the budget guard as class attributes (hypothesis builds the
+machine itself, with no arguments).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any, ClassVar, Final
+
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
+
+from ..errors import TransportError
+from .oracle import match_responses
+from .properties import PropertyFailed
+from .strategies import (
+    Expectation,
+    Step,
+    args_objects,
+    compute_requests,
+    encode_payload,
+    frame,
+    values,
+)
+from .target import Exchange, StdioTarget, Trouble
+
+__all__ = ["MACHINES", "BridgeMachine", "PipelinedSession", "StoreModel", "bind_machine"]
+
+# Sessions and ids drawn from small pools, so that runs revisit the same keys
+# (a dictionary bug needs a store and a later retrieve of the same id).
+SESSIONS: Final = ("", "alpha", "\u03b2", "\U0001f40d")
+OBJECT_IDS: Final = ("x", "y", "stored", "\u00e9", "")
+
+# Steps per machine run: long enough for interleavings across three sessions,
+# short enough that shrinking stays quick.
+STEPS_PER_RUN: Final = 30
+
+
+class BridgeMachine(RuleBasedStateMachine):
+    """Common plumbing: a fresh bridge per run, a transcript, checked reads."""
+
+    target: ClassVar[StdioTarget]
+    profile: ClassVar[str]
+    guard: ClassVar[Callable[[], None]]
+    on_failure: ClassVar[Callable[[PropertyFailed], None]]
+
+    def __init__(self) -> None:
+        super().__init__()
+        type(self).guard()
+        self.target.discard()
+        self.codec = self.target.codec_name
+        self.steps: list[Step] = []
+        self.chunks: list[bytes] = []
+        self.responses: list[Any] = []
+        self.timeline: list[tuple[str, int]] = []
+        self.pending: deque[int] = deque()
+        self.next_id = 1
+
+    def send(self, command: str, args: dict[str, Any], expect: Expectation) -> None:
+        request = {"id": self.next_id, "command": command, "args": args}
+        self.next_id += 1
+        step = Step(
+            wire=frame(encode_payload(request, self.codec)),
+            label=f"{command!r} request",
+            request=request,
+            expect=expect,
+        )
+        self.steps.append(step)
+        self.chunks.append(step.wire)
+        self.timeline.append(("write", len(self.chunks) - 1))
+        self.pending.append(len(self.steps) - 1)
+        try:
+            self.target.write([step.wire])
+        except TransportError as exc:
+            self.fail([f"writing {command!r}: {exc}"], exc.stderr_tail)
+
+    def read(self) -> Any:
+        index = self.pending.popleft()
+        self.timeline.append(("read", index))
+        try:
+            response = self.target.read_response()
+        except Trouble as exc:
+            self.fail([f"reading the answer to {self.steps[index].label}: {exc}"], exc.stderr_tail)
+        self.responses.append(response)
+        problems = match_responses([self.steps[index]], [response], self.codec)
+        if problems:
+            self.fail(problems)
+        return response
+
+    def call(self, command: str, args: dict[str, Any], expect: Expectation) -> Any:
+        self.send(command, args, expect)
+        while len(self.pending) > 1:
+            self.read()
+        return self.read()
+
+    def fail(self, problems: list[str], stderr_tail: bytes = b"") -> None:
+        exchange = Exchange(list(self.chunks), list(self.responses), stderr_tail=stderr_tail)
+        prelude = list(self.target.prelude)
+        self.target.discard()
+        failure = PropertyFailed(
+            problems,
+            self.steps,
+            exchange,
+            self.codec,
+            prelude=prelude,
+            timeline=list(self.timeline),
+        )
+        type(self).on_failure(failure)
+        raise failure
+
+    def teardown(self) -> None:
+        while self.pending:
+            self.read()
+
+
+class PipelinedSession(BridgeMachine):
+    """A pipelined session of interleaved pings and commands gets every answer in order.
+
+    §4.7: requests written back to back, answers read later in any rhythm;
+    each answer carries the id of the oldest unanswered request and is right.
+    """
+
+    @rule(worker=st.one_of(st.none(), st.text(max_size=6)))
+    def ping(self, worker: str | None) -> None:
+        args: dict[str, Any] = {"health_check": True}
+        if worker is not None:
+            args["worker_id"] = worker
+        self.send("ping", args, Expectation("ok"))
+
+    @rule(data=st.data())
+    def echo(self, data: st.DataObject) -> None:
+        args = data.draw(args_objects(self.codec), label="args")
+        self.send("echo", args, Expectation("echo", args))
+
+    @rule(data=st.data())
+    def compute(self, data: st.DataObject) -> None:
+        body, expect = data.draw(compute_requests(self.codec), label="compute")
+        self.send(body["command"], body["args"], expect)
+
+    @rule(name=st.sampled_from(["nope", "", "PING", "echo ", "\u2028"]))
+    def unknown(self, name: str) -> None:
+        self.send(name, {}, Expectation("failure"))
+
+    @precondition(lambda self: bool(self.pending))
+    @rule(count=st.integers(1, 4))
+    def read_answers(self, count: int) -> None:
+        for _ in range(min(count, len(self.pending))):
+            self.read()
+
+
+def _stored_values(codec: str) -> st.SearchStrategy[Any]:
+    # §7.7 serialises Python values; bytes are "other objects", left out here.
+    return values(codec, max_leaves=6).filter(lambda v: not isinstance(v, bytes))
+
+
+class StoreModel(BridgeMachine):
+    """The enhanced store behaves like a dictionary per session: store, retrieve, delete, list and clear across sessions.
+
+    §7.3: ids are per session, a missing id is ``not_found``, ``clear_session``
+    empties only its own session, ``list_stored`` lists exactly the ids held.
+    """  # noqa: E501
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model: dict[str, dict[str, Any]] = {s: {} for s in SESSIONS}
+
+    @rule(session=st.sampled_from(SESSIONS), key=st.sampled_from(OBJECT_IDS), data=st.data())
+    def store(self, session: str, key: str, data: st.DataObject) -> None:
+        value = data.draw(_stored_values(self.codec), label="value")
+        args = {"session_id": session, "id": key, "value": value}
+        self.call("store", args, Expectation("success"))
+        self.model[session][key] = value
+
+    @rule(session=st.sampled_from(SESSIONS), key=st.sampled_from(OBJECT_IDS))
+    def retrieve(self, session: str, key: str) -> None:
+        held = self.model[session]
+        expect = Expectation("stored", held[key]) if key in held else Expectation("not_found")
+        self.call("retrieve", {"session_id": session, "id": key}, expect)
+
+    @rule(session=st.sampled_from(SESSIONS), key=st.sampled_from(OBJECT_IDS))
+    def delete(self, session: str, key: str) -> None:
+        held = self.model[session]
+        expect = Expectation("success") if key in held else Expectation("not_found")
+        self.call("delete_stored", {"session_id": session, "id": key}, expect)
+        held.pop(key, None)
+
+    @rule(session=st.sampled_from(SESSIONS))
+    def list_stored(self, session: str) -> None:
+        ids = sorted(self.model[session])
+        self.call("list_stored", {"session_id": session}, Expectation("listing", ids))
+
+    @rule(session=st.sampled_from(SESSIONS))
+    def clear_session(self, session: str) -> None:
+        self.call("clear_session", {"session_id": session}, Expectation("success"))
+        self.model[session].clear()
+
+    @rule(key=st.sampled_from(OBJECT_IDS), value=st.integers(-5, 5))
+    def default_session(self, key: str, value: int) -> None:
+        """A store without ``session_id`` lands in the default session ``""``."""
+        self.call("store", {"id": key, "value": value}, Expectation("success"))
+        self.model[""][key] = value
+
+
+MACHINES: Final[dict[str, tuple[type[BridgeMachine], frozenset[str], str]]] = {
+    # name: (machine, profiles, PROTOCOL.md section)
+    "pipelined-session": (PipelinedSession, frozenset({"v1", "v2", "enhanced"}), "4.7"),
+    "store-model": (StoreModel, frozenset({"enhanced"}), "7.3"),
+}
+
+
+def bind_machine(
+    machine: type[BridgeMachine],
+    target: StdioTarget,
+    profile: str,
+    guard: Callable[[], None],
+    on_failure: Callable[[PropertyFailed], None],
+) -> type[BridgeMachine]:
+    """A subclass of ``machine`` bound to ``target`` (hypothesis instantiates it bare).
+
+    ``guard`` runs before each machine run (the runner's time budget);
+    ``on_failure`` sees every failure before it is raised.
+    """
+    attributes = {
+        "target": target,
+        "profile": profile,
+        "guard": staticmethod(guard),
+        "on_failure": staticmethod(on_failure),
+    }
+    return type(machine.__name__, (machine,), attributes)

@@ -1,0 +1,276 @@
+"""Turn a shrunk fuzz failure into a golden-frame file that replays it.
+
+The file follows ``fixtures/golden/FORMAT.md`` (``snakepit-golden/1``): the
+exact bytes fuzz wrote, one ``send_raw`` step per write (so a split that broke
+the bridge is split again), then one ``expect`` step per frame saying what a
+correct bridge answers, ``close_stdin`` and ``expect_exit`` where the framing
+was broken.  ``snakepit-harness replay FILE -- CMD`` and the conformance suite
+run it like any golden file.  Beside it, ``FILE.md`` says in words which
+property broke, what was seen, the seed and how to replay.
+
+The expectations are derived from the property's oracle (never recorded from
+the bridge under test): what PROTOCOL.md requires for each request.  For a
+split-write failure they are the bridge's own answers to the same frames
+written whole, since the property is that the two agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from ..conformance.matcher import encode_special
+from .oracle import VOLATILE_KEYS, expected_compute, python_type_name
+from .properties import Property, PropertyFailed
+from .strategies import Expectation, Step
+from .target import END_OF_INPUT_EXIT_LIMIT
+
+__all__ = ["FORMAT", "build_document", "write_regression"]
+
+FORMAT: Final = "snakepit-golden/1"
+
+# A replay on a busy machine gets the same allowance over §2.5's 2 s as the fuzz run.
+EXIT_WITHIN: Final = END_OF_INPUT_EXIT_LIMIT + 1.0
+
+_TIMESTAMP: Final = {"$type": "string"}
+
+
+def _exact(value: Any, codec: str) -> Any:
+    """A matcher for exactly ``value``; a float stays a float under MessagePack."""
+    matcher: dict[str, Any] = {"$eq": encode_special(value)}
+    if codec == "msgpack" and isinstance(value, float):
+        matcher["$not"] = {"$type": "integer"}
+    return matcher
+
+
+def _failure_outcomes(base: dict[str, Any], why: str) -> dict[str, Any]:
+    return {
+        "outcomes": [
+            {"match": {**base, "success": False, "error": {"$type": "string", "$nonEmpty": True}}},
+            {
+                "match": {**base, "success": True, "result": {"status": "error"}},
+                "why": "the older unknown-command form (§4.4)",
+            },
+        ],
+        "why": why,
+    }
+
+
+def _expectation(step: Step, codec: str) -> dict[str, Any]:
+    """The ``expect`` payload for the answer to the valid request in ``step``."""
+    assert step.request is not None and step.expect is not None
+    expect: Expectation = step.expect
+    base: dict[str, Any] = {"id": encode_special(step.request_id), "timestamp": _TIMESTAMP}
+    ok: dict[str, Any] = {**base, "success": True, "result": {"status": "ok"}}
+    if expect.kind == "envelope":
+        return {"match": {**base, "success": {"$type": "boolean"}}}
+    if expect.kind == "failure":
+        return _failure_outcomes(base, f"{step.request['command']!r} must fail (§4.4)")
+    if expect.kind == "success":
+        return {"match": {**base, "success": True}}
+    if expect.kind == "not_found":
+        return {"match": {**base, "success": False, "error_type": "not_found"}}
+    if expect.kind == "stored":
+        shown: dict[str, Any] = {"type": python_type_name(expect.value)}
+        if isinstance(expect.value, list | dict):
+            shown["length"] = len(expect.value)
+        else:
+            shown["value"] = {"$eq": encode_special(expect.value)}
+        return {"match": {**base, "success": True, "result": {"object": shown}}}
+    if expect.kind == "listing":
+        ids = expect.value
+        listing = {"$len": len(ids), **({"$contains": ids} if ids else {})}
+        return {
+            "match": {
+                **base,
+                "success": True,
+                "result": {"stored_objects": listing, "count": len(ids)},
+            }
+        }
+    if expect.kind == "echo":
+        ok["result"]["echoed"] = {"$eq": encode_special(expect.value)}
+        return {"match": ok, "why": "echo returns exactly its args (§6.2)"}
+    if expect.kind == "compute":
+        operation, a, b = expect.value
+        must_succeed, want = expected_compute(operation, a, b, codec)
+        if not must_succeed:
+            return _failure_outcomes(base, f"compute with {want} must fail (§6.3)")
+        ok["result"].update(
+            {
+                "operation": operation,
+                "inputs": {"$eq": encode_special({"a": a, "b": b})},
+                "result": _exact(want, codec),
+            }
+        )
+        return {"match": ok, "why": "compute agrees with Python arithmetic (§6.3)"}
+    args = step.request.get("args", {})
+    if step.request["command"] == "ping" and "worker_id" in args:
+        ok["result"]["worker_id"] = {"$eq": encode_special(args["worker_id"])}
+    return {"match": ok}
+
+
+def _loose_expectation(step: Step) -> dict[str, Any]:
+    """An optional answer to a malformed frame: id null (or the frame's own), well-formed."""
+    ids: list[Any] = [None]
+    if step.loose_id is not None:
+        ids.append(encode_special(step.loose_id))
+    return {
+        "expect": {
+            "match": {
+                "id": {"$oneOf": ids},
+                "success": {"$type": "boolean"},
+                "timestamp": _TIMESTAMP,
+            }
+        },
+        "optional": {"grade": "pass", "why": f"{step.label}: answering it is a SHOULD (§4.3)"},
+    }
+
+
+def _without_volatile(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_volatile(v) for k, v in value.items() if k not in VOLATILE_KEYS}
+    if isinstance(value, list):
+        # A list matcher is exact in length and item by item: keep it exact.
+        return {"$eq": encode_special(value)}
+    return encode_special(value)
+
+
+def build_document(
+    failure: PropertyFailed,
+    prop: Property,
+    profile: str,
+    codec_mode: str,
+    *,
+    timeout: float,
+) -> dict[str, Any]:
+    """The golden-frame document that replays ``failure``."""
+    codec = failure.codec
+    exchange = failure.exchange
+    steps: list[dict[str, Any]] = []
+    if failure.timeline is not None:
+        for kind, index in failure.timeline:
+            if kind == "write":
+                steps.append({"send_raw": {codec: exchange.chunks[index].hex()}})
+            else:
+                steps.append({"expect": _expectation(failure.steps[index], codec)})
+        return _document(failure, prop, profile, codec_mode, steps, timeout=timeout)
+    steps += [{"send_raw": {codec: chunk.hex()}} for chunk in exchange.chunks if chunk]
+    if exchange.closed_input:
+        steps.append({"close_stdin": True})
+    if failure.expected_responses is not None:
+        steps += [
+            {"expect": {"match": _without_volatile(r)}, "why": "as when written whole (§2.1)"}
+            for r in failure.expected_responses
+        ]
+    else:
+        for step in failure.steps:
+            if step.request is not None:
+                steps.append({"expect": _expectation(step, codec)})
+            else:
+                steps.append(_loose_expectation(step))
+    if exchange.closed_input:
+        steps.append({"expect_exit": {"within": EXIT_WITHIN}})
+    return _document(failure, prop, profile, codec_mode, steps, timeout=timeout)
+
+
+def _document(
+    failure: PropertyFailed,
+    prop: Property,
+    profile: str,
+    codec_mode: str,
+    steps: list[dict[str, Any]],
+    *,
+    timeout: float,
+) -> dict[str, Any]:
+    digest = hashlib.sha256(
+        json.dumps([prop.name, codec_mode, steps], sort_keys=True).encode()
+    ).hexdigest()[:8]
+    return {
+        "format": FORMAT,
+        "id": f"fuzz.{digest}",
+        "section": prop.section,
+        "level": "required",
+        "profiles": [profile],
+        "codecs": [codec_mode],
+        "bridge": "fresh",
+        "timeout": timeout,
+        "requirement": prop.statement,
+        "steps": steps,
+        "notes": f"fuzz property {prop.name!r} ({'; '.join(failure.problems)[:2000]})",
+    }
+
+
+def _explanation(
+    doc: dict[str, Any],
+    failure: PropertyFailed,
+    prop: Property,
+    *,
+    seed: int,
+    bridge_argv: Sequence[str],
+    file_name: str,
+) -> str:
+    exchange = failure.exchange
+    lines = [
+        f"# {doc['id']}: fuzz property `{prop.name}` broken",
+        "",
+        f"**Property** (PROTOCOL.md §{prop.section}): {prop.statement}",
+        "",
+        "**What went wrong:**",
+        "",
+        *[f"- {problem}" for problem in failure.problems],
+        "",
+        f"**Input** ({failure.codec}, written {failure.split or 'whole frames'}, "
+        f"{len(exchange.chunks)} write(s), {len(exchange.wire)} bytes):",
+        "",
+        *[
+            f"{i}. {step.label}: `{step.wire[:64].hex()}{'...' if len(step.wire) > 64 else ''}`"
+            for i, step in enumerate(failure.steps)
+        ],
+        "",
+    ]
+    if failure.history_dependent:
+        lines += [
+            "Note: a fresh bridge passed this input; the failure needed earlier traffic, "
+            "so the file may replay as a pass.",
+            "",
+        ]
+    if exchange.stderr_tail:
+        tail = exchange.stderr_tail.decode("utf-8", "replace")[-2000:].rstrip()
+        lines += ["**Bridge stderr (tail):**", "", "```", tail, "```", ""]
+    command = " ".join(bridge_argv)
+    lines += [
+        f"Found with `--seed {seed}`. Replay:",
+        "",
+        "```",
+        f"snakepit-harness replay {file_name} --codec {doc['codecs'][0]} -- {command}",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_regression(
+    failure: PropertyFailed,
+    prop: Property,
+    profile: str,
+    codec_mode: str,
+    directory: Path,
+    *,
+    seed: int,
+    bridge_argv: Sequence[str],
+    timeout: float,
+) -> Path:
+    """Write ``fuzz.<hash>.json`` and its ``.md`` explanation into ``directory``."""
+    doc = build_document(failure, prop, profile, codec_mode, timeout=timeout)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{doc['id']}.json"
+    # ensure_ascii: lone surrogates survive only as \\u escapes.
+    path.write_text(json.dumps(doc, indent=1, ensure_ascii=True) + "\n", encoding="utf-8")
+    explanation = _explanation(
+        doc, failure, prop, seed=seed, bridge_argv=bridge_argv, file_name=str(path)
+    )
+    path.with_suffix(".md").write_text(explanation, encoding="utf-8", errors="replace")
+    return path

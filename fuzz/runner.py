@@ -1,0 +1,320 @@
+"""Run fuzz properties and state machines with hypothesis against one bridge, within a budget.
+
+:func:`run_property` drives one property (or state machine): hypothesis
+generates and shrinks inputs, the property exchanges frames with a long-lived
+bridge (a fresh one after every crash or hang; a fresh one per run for the
+machines), and the minimal failing input comes back as a
+:class:`~.properties.PropertyFailed`, ready to be written as a regression.
+:class:`FuzzSession` runs every property of a profile in turn, shares the time
+budget, writes regression files and reports; the CLI and the pytest tests both
+use it.
+
+Budgets.  ``max_examples`` bounds the search; ``max_time`` bounds its wall
+time: once spent, further examples are rejected before they draw anything, so
+hypothesis ends at once.  Shrinking a failure is bounded too
+(:data:`~.defaults.SHRINK_BUDGET`).  The last failure hypothesis replays is the
+minimal one (it re-runs it to report it), and that replay is never cut short.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from hypothesis import HealthCheck, Phase, given, reject, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
+from hypothesis.control import current_build_context
+from hypothesis.errors import HypothesisException, Unsatisfiable
+from hypothesis.stateful import run_state_machine_as_test
+
+from ..errors import HarnessError
+from .defaults import DEFAULT_MAX_EXAMPLES, DEFAULT_RESPONSE_TIMEOUT, SHRINK_BUDGET
+from .machines import MACHINES, bind_machine
+from .properties import PROPERTIES, FuzzContext, Property, PropertyFailed
+from .regression import write_regression
+from .target import StdioTarget
+
+__all__ = [
+    "FuzzSession",
+    "PropertyOutcome",
+    "machine_properties",
+    "run_property",
+]
+
+# A state machine run is up to 30 exchanges; a quarter of the runs buys
+# more exchanges than a property's examples.
+MACHINE_EXAMPLES_DIVISOR: Final = 4
+
+
+@dataclass
+class PropertyOutcome:
+    """How one property fared."""
+
+    prop: Property
+    examples: int = 0
+    elapsed: float = 0.0
+    failure: PropertyFailed | None = None
+    flaky: bool = False  # the failure did not reproduce when hypothesis replayed it
+    error: str | None = None  # the harness could not run the property
+    regression: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.failure is None and self.error is None
+
+    def summary(self) -> str:
+        verdict = "PASS" if self.passed else ("ERROR" if self.error else "FAIL")
+        return (
+            f"{verdict:5} {self.prop.name:18} {self.examples:6} examples "
+            f"{self.elapsed:6.1f} s  {self.prop.statement}"
+        )
+
+    def details(self) -> list[str]:
+        lines = list(self.notes)
+        if self.error:
+            lines.append(self.error)
+        if self.failure is not None:
+            lines += self.failure.problems
+            if self.flaky:
+                lines.append("(hypothesis could not reproduce this failure: flaky)")
+            if self.failure.history_dependent:
+                lines.append("(only after earlier traffic: a fresh bridge passed this input)")
+            lines += [f"frame: {step.label}" for step in self.failure.steps[:12]]
+            tail = self.failure.exchange.stderr_tail.decode("utf-8", "replace").strip()
+            if tail:
+                lines.append("bridge stderr (tail): " + tail[-600:].replace("\n", "\n      "))
+        if self.regression is not None:
+            lines.append(f"regression written: {self.regression} (explained in .md beside it)")
+        return lines
+
+
+@dataclass
+class _RunState:
+    search_deadline: float
+    shrink_budget: float
+    first_failure_at: float | None = None
+    last_failure: PropertyFailed | None = None
+    examples: int = 0
+
+    def guard(self) -> None:
+        """Reject the example about to run once the time budget is spent."""
+        if _is_final_replay():
+            return
+        now = time.monotonic()
+        if self.first_failure_at is None and now > self.search_deadline:
+            reject()
+        if self.first_failure_at is not None and now > self.first_failure_at + self.shrink_budget:
+            reject()
+        self.examples += 1
+
+    def record(self, failure: PropertyFailed) -> None:
+        if self.first_failure_at is None:
+            self.first_failure_at = time.monotonic()
+        self.last_failure = failure
+
+
+def _is_final_replay() -> bool:
+    try:
+        return bool(getattr(current_build_context(), "is_final", False))
+    except HypothesisException:
+        return False
+
+
+def _machine_body(name: str) -> Callable[[FuzzContext, st.DataObject], None]:
+    def body(context: FuzzContext, data: st.DataObject) -> None:  # pragma: no cover
+        raise HarnessError(f"{name} is a state machine; run it with run_property")
+
+    machine = MACHINES[name][0]
+    body.__doc__ = machine.__doc__
+    return body
+
+
+def machine_properties(profile: str) -> list[Property]:
+    """The state machines that apply to ``profile``, as properties (name, statement, section)."""
+    return [
+        Property(name, _machine_body(name), section, profiles)
+        for name, (_, profiles, section) in MACHINES.items()
+        if profile in profiles
+    ]
+
+
+def _settings(base: settings | None, max_examples: int | None) -> settings:
+    parent = base if base is not None else settings()
+    return settings(
+        parent,
+        max_examples=max_examples if max_examples is not None else parent.max_examples,
+        deadline=None,  # the transport's deadlines catch hangs; timing varies with load
+        database=None if base is None else parent.database,
+        derandomize=False,
+        suppress_health_check=list(HealthCheck),
+        report_multiple_bugs=False,
+        print_blob=False,
+        phases=[p for p in parent.phases if p is not Phase.explain],
+        stateful_step_count=min(parent.stateful_step_count, 30),
+    )
+
+
+def run_property(
+    prop: Property,
+    target: StdioTarget,
+    profile: str,
+    *,
+    seed: int,
+    max_examples: int | None = DEFAULT_MAX_EXAMPLES,
+    max_time: float | None = None,
+    shrink_budget: float = SHRINK_BUDGET,
+    base_settings: settings | None = None,
+) -> PropertyOutcome:
+    """Search for an input that breaks ``prop``; return the (shrunk) failure or a pass.
+
+    ``base_settings`` (e.g. a pytest hypothesis profile) supplies defaults;
+    ``max_examples`` overrides its count when given.
+    """
+    started = time.monotonic()
+    state = _RunState(
+        search_deadline=started + max_time if max_time else float("inf"),
+        shrink_budget=shrink_budget,
+    )
+    outcome = PropertyOutcome(prop)
+    run: Callable[[], None]
+    if prop.name in MACHINES:
+        examples = (
+            None if max_examples is None else max(1, max_examples // MACHINE_EXAMPLES_DIVISOR)
+        )
+        config = _settings(base_settings, examples)
+
+        def guard() -> None:
+            state.guard()
+
+        machine = hypothesis_seed(seed)(
+            bind_machine(MACHINES[prop.name][0], target, profile, guard, state.record)
+        )
+
+        def run_machine() -> None:
+            try:
+                run_state_machine_as_test(machine, settings=config)
+            finally:
+                target.discard()
+
+        run = run_machine
+    else:
+        context = FuzzContext(target, profile)
+
+        def body(data: st.DataObject) -> None:
+            state.guard()
+            try:
+                prop.body(context, data)
+            except PropertyFailed as exc:
+                state.record(exc)
+                raise
+
+        config = _settings(base_settings, max_examples)
+        run = hypothesis_seed(seed)(config(given(st.data())(body)))
+    try:
+        run()
+    except PropertyFailed as exc:
+        outcome.failure = exc
+    except Unsatisfiable:
+        outcome.notes.append("the time budget ran out before any example ran")
+    except HypothesisException as exc:
+        # Flaky: the failure did not repeat on replay (a bridge whose answers
+        # depend on timing or on earlier traffic).  Report the last one seen.
+        if state.last_failure is None:
+            outcome.error = f"hypothesis: {exc}"
+        else:
+            outcome.failure = state.last_failure
+            outcome.flaky = True
+    except BaseExceptionGroup as group:
+        failures = [e for e in group.exceptions if isinstance(e, PropertyFailed)]
+        if not failures and state.last_failure is None:
+            raise
+        outcome.failure = failures[-1] if failures else state.last_failure
+        outcome.flaky = True
+    finally:
+        outcome.examples = state.examples
+        outcome.elapsed = time.monotonic() - started
+    return outcome
+
+
+class FuzzSession:
+    """Every property (and machine) of a profile against one bridge command line."""
+
+    def __init__(
+        self,
+        *,
+        profile: str,
+        codec_mode: str,
+        argv: Sequence[str],
+        seed: int,
+        max_examples: int | None = DEFAULT_MAX_EXAMPLES,
+        max_time: float | None = None,
+        response_timeout: float = DEFAULT_RESPONSE_TIMEOUT,
+        save_failures: Path | None = None,
+        only: Sequence[str] = (),
+        base_settings: settings | None = None,
+    ) -> None:
+        self.profile = profile
+        self.codec_mode = codec_mode
+        self.argv = list(argv)
+        self.seed = seed
+        self.max_examples = max_examples
+        self.max_time = max_time
+        self.response_timeout = response_timeout
+        self.save_failures = save_failures
+        self.base_settings = base_settings
+        self.properties = self._select(only)
+
+    def _select(self, only: Sequence[str]) -> list[Property]:
+        chosen = [p for p in PROPERTIES if self.profile in p.profiles]
+        chosen += machine_properties(self.profile)
+        if only:
+            known = {p.name for p in chosen}
+            unknown = [name for name in only if name not in known]
+            if unknown:
+                raise HarnessError(
+                    f"no property {', '.join(unknown)} for profile {self.profile}; "
+                    f"known: {', '.join(sorted(known))}"
+                )
+            chosen = [p for p in chosen if p.name in only]
+        if not chosen:
+            raise HarnessError(f"no fuzz properties for profile {self.profile} yet")
+        return chosen
+
+    def run(self) -> Iterator[PropertyOutcome]:
+        """Run each property in turn (the time budget is shared), yielding its outcome."""
+        started = time.monotonic()
+        for index, prop in enumerate(self.properties):
+            share = None
+            if self.max_time is not None:
+                left = self.max_time - (time.monotonic() - started)
+                share = max(left / (len(self.properties) - index), 0.001)
+            with StdioTarget(
+                self.argv, self.codec_mode, response_timeout=self.response_timeout
+            ) as target:
+                target.ensure()  # a bridge that cannot start is an error, not a failure
+                outcome = run_property(
+                    prop,
+                    target,
+                    self.profile,
+                    seed=self.seed,
+                    max_examples=self.max_examples,
+                    max_time=share,
+                    base_settings=self.base_settings,
+                )
+            if outcome.failure is not None and self.save_failures is not None:
+                outcome.regression = write_regression(
+                    outcome.failure,
+                    prop,
+                    self.profile,
+                    self.codec_mode,
+                    self.save_failures,
+                    seed=self.seed,
+                    bridge_argv=self.argv,
+                    timeout=self.response_timeout,
+                )
+            yield outcome

@@ -1,0 +1,321 @@
+"""The bridge under fuzz: one long-lived stdio bridge per property run, replaced when it breaks.
+
+A :class:`StdioTarget` starts the bridge (through the project's only process
+code, :class:`~snakepit_harness.transports.StdioBridge`), runs the codec
+negotiation when asked (PROTOCOL.md §3.4), and performs *exchanges*: a list of
+frames written as planned (whole, coalesced, byte by byte or split at chosen
+offsets), then a sentinel ``ping`` whose answer proves the bridge still serves,
+all responses read with a deadline.  After a crash, a hang, garbage on stdout or
+broken framing the bridge is killed (its whole process group) and the next
+exchange gets a fresh one, so one failure never poisons the next example.
+
+Every exchange records the exact bytes it wrote and how they were cut, which is
+what a regression file needs to replay the failure.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import fcntl
+import termios
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from ..codecs import Codec, get_codec
+from ..errors import BridgeCrashed, BridgeTimeout, CodecError, HarnessError, RemoteProtocolError
+from ..transports.stdio import StdioBridge, describe_returncode
+from .strategies import Expectation, Step, encode_payload, frame
+
+__all__ = [
+    "END_OF_INPUT_EXIT_LIMIT",
+    "SENTINEL_ID",
+    "Exchange",
+    "StdioTarget",
+    "Trouble",
+    "sentinel_step",
+]
+
+# §5.1: a bridge may take up to 20 s to answer its first request.
+STARTUP_TIMEOUT: Final = 20.0
+# A hung bridge is reported once no response arrives for this long; generous
+# against a loaded CI machine, short enough to keep a fuzz run moving.
+DEFAULT_RESPONSE_TIMEOUT: Final = 5.0
+# §2.5: on end of input the bridge must exit within 2 s; the allowance covers
+# scheduling delays of a busy machine, not a slow bridge.
+END_OF_INPUT_EXIT_LIMIT: Final = 2.0
+_SCHEDULING_ALLOWANCE: Final = 1.0
+# How long to wait for the bridge to read one write before sending the next:
+# only then does a split really reach the bridge as separate reads.  A bridge
+# busy elsewhere simply gets the next chunk coalesced (weaker, never wrong).
+_SETTLE_TIMEOUT: Final = 0.1
+_SETTLE_POLL: Final = 0.0001
+# The sentinel ping's id: an ordinary positive integer that no drawn request
+# uses (drawn positive ids stay below 2^31).
+SENTINEL_ID: Final = 2**31
+# A bridge that answers far more frames than were sent is stopped being read.
+_EXTRA_FRAMES: Final = 4
+
+JSON_NEGOTIATION: Final = {
+    "type": "protocol_negotiation",
+    "supported": ["msgpack", "json"],
+    "preferred": "msgpack",
+}
+
+
+def sentinel_step(codec: str) -> Step:
+    """The closing ``ping``: its answer shows the bridge is still serving."""
+    request = {"id": SENTINEL_ID, "command": "ping", "args": {}}
+    return Step(
+        wire=frame(encode_payload(request, codec)),
+        label="sentinel ping",
+        request=request,
+        expect=Expectation("ok"),
+    )
+
+
+@dataclass
+class Exchange:
+    """What one exchange wrote and what came back."""
+
+    chunks: list[bytes]  # exactly as written, in order (a new write per item)
+    responses: list[Any] = field(default_factory=list)
+    # A transport-level failure: hang, crash, undecodable output, slow exit.
+    trouble: str | None = None
+    stderr_tail: bytes = b""
+    closed_input: bool = False  # stdin was closed after the chunks (framing damage)
+
+    @property
+    def wire(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+class Trouble(HarnessError):
+    """The bridge hung, crashed or wrote something that is not a frame."""
+
+    def __init__(self, message: str, stderr_tail: bytes) -> None:
+        super().__init__(message)
+        self.stderr_tail = stderr_tail
+
+
+def _pending_input(bridge: StdioBridge) -> int:
+    """Bytes written to the bridge's stdin that it has not read yet (FIONREAD)."""
+    # StdioBridge has no public accessor for its stdin descriptor; reading the
+    # pipe's fill level is the one thing we need it for.
+    fd = bridge._stdin_fd
+    if fd is None:
+        return 0
+    count = array.array("i", [0])
+    try:
+        fcntl.ioctl(fd, termios.FIONREAD, count)
+    except OSError:
+        return 0
+    return count[0]
+
+
+class StdioTarget:
+    """A bridge command line, started on demand and restarted after it breaks."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        codec_mode: str,
+        *,
+        response_timeout: float = DEFAULT_RESPONSE_TIMEOUT,
+    ) -> None:
+        if codec_mode not in ("json", "msgpack", "negotiate"):
+            raise HarnessError(f"unknown codec mode {codec_mode!r}")
+        self.argv = list(argv)
+        self.codec_mode = codec_mode
+        self.response_timeout = response_timeout
+        self._bridge: StdioBridge | None = None
+        self._codec_name = "json" if codec_mode == "negotiate" else codec_mode
+        self.prelude: list[bytes] = []  # negotiation bytes written to each fresh bridge
+        self.starts = 0
+        self.served = 0  # exchanges the current bridge has had (0: it is fresh)
+
+    # -- life cycle ---------------------------------------------------------
+
+    @property
+    def codec_name(self) -> str:
+        """The codec in use (after negotiation, the one the bridge selected)."""
+        if self.codec_mode == "negotiate" and self._bridge is None:
+            self.ensure()
+        return self._codec_name
+
+    @property
+    def codec(self) -> Codec:
+        return get_codec(self.codec_name)
+
+    def ensure(self) -> StdioBridge:
+        """The live bridge, started (and negotiated with) if there is none."""
+        if self._bridge is not None and self._bridge.poll() is None:
+            return self._bridge
+        self.discard()
+        try:
+            bridge = StdioBridge(self.argv).start()
+        except OSError as exc:
+            raise HarnessError(f"cannot start the bridge {self.argv[0]!r}: {exc}") from exc
+        self.starts += 1
+        self.served = 0
+        self._bridge = bridge
+        self.prelude = []
+        if self.codec_mode == "negotiate":
+            self._negotiate(bridge)
+        return bridge
+
+    def _negotiate(self, bridge: StdioBridge) -> None:
+        json_codec = get_codec("json")
+        wire = bridge.send(JSON_NEGOTIATION, json_codec, STARTUP_TIMEOUT)
+        self.prelude = [wire]
+        try:
+            reply = bridge.read_value(json_codec, STARTUP_TIMEOUT)
+        except (BridgeTimeout, BridgeCrashed, RemoteProtocolError) as exc:
+            self.discard()
+            raise HarnessError(f"codec negotiation (§3.4) failed: {exc}") from exc
+        chosen = reply.get("protocol") if isinstance(reply, dict) else None
+        if not (
+            isinstance(reply, dict)
+            and reply.get("type") == "protocol_selected"
+            and chosen in ("json", "msgpack")
+        ):
+            self.discard()
+            raise HarnessError(
+                f"the negotiation reply is not a protocol_selected (§3.4): {reply!r}"
+            )
+        self._codec_name = str(chosen)
+
+    def discard(self) -> None:
+        """Kill the current bridge (its whole process group); the next use starts afresh."""
+        if self._bridge is not None:
+            self._bridge.close()
+            self._bridge = None
+
+    def close(self) -> None:
+        self.discard()
+
+    def __enter__(self) -> StdioTarget:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- exchanges ----------------------------------------------------------
+
+    def _write(self, bridge: StdioBridge, chunks: Sequence[bytes]) -> None:
+        for index, chunk in enumerate(chunks):
+            bridge.send_bytes(chunk, self.response_timeout)
+            if index + 1 < len(chunks):
+                deadline = time.monotonic() + _SETTLE_TIMEOUT
+                while _pending_input(bridge) and time.monotonic() < deadline:
+                    time.sleep(_SETTLE_POLL)
+
+    # -- single frames (the state machines pace their own reads) ---------------
+
+    def write(self, chunks: Sequence[bytes]) -> None:
+        """Write ``chunks`` to the live bridge, each read before the next (may raise
+        :class:`BridgeCrashed`/:class:`BridgeTimeout`)."""
+        bridge = self.ensure()
+        self.served += 1
+        self._write(bridge, chunks)
+
+    def read_response(self) -> Any:
+        """The next decoded response; raises :class:`Trouble` on a hang, crash or bad frame."""
+        bridge = self.ensure()
+        timeout = STARTUP_TIMEOUT if bridge.record.received_total == 0 else self.response_timeout
+        try:
+            return bridge.read_value(self.codec, timeout)
+        except CodecError as exc:
+            problem = f"the bridge wrote a frame that does not decode (§3): {exc}"
+        except BridgeTimeout as exc:
+            problem = f"HANG: {exc} (the bridge stopped answering)"
+        except BridgeCrashed as exc:
+            problem = f"CRASH: {exc}"
+        except RemoteProtocolError as exc:
+            problem = f"FRAMING: {exc} (§2.1)"
+        raise Trouble(problem, bridge.stderr_tail())
+
+    def exchange(self, chunks: Sequence[bytes], expected_frames: int) -> Exchange:
+        """Write ``chunks`` (the last frame being the sentinel ping) and read to its answer."""
+        bridge = self.ensure()
+        record = Exchange(list(chunks))
+        first = self.served == 0 and not self.prelude
+        self.served += 1
+        codec = self.codec
+        try:
+            self._write(bridge, chunks)
+            limit = expected_frames + _EXTRA_FRAMES
+            while len(record.responses) < limit:
+                timeout = STARTUP_TIMEOUT if first else self.response_timeout
+                first = False
+                try:
+                    response = bridge.read_value(codec, timeout)
+                except CodecError as exc:
+                    record.trouble = f"the bridge wrote a frame that does not decode (§3): {exc}"
+                    break
+                record.responses.append(response)
+                if isinstance(response, dict) and response.get("id") == SENTINEL_ID:
+                    if bridge.unread_stdout:
+                        record.trouble = (
+                            f"{bridge.unread_stdout} bytes written after the answer to the "
+                            "last request (§2.1, §4.7)"
+                        )
+                    break
+        except BridgeTimeout as exc:
+            record.trouble = f"HANG: {exc} (the bridge stopped answering)"
+        except BridgeCrashed as exc:
+            record.trouble = f"CRASH: {exc} (§4.3: a bridge must keep serving)"
+        except RemoteProtocolError as exc:
+            record.trouble = f"FRAMING: {exc} (§2.1)"
+        if record.trouble:
+            record.stderr_tail = bridge.stderr_tail()
+            self.discard()
+        return record
+
+    def exchange_then_eof(self, chunks: Sequence[bytes]) -> Exchange:
+        """Write ``chunks`` to a fresh bridge, close its stdin and expect an exit (§2.5)."""
+        self.discard()
+        bridge = self.ensure()
+        self.served += 1
+        record = Exchange(list(chunks), closed_input=True)
+        codec = self.codec
+        limit = END_OF_INPUT_EXIT_LIMIT + _SCHEDULING_ALLOWANCE
+        try:
+            # A bridge may exit on an oversize header (§2.3); judged below.
+            with contextlib.suppress(BridgeCrashed):
+                self._write(bridge, chunks)
+            bridge.close_stdin()
+            closed_at = time.monotonic()
+            while True:
+                remaining = closed_at + limit - time.monotonic()
+                try:
+                    record.responses.append(bridge.read_value(codec, max(remaining, 0.0)))
+                except BridgeCrashed:
+                    break  # stdout ended: the bridge is exiting
+            exit_ = bridge.wait_exit(max(closed_at + limit - time.monotonic(), 0.0))
+            if bridge.unread_stdout:
+                record.trouble = (
+                    f"the bridge ended its output inside a frame ({bridge.unread_stdout} bytes "
+                    "of it written): responses must be written whole (§2.6)"
+                )
+            elif exit_ is None:
+                record.trouble = (
+                    f"HANG: the bridge did not exit within {END_OF_INPUT_EXIT_LIMIT:g} s of "
+                    "the end of its input (§2.5)"
+                )
+            elif exit_.signal is not None:
+                record.trouble = f"CRASH: the bridge {describe_returncode(exit_.returncode)}"
+        except BridgeTimeout:
+            record.trouble = (
+                f"HANG: the bridge did not exit within {END_OF_INPUT_EXIT_LIMIT:g} s of the end "
+                "of its input (§2.5)"
+            )
+        except CodecError as exc:
+            record.trouble = f"the bridge wrote a frame that does not decode (§3): {exc}"
+        except RemoteProtocolError as exc:
+            record.trouble = f"FRAMING: {exc} (§2.1)"
+        record.stderr_tail = bridge.stderr_tail()
+        self.discard()
+        return record

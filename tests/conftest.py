@@ -1,0 +1,10 @@
+"""Shared pytest set-up: the fuzz hypothesis profiles (dev, ci), registered from fuzz/profiles.py."""
+
+from __future__ import annotations
+
+import contextlib
+
+with contextlib.suppress(ImportError):  # hypothesis is an optional extra
+    from snakepit_harness.fuzz.profiles import register_profiles
+
+    register_profiles()
