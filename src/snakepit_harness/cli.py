@@ -39,6 +39,7 @@ SUBCOMMAND_MODULES: Final = (
     "snakepit_harness.send",
     "snakepit_harness.loadtests.cli",
     "snakepit_harness.conformance.cli",
+    "snakepit_harness.fuzz.cli",
 )
 
 Handler = Callable[[argparse.Namespace], int]
