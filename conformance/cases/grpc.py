@@ -47,6 +47,9 @@ MIB: Final = 1024 * 1024
 # §8.2: the ready line within 10 s; §8.10: exit within 5 s of SIGTERM.
 READY_WITHIN: Final = 10.0
 SIGTERM_EXIT_WITHIN: Final = 5.0
+# A cancelled producer must be seen standing still (two stream_stats 0.2 s
+# apart agree) within this long.
+CANCEL_SETTLE_WITHIN: Final = 1.5
 # How long after the ready line to watch stdout for further lines.
 STDOUT_SETTLE: Final = 0.3
 # A timestamp this far from the harness clock is not "nanoseconds since the epoch".
@@ -485,7 +488,7 @@ def stream_cancel(ctx: Any) -> None:
         ctx.note("the bridge has no stream_stats command: cannot see whether the producer stopped")
         return
     key = "chunks_produced"
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + CANCEL_SETTLE_WITHIN
     settled = None
     while time.monotonic() < deadline:
         first = ctx.decode(ctx.execute("stream_stats").result).get(key, 0)
