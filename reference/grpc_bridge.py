@@ -549,6 +549,12 @@ class BridgeServicer:
             )
             return
         if not _is_stream(result):
+            if scope.expired:  # a one-shot command that overran timeout_ms
+                self._count(failed=True)
+                context.abort(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"command {command!r} did not finish within timeout_ms={timeout_ms}",
+                )
             try:
                 chunk = encode_map(result)
             except SerializationError as exc:

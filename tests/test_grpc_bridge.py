@@ -344,6 +344,10 @@ def test_timeout_ms_gives_deadline_exceeded(bridge: GrpcBridge) -> None:
     with pytest.raises(GrpcStatusError) as caught:
         stream.collect()
     assert caught.value.code == "DEADLINE_EXCEEDED"
+    # A one-shot command over ExecuteStream is bounded the same way.
+    with pytest.raises(GrpcStatusError) as caught:
+        bridge.execute_stream("sleep", {"seconds": 20}, timeout_ms=200, timeout=15).collect()
+    assert caught.value.code == "DEADLINE_EXCEEDED"
     # A call that fits its timeout_ms succeeds.
     assert bridge.execute("sleep", {"seconds": 0.01}, timeout_ms=5000).success
 
