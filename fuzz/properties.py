@@ -57,6 +57,10 @@ class FuzzContext:
 
     target: StdioTarget
     profile: str
+    # Retry a failure on a fresh bridge (a self-contained transcript).  The
+    # runner turns it off while shrinking, where a restart per failing
+    # candidate would dominate the time, and back on for the final replay.
+    retry_fresh: bool = True
 
     @property
     def codec(self) -> str:
@@ -128,30 +132,26 @@ def _check(
             problems = judge(exchange)
         return exchange, problems
 
-    had_history = target.served > 0 and not framing
+    had_history = target.served > 0 and not framing and ctx.retry_fresh
     exchange, problems = attempt()
     if not problems:
         return exchange
+    history_dependent = False
     if had_history:
         target.discard()
         fresh, fresh_problems = attempt()
         if fresh_problems:
-            raise PropertyFailed(
-                fresh_problems,
-                steps,
-                fresh,
-                codec,
-                prelude=target.prelude,
-                split=split,
-                expected_responses=expected_responses,
-            )
+            exchange, problems = fresh, fresh_problems
+        else:
+            history_dependent = True
+    # One raise statement: hypothesis tells bugs apart by where they are raised.
     raise PropertyFailed(
         problems,
         steps,
         exchange,
         codec,
         prelude=target.prelude,
-        history_dependent=had_history,
+        history_dependent=history_dependent,
         split=split,
         expected_responses=expected_responses,
     )

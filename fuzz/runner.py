@@ -62,6 +62,8 @@ class PropertyOutcome:
     error: str | None = None  # the harness could not run the property
     regression: Path | None = None
     notes: list[str] = field(default_factory=list)
+    examples_to_failure: int = 0  # examples run until the first failure (shrinking excluded)
+    seconds_to_failure: float = 0.0
 
     @property
     def passed(self) -> bool:
@@ -79,6 +81,10 @@ class PropertyOutcome:
         if self.error:
             lines.append(self.error)
         if self.failure is not None:
+            lines.append(
+                f"first failure after {self.examples_to_failure} examples "
+                f"({self.seconds_to_failure:.1f} s); the shrunk input:"
+            )
             lines += self.failure.problems
             if self.flaky:
                 lines.append("(hypothesis could not reproduce this failure: flaky)")
@@ -100,6 +106,7 @@ class _RunState:
     first_failure_at: float | None = None
     last_failure: PropertyFailed | None = None
     examples: int = 0
+    examples_to_failure: int = 0
 
     def guard(self) -> None:
         """Reject the example about to run once the time budget is spent."""
@@ -115,6 +122,7 @@ class _RunState:
     def record(self, failure: PropertyFailed) -> None:
         if self.first_failure_at is None:
             self.first_failure_at = time.monotonic()
+            self.examples_to_failure = self.examples
         self.last_failure = failure
 
 
@@ -207,6 +215,7 @@ def run_property(
 
         def body(data: st.DataObject) -> None:
             state.guard()
+            context.retry_fresh = state.first_failure_at is None or _is_final_replay()
             try:
                 prop.body(context, data)
             except PropertyFailed as exc:
@@ -238,6 +247,9 @@ def run_property(
     finally:
         outcome.examples = state.examples
         outcome.elapsed = time.monotonic() - started
+    if state.first_failure_at is not None:
+        outcome.examples_to_failure = state.examples_to_failure
+        outcome.seconds_to_failure = state.first_failure_at - started
     return outcome
 
 

@@ -48,15 +48,24 @@ DEFAULT_RESPONSE_TIMEOUT: Final = 5.0
 END_OF_INPUT_EXIT_LIMIT: Final = 2.0
 _SCHEDULING_ALLOWANCE: Final = 1.0
 # How long to wait for the bridge to read one write before sending the next:
-# only then does a split really reach the bridge as separate reads.  A bridge
-# busy elsewhere simply gets the next chunk coalesced (weaker, never wrong).
-_SETTLE_TIMEOUT: Final = 0.1
+# only then does a split really reach the bridge as separate reads.  Generous
+# for a loaded machine; after one wait runs out (a bridge that stopped
+# reading) the rest of the exchange is written without waiting, so a hung
+# bridge costs one wait, not one per byte.
+_SETTLE_TIMEOUT: Final = 0.5
 _SETTLE_POLL: Final = 0.0001
 # The sentinel ping's id: an ordinary positive integer that no drawn request
 # uses (drawn positive ids stay below 2^31).
 SENTINEL_ID: Final = 2**31
 # A bridge that answers far more frames than were sent is stopped being read.
 _EXTRA_FRAMES: Final = 4
+
+# The start-up ping of a bridge about to get broken framing (an init ping, §5.1).
+_WARM_UP_PING: Final = {
+    "id": SENTINEL_ID + 1,
+    "command": "ping",
+    "args": {"worker_id": "fuzz", "initialization": True},
+}
 
 JSON_NEGOTIATION: Final = {
     "type": "protocol_negotiation",
@@ -135,6 +144,10 @@ class StdioTarget:
         self.prelude: list[bytes] = []  # negotiation bytes written to each fresh bridge
         self.starts = 0
         self.served = 0  # exchanges the current bridge has had (0: it is fresh)
+        # Once one bridge of this command has answered, later ones get the
+        # ordinary response timeout for their first answer too: a failure that
+        # restarts the bridge then costs seconds, not §5.1's 20 s.
+        self._answered_once = False
 
     # -- life cycle ---------------------------------------------------------
 
@@ -170,8 +183,10 @@ class StdioTarget:
         json_codec = get_codec("json")
         wire = bridge.send(JSON_NEGOTIATION, json_codec, STARTUP_TIMEOUT)
         self.prelude = [wire]
+        timeout = self.response_timeout if self._answered_once else STARTUP_TIMEOUT
         try:
-            reply = bridge.read_value(json_codec, STARTUP_TIMEOUT)
+            reply = bridge.read_value(json_codec, timeout)
+            self._answered_once = True
         except (BridgeTimeout, BridgeCrashed, RemoteProtocolError) as exc:
             self.discard()
             raise HarnessError(f"codec negotiation (§3.4) failed: {exc}") from exc
@@ -205,11 +220,15 @@ class StdioTarget:
     # -- exchanges ----------------------------------------------------------
 
     def _write(self, bridge: StdioBridge, chunks: Sequence[bytes]) -> None:
+        settle = True
         for index, chunk in enumerate(chunks):
             bridge.send_bytes(chunk, self.response_timeout)
-            if index + 1 < len(chunks):
+            if settle and index + 1 < len(chunks):
                 deadline = time.monotonic() + _SETTLE_TIMEOUT
-                while _pending_input(bridge) and time.monotonic() < deadline:
+                while _pending_input(bridge):
+                    if time.monotonic() > deadline:
+                        settle = False
+                        break
                     time.sleep(_SETTLE_POLL)
 
     # -- single frames (the state machines pace their own reads) ---------------
@@ -224,9 +243,11 @@ class StdioTarget:
     def read_response(self) -> Any:
         """The next decoded response; raises :class:`Trouble` on a hang, crash or bad frame."""
         bridge = self.ensure()
-        timeout = STARTUP_TIMEOUT if bridge.record.received_total == 0 else self.response_timeout
+        timeout = self.response_timeout if self._answered_once else STARTUP_TIMEOUT
         try:
-            return bridge.read_value(self.codec, timeout)
+            response = bridge.read_value(self.codec, timeout)
+            self._answered_once = True
+            return response
         except CodecError as exc:
             problem = f"the bridge wrote a frame that does not decode (§3): {exc}"
         except BridgeTimeout as exc:
@@ -241,7 +262,7 @@ class StdioTarget:
         """Write ``chunks`` (the last frame being the sentinel ping) and read to its answer."""
         bridge = self.ensure()
         record = Exchange(list(chunks))
-        first = self.served == 0 and not self.prelude
+        first = not self._answered_once
         self.served += 1
         codec = self.codec
         try:
@@ -256,6 +277,7 @@ class StdioTarget:
                     record.trouble = f"the bridge wrote a frame that does not decode (§3): {exc}"
                     break
                 record.responses.append(response)
+                self._answered_once = True
                 if isinstance(response, dict) and response.get("id") == SENTINEL_ID:
                     if bridge.unread_stdout:
                         record.trouble = (
@@ -282,6 +304,17 @@ class StdioTarget:
         record = Exchange(list(chunks), closed_input=True)
         codec = self.codec
         limit = END_OF_INPUT_EXIT_LIMIT + _SCHEDULING_ALLOWANCE
+        # A start-up ping first (as a replay's fresh bridge gets), so the exit
+        # deadline never counts the bridge's start-up time.
+        warm_up = self.response_timeout if self._answered_once else STARTUP_TIMEOUT
+        try:
+            bridge.request(_WARM_UP_PING, codec, warm_up)
+            self._answered_once = True
+        except (BridgeTimeout, BridgeCrashed, RemoteProtocolError) as exc:
+            record.trouble = f"the start-up ping failed, before any damaged frame: {exc}"
+            record.stderr_tail = bridge.stderr_tail()
+            self.discard()
+            return record
         try:
             # A bridge may exit on an oversize header (§2.3); judged below.
             with contextlib.suppress(BridgeCrashed):
