@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Final
@@ -95,7 +97,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         f"{DEFAULT_SOAK_DURATION_S:g} with --soak)",
     )
     sweep.add_argument(
-        "--warmup", type=float, default=1.0, help="unmeasured warm-up seconds (default: 1)"
+        "--warmup", type=float, default=0.5, help="unmeasured warm-up seconds (default: 0.5)"
     )
     sweep.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds")
     sweep.add_argument("--transport", choices=("stdio", "grpc"), default="stdio")
@@ -178,6 +180,28 @@ def _validate(args: argparse.Namespace) -> None:
             load_profile(payload)  # a bad file fails now, not in every point
 
 
+def resolve_command(argv: list[str]) -> list[str]:
+    """Find the bridge's executable now (exit 2 at once, not a failure per point).
+
+    A bare name is looked up on PATH and then beside this interpreter, so the
+    console scripts of the virtualenv the harness runs from (e.g.
+    ``snakepit-generic-bridge-v2``) work without activating it.
+    """
+    program = argv[0]
+    if os.sep in program:
+        if not os.access(program, os.X_OK):
+            raise HarnessError(f"the bridge command {program!r} is not an executable file")
+        return argv
+    found = shutil.which(program)
+    if found is None:
+        beside = Path(sys.executable).parent / program
+        if os.access(beside, os.X_OK):
+            found = str(beside)
+    if found is None:
+        raise HarnessError(f"the bridge command {program!r} was not found on PATH")
+    return [found, *argv[1:]]
+
+
 def run_load(args: argparse.Namespace) -> int:
     from .report import Gates, build_report, render_html, render_table, write_csv, write_json
     from .sweep import SweepOptions, run_sweep, run_worker
@@ -186,7 +210,7 @@ def run_load(args: argparse.Namespace) -> int:
     if args.worker:
         return run_worker(args.master_host, args.master_port, sys.stderr, args.work_dir)
     _validate(args)
-    bridge_cmd = args.bridge_cmd or list(DEFAULT_BRIDGES[args.transport])
+    bridge_cmd = resolve_command(args.bridge_cmd or list(DEFAULT_BRIDGES[args.transport]))
     duration = args.duration or (DEFAULT_SOAK_DURATION_S if args.soak else DEFAULT_DURATION_S)
     options = SweepOptions(
         bridge_cmd=bridge_cmd,

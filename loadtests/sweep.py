@@ -52,6 +52,10 @@ _LOG_TAIL_CHARS: Final = 2000
 
 BASELINE_CHOICES: Final = ("smallest", "all", "none")
 
+# The raw echo is steady (no codec, no dispatch): thousands of samples in a
+# few seconds give its medians, so its window is capped to keep sweeps short.
+BASELINE_MAX_DURATION_S: Final = 3.0
+
 
 class SweepError(HarnessError):
     """A point could not be run (locust failed to start, or wrote no result)."""
@@ -101,12 +105,15 @@ def plan(options: SweepOptions) -> list[PointConfig]:
                 options.baseline == "smallest" and pool == smallest
             )
             if wants_baseline:
+                baseline_common = dict(
+                    common, duration_s=min(options.duration_s, BASELINE_MAX_DURATION_S)
+                )
                 points.append(
                     PointConfig(
                         kind=BASELINE_KIND,
                         bridge_cmd=baseline_command(options.transport),
                         codec="raw",
-                        **common,
+                        **baseline_common,
                     )
                 )
             for codec in codecs:

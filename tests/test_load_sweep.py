@@ -167,20 +167,28 @@ def test_limits_set_exit_status_3_and_soak_reports_memory(tmp_path: Path) -> Non
     assert soak["rss_start_mb"] > 1
 
 
-def test_a_bridge_that_cannot_start_fails_the_point_clearly() -> None:
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        ("/nonexistent/bridge", "is not an executable file"),
+        ("no-such-bridge-anywhere", "was not found on PATH"),
+    ],
+)
+def test_a_missing_bridge_is_reported_before_any_point_runs(command: str, message: str) -> None:
+    done = load("--pool", "1", *QUICK, "--", command, timeout=30)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "[1/" not in done.stderr
+
+
+def test_a_bridge_that_dies_at_start_fails_the_point_with_its_stderr() -> None:
+    crash = "import sys; sys.stderr.write('bridge: config missing\\n'); sys.exit(4)"
     done = load(
-        "--pool",
-        "1",
-        "--codec",
-        "json",
-        "--baseline",
-        "none",
-        *QUICK,
-        "--",
-        "/nonexistent/bridge",
+        "--pool", "1", "--codec", "json", "--baseline", "none", *QUICK, "--", PY, "-c", crash
     )
     assert done.returncode == 1
-    assert "cannot start the bridge '/nonexistent/bridge'" in done.stdout + done.stderr
+    assert "FAILED" in done.stderr
+    assert "config missing" in done.stdout
 
 
 def test_bad_options_are_rejected_before_anything_runs() -> None:
