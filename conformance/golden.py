@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from snakepit_harness.codecs import get_codec
-from snakepit_harness.errors import HarnessError
-from snakepit_harness.frames import encode_frame
+from snakepit_harness.errors import HarnessError, RemoteProtocolError
+from snakepit_harness.frames import HEADER_SIZE, encode_frame
 
 from .matcher import decode_special, describe, match
 from .model import BridgeUse, Case, CaseFailed, CaseSkipped, Grade, Level
@@ -46,6 +46,9 @@ GOLDEN_DIR: Final = Path(__file__).resolve().parent.parent / "fixtures" / "golde
 # that a bridge answering endlessly is caught.
 ALIVE_MAX_SKIPPED_FRAMES: Final = 16
 
+# Longest wait for the bridge to read one raw chunk before the next is written.
+RAW_CHUNK_GAP: Final = 0.1
+
 # Default id of the ping an `alive` step sends (high, to stand out in hex dumps).
 ALIVE_DEFAULT_ID: Final = 990001
 
@@ -65,6 +68,8 @@ class StepContext(Protocol):
     def send_value(self, value: Any, wire: bytes | None = None) -> None: ...
 
     def send_raw(self, data: bytes) -> None: ...
+
+    def wait_sent_read(self, timeout: float) -> None: ...
 
     def read_value(self) -> Any: ...
 
@@ -131,13 +136,28 @@ def wire_hex(value: Any, codec: str) -> str:
 
 
 def wire_mismatches(doc: dict[str, Any]) -> list[str]:
-    """Steps whose ``wire`` hex is not the frame of their structured ``send`` value."""
+    """Steps whose ``wire`` hex is not a frame carrying exactly their structured ``send``.
+
+    Any valid encoding is accepted (JSON with raw UTF-8 or with \\u escapes,
+    as a real host may send either); the header must announce the payload's
+    length and the payload must decode, strictly, to the structured value.
+    """
     problems = []
     for i, step in enumerate(doc["steps"]):
-        for codec, hex_text in step.get("wire", {}).items():
-            want = wire_hex(step["send"], codec)
-            if hex_text.lower() != want:
-                problems.append(f"step {i} ({codec}): wire {hex_text} != encoded {want}")
+        for codec_name, hex_text in step.get("wire", {}).items():
+            raw = bytes.fromhex(hex_text)
+            announced = int.from_bytes(raw[:HEADER_SIZE], "big")
+            if announced != len(raw) - HEADER_SIZE:
+                problems.append(f"step {i} ({codec_name}): header says {announced} bytes")
+                continue
+            try:
+                decoded = get_codec(codec_name).decode(raw[HEADER_SIZE:])
+            except RemoteProtocolError as exc:
+                problems.append(f"step {i} ({codec_name}): payload does not decode: {exc}")
+                continue
+            diff = match(decoded, {"$eq": step["send"]})
+            if diff:
+                problems.append(f"step {i} ({codec_name}): " + "; ".join(diff))
     return problems
 
 
@@ -194,23 +214,37 @@ def run_steps(ctx: StepContext, steps: list[dict[str, Any]], level: Level, sourc
             data = _per_codec_bytes(step["send_raw"], ctx.codec_name)
             if data is None:
                 raise CaseSkipped(f"{source}: no raw bytes for codec {ctx.codec_name}")
+            if index and "send_raw" in steps[index - 1]:
+                # Consecutive raw chunks must reach the bridge as separate
+                # reads (a header split after two bytes), not coalesced.
+                ctx.wait_sent_read(RAW_CHUNK_GAP)
             ctx.send_raw(data)
         elif "expect" in step:
             value = ctx.read_value() if pending is _NOTHING else pending
             pending = _NOTHING
-            outcome, problems = _grade_value(value, _outcomes(step["expect"]))
             optional = step.get("optional")
-            if outcome is None and optional is not None:
+            # Checked first: the frame is recognisably the next request's answer.
+            absent = (
+                optional is not None
+                and "absent_if" in optional
+                and not match(value, optional["absent_if"])
+            )
+            outcome, problems = (
+                (None, []) if absent else _grade_value(value, _outcomes(step["expect"]))
+            )
+            if outcome is None and optional is not None and not absent:
                 following = _next_expect(steps, index)
-                if following is not None and _grade_value(value, following)[0] is not None:
-                    # The bridge sent nothing for this request: the frame we
-                    # read answers the next one.  Keep it for that step.
-                    pending = value
-                    grade = _cap(Grade(optional.get("grade", "non-strict")), level)
-                    ctx.add_finding(grade, f"{label}: no response: {optional.get('why', '')}")
-                    if grade is Grade.FAIL:
-                        raise CaseFailed(f"{label}: no response", grade)
-                    continue
+                absent = following is not None and _grade_value(value, following)[0] is not None
+            if absent:
+                # The bridge sent nothing for this request: the frame we read
+                # answers the next one.  Keep it for that step.
+                assert optional is not None
+                pending = value
+                grade = _cap(Grade(optional.get("grade", "non-strict")), level)
+                ctx.add_finding(grade, f"{label}: no response: {optional.get('why', '')}")
+                if grade is Grade.FAIL:
+                    raise CaseFailed(f"{label}: no response", grade)
+                continue
             if outcome is None:
                 grade = _cap(Grade.FAIL, level)
                 why = step.get("why", "")
@@ -244,7 +278,7 @@ def _ping_answer_matcher(ping_id: Any) -> Any:
     return {
         "$oneOf": [
             {"id": ping_id},
-            {"success": True, "result": {"status": "ok", "echoed": {"$absent": True}}},
+            {"success": True, "result": {"$type": "object", "$not": {"echoed": {"$type": "any"}}}},
         ]
     }
 
@@ -272,7 +306,7 @@ def _alive(ctx: StepContext, spec: dict[str, Any], label: str) -> None:
     for _ in range(ALIVE_MAX_SKIPPED_FRAMES + 1):
         value = ctx.read_value()
         if not match(value, {"id": ping_id}):
-            problems = match(value, {"success": True, "result": {"status": "ok"}})
+            problems = match(value, {"success": True})
             if problems:
                 raise CaseFailed(f"{label}: the follow-up ping failed: " + "; ".join(problems))
             return
@@ -294,12 +328,13 @@ def fill_wire(path: Path) -> bool:
     """
     doc = load_document(path)
     changed = False
-    for step in doc["steps"]:
+    for index, step in enumerate(doc["steps"]):
         for codec in step.get("wire", {}):
-            want = wire_hex(step["send"], codec)
-            if step["wire"][codec] != want:
-                step["wire"][codec] = want
+            single = {"steps": [{"send": step["send"], "wire": {codec: step["wire"][codec]}}]}
+            if wire_mismatches(single):  # keep any valid hand-chosen encoding
+                step["wire"][codec] = wire_hex(step["send"], codec)
                 changed = True
+        del index
     if changed:
         text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
         Path(path).write_text(text, encoding="utf-8")

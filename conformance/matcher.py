@@ -136,6 +136,10 @@ def _type_ok(value: Any, name: str) -> bool:
     return actual == name
 
 
+def _negative_zero(value: Any) -> bool:
+    return isinstance(value, float) and value == 0 and math.copysign(1.0, value) < 0
+
+
 def _equal(a: Any, b: Any) -> bool:
     """Deep equality that keeps bool, number, str and bytes apart."""
     ta, tb = _type_name(a), _type_name(b)
@@ -143,6 +147,9 @@ def _equal(a: Any, b: Any) -> bool:
     if ta in numeric and tb in numeric:
         if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
             return True
+        if a == 0 and b == 0 and (_negative_zero(a) or _negative_zero(b)):
+            # -0.0 is a value of its own (§6.2 echo "deep-equal"): keep its sign.
+            return _negative_zero(a) and _negative_zero(b)
         return bool(a == b)
     if ta != tb:
         return False

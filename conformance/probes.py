@@ -73,6 +73,7 @@ class StartupProbe:
     garbage_error: str = ""
     exit_description: str = ""  # the bridge ended before answering
     timed_out: bool = False
+    negotiation_error: str = ""  # under --codec negotiate: the answer was unusable
     stderr_tail: bytes = b""
     sent: bytes = b""
 
@@ -124,9 +125,14 @@ def startup_probe(ctx: StdioCaseContext) -> tuple[StartupProbe, bool]:
             probe.answered_only_after_eof = True
         else:
             if driver.settings.codec == "negotiate":
-                # The answer was the negotiation; the init ping follows in
-                # whatever codec was selected (the negotiation cases judge it).
-                codec = get_codec(_selected_codec(answer))
+                # The answer was the negotiation's; the init ping follows in
+                # the selected codec.  A bad answer is the negotiation cases'
+                # to judge: note it and stop here.
+                selected, problem = _selected_codec(answer)
+                if problem:
+                    probe.negotiation_error = problem
+                    raise _StopProbe
+                codec = get_codec(selected)
                 ping = encode_frame(codec.encode(_init_ping(1)))
                 bridge.send_bytes(ping, startup_timeout)
                 sent += ping
@@ -143,6 +149,8 @@ def startup_probe(ctx: StdioCaseContext) -> tuple[StartupProbe, bool]:
             if bridge.unread_stdout:
                 probe.garbage = bridge.unread_bytes()
                 probe.garbage_error = "bytes after the last answer that are not a whole frame"
+    except _StopProbe:
+        pass
     except BridgeTimeout:
         probe.timed_out = True
     except BridgeCrashed as exc:
@@ -154,19 +162,29 @@ def startup_probe(ctx: StdioCaseContext) -> tuple[StartupProbe, bool]:
     probe.stderr_tail = bridge.stderr_tail()
     ctx.codec = codec
     ctx.prelude = probe.sent
+    # The probe may wait the whole start-up allowance; the case's own
+    # deadline starts after it.
+    ctx.deadline = time.monotonic() + ctx.case_timeout()
     driver._startup_probe = probe  # type: ignore[attr-defined]
     return probe, True
 
 
-def _selected_codec(answer: bytes) -> str:
-    """The codec a negotiation answer selected (JSON when it cannot be read:
-    judging the answer is the negotiation cases' job, not the probe's)."""
+class _StopProbe(Exception):
+    """Nothing more to observe (the negotiation answer was unusable)."""
+
+
+def _selected_codec(answer: bytes) -> tuple[str, str]:
+    """(codec, problem) from a negotiation answer; problem is "" when it is usable."""
     try:
         reply = get_codec("json").decode(answer)
     except RemoteProtocolError:
-        return "json"
+        return "json", f"not JSON: {answer[:40].hex()}"
     selected = reply.get("protocol") if isinstance(reply, dict) else None
-    return selected if selected in ("json", "msgpack") else "json"
+    if not isinstance(reply, dict) or reply.get("type") != "protocol_selected":
+        return "json", f"not a protocol_selected answer: {describe(reply)}"
+    if selected not in ("json", "msgpack"):
+        return "json", f"selected {selected!r}, which was not offered"
+    return str(selected), ""
 
 
 def _init_ping(request_id: int) -> dict[str, Any]:
@@ -187,13 +205,10 @@ def is_ping_answer(value: Any, ping_id: int) -> bool:
         return False
     if value.get("id") == ping_id:
         return True
+    # Without the id: a success whose result is not an echo.  Not "status ok":
+    # a ping that reports another status is lifecycle.*'s defect, not ours.
     result = value.get("result")
-    return (
-        value.get("success") is True
-        and isinstance(result, dict)
-        and result.get("status") == "ok"
-        and "echoed" not in result
-    )
+    return value.get("success") is True and isinstance(result, dict) and "echoed" not in result
 
 
 def expect_alive(ctx: StdioCaseContext, why: str = "", max_before: int = 0) -> list[Any]:

@@ -104,6 +104,9 @@ MATCHER_TABLE = [
     ({"a": [1, {"b": None}]}, {"$eq": {"a": [1, {"b": None}]}}, True),
     (True, 1, False),  # booleans are not numbers
     (1, 1.0, True),
+    (-0.0, {"$eq": -0.0}, True),
+    (0.0, {"$eq": -0.0}, False),  # echo keeps the sign of zero
+    (0, 0.0, True),
     ("1", 1, False),
     (b"ab", {"$bytes": "6162"}, True),
     ("ab", {"$bytes": "6162"}, False),  # text is not bytes

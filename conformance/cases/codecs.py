@@ -29,7 +29,13 @@ from snakepit_harness.codecs import get_codec
 from snakepit_harness.frames import encode_frame
 
 from ..model import CaseFailed
-from ..probes import expect_alive, grade_failure, group_memory, memory_growth
+from ..probes import (
+    expect_alive,
+    grade_failure,
+    group_memory,
+    is_ping_answer,
+    memory_growth,
+)
 from ..registry import ALL_STDIO, V2_AND_UP, case
 from ..runner import NEGOTIATION_FRAME, StdioCaseContext
 
@@ -231,13 +237,13 @@ def msgpack_no_0x83(ctx: StdioCaseContext) -> None:
         )
     ctx.send_raw(encode_frame(b"\xc1"))  # never-used byte: malformed
     ctx.send_value({"id": 605, "command": "ping", "args": {}})
-    for _ in range(2):
+    for _ in range(2):  # the malformed frame's answer (if any), then the ping's
         payload = ctx.read_frame()
         ctx.recommend(
             not payload.startswith(b"\x83"),
             f"an answer starts with 0x83: {payload[:40].hex()}",
         )
-        if get_codec("msgpack").decode(payload).get("id") == 605:
+        if is_ping_answer(ctx.decode(payload), 605):
             break
 
 

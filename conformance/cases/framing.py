@@ -35,6 +35,7 @@ from snakepit_harness.frames import HEADER_SIZE, SPEC_MIN_FRAME_SIZE, encode_hea
 from ..model import CaseFailed, CaseSkipped, Grade
 from ..probes import (
     ERROR_TYPES,
+    StartupProbe,
     expect_alive,
     group_memory,
     memory_growth,
@@ -85,23 +86,37 @@ def stdout_clean(ctx: StdioCaseContext) -> None:
         raise RemoteProtocolError(
             f"stdout holds bytes that are not frames at start-up: {probe.garbage_error}"
         )
-    if not probe.answered:
-        raise _blocked("the bridge never answered at start-up (lifecycle.startup)")
-    # Now a few different answers, success and failure, on a ready bridge.
-    if not probed_here:
-        ctx.driver.handshake(ctx)
-    for request in (
-        {"id": 101, "command": "ping", "args": {}},
-        {"id": 102, "command": "echo", "args": {"text": "stdout check"}},
-        {"id": 103, "command": "no_such_command_conformance", "args": {}},
-        {"id": 104, "command": "compute", "args": {"operation": "divide", "a": 1, "b": 0}},
-    ):
-        ctx.request(request)
+    _blocked_by_other_gates(probe)
+    # A few more answers on a ready bridge: text printed per request shows up
+    # here.  Only ping and echo: other commands' defects belong to their cases.
+    try:
+        if not probed_here:
+            ctx.driver.handshake(ctx)
+        for request in (
+            {"id": 101, "command": "ping", "args": {}},
+            {"id": 102, "command": "echo", "args": {"text": "stdout check"}},
+        ):
+            ctx.send_value(request)
+            ctx.read_frame()
+    except (BridgeTimeout, BridgeCrashed) as exc:
+        raise _blocked(f"ping/echo did not answer ({exc}); see the other cases") from exc
     ctx.bridge.wait_stdout_eof(0.05)
     leftover = ctx.bridge.unread_bytes()
     if leftover:
         ctx.event(f"stdout bytes after the answers (hex): {leftover.hex()}")
         raise RemoteProtocolError("stdout holds bytes after the last answer that are not frames")
+
+
+def _blocked_by_other_gates(probe: StartupProbe) -> None:
+    """Start-up problems that other cases own: this gate cannot judge, it does not fail."""
+    if probe.negotiation_error:
+        raise _blocked(
+            f"the negotiation answer is unusable (negotiation.*): {probe.negotiation_error}"
+        )
+    if probe.answered_only_after_eof or probe.steady_unflushed:
+        raise _blocked("answers came only after end of input (framing.flush)")
+    if not probe.answered:
+        raise _blocked("the bridge never answered at start-up (lifecycle.startup)")
 
 
 def _blocked(why: str) -> Exception:
@@ -122,6 +137,10 @@ def flush(ctx: StdioCaseContext) -> None:
     probe, probed_here = startup_probe(ctx)
     if probe.garbage_error:
         raise _blocked("stdout holds garbage (framing.stdout-clean)")
+    if probe.negotiation_error:
+        raise _blocked(
+            f"the negotiation answer is unusable (negotiation.*): {probe.negotiation_error}"
+        )
     if probe.answered_only_after_eof or probe.steady_unflushed:
         raise CaseFailed(
             "an answer arrived only after the harness closed the bridge's stdin: "
@@ -222,11 +241,7 @@ def large_request(ctx: StdioCaseContext) -> None:
     request = {"id": 301, "command": "ping", "args": {"padding": "x" * pad}}
     ctx.send_value(request)
     reply = ctx.read_value()
-    ctx.require_match(
-        reply,
-        {"success": True, "result": {"status": "ok"}},
-        "the answer to a 16 MiB ping",
-    )
+    ctx.require_match(reply, {"success": True}, "the answer to a 16 MiB ping")
 
 
 @case(
@@ -239,12 +254,12 @@ def large_request(ctx: StdioCaseContext) -> None:
 )
 def large_response(ctx: StdioCaseContext) -> None:
     pad = _padding_length("echo", 302, ctx.codec_name, SPEC_MIN_FRAME_SIZE - ENVELOPE_ROOM)
-    request = {"id": 302, "command": "echo", "args": {"padding": "x" * pad}}
-    ctx.send_value(request)
+    padding = "x" * pad
+    ctx.send_value({"id": 302, "command": "echo", "args": {"padding": padding}})
     payload = ctx.read_frame()
     reply = ctx.decode(payload)
-    echoed = reply.get("result", {}).get("echoed") if isinstance(reply, dict) else None
-    padding = request["args"]["padding"]
+    result = reply.get("result") if isinstance(reply, dict) else None
+    echoed = result.get("echoed") if isinstance(result, dict) else None
     if not isinstance(echoed, dict) or echoed.get("padding") != padding:
         got = echoed.get("padding") if isinstance(echoed, dict) else echoed
         length = len(got) if isinstance(got, str) else None

@@ -56,7 +56,7 @@ def _recognise(kind: str, request: Any, reply: Any) -> bool:
         echoed = result.get("echoed") if isinstance(result, dict) else None
         return isinstance(echoed, dict) and echoed.get("seq") == request["args"]["seq"]
     if kind == "ping":
-        return isinstance(result, dict) and result.get("status") == "ok" and "echoed" not in result
+        return reply.get("success") is True and isinstance(result, dict) and "echoed" not in result
     # failures: the modern or the legacy form
     return failure_form(reply) != "none"
 

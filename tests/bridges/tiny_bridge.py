@@ -115,6 +115,8 @@ def flush_pending() -> None:
 
 
 def now() -> str:
+    if "bad-timestamp" in DEFECTS:
+        return "yesterday"
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -197,6 +199,8 @@ def handle(req: dict[str, object]) -> dict[str, object] | None:
 def malformed(req_id: object, error_type: str, message: str) -> None:
     if "crash-on-malformed" in DEFECTS:
         sys.exit(3)
+    if "silent-on-malformed" in DEFECTS:
+        return  # keeps serving, but never answers the bad frame
     send(fail(req_id, error_type, message), CODEC)
 
 

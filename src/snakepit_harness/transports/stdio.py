@@ -19,6 +19,8 @@ import os
 import select
 import signal
 import subprocess
+import sys
+import termios
 import threading
 import time
 import weakref
@@ -443,6 +445,27 @@ class StdioBridge:
     def unread_stdout(self) -> int:
         """Bytes the bridge wrote that are not yet part of a returned frame."""
         return self._decoder.buffered
+
+    def wait_stdin_drained(self, timeout: float) -> bool:
+        """Wait until the bridge has read all bytes written to its stdin (Linux FIONREAD).
+
+        True when the pipe is empty.  Lets a caller make two writes arrive as two
+        reads; where the ioctl is unavailable it returns False at once.
+        """
+        if self._stdin_fd is None:
+            return False
+        deadline = time.monotonic() + timeout
+        buffer = bytearray(4)
+        while True:
+            try:
+                fcntl.ioctl(self._stdin_fd, termios.FIONREAD, buffer)
+            except OSError:
+                return False
+            if int.from_bytes(buffer, sys.byteorder) == 0:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.001)
 
     def unread_bytes(self, limit: int = STDOUT_RECORD_BYTES) -> bytes:
         """The first ``limit`` unread stdout bytes (garbage to show in hex, a partial frame)."""
