@@ -6,7 +6,9 @@
 SIGTERM/SIGINT.  Commands come from an adapter (a
 :class:`~snakepit_bridge.BaseCommandHandler`, ``--adapter module:Class``); the
 default, :class:`StreamingTestHandler`, is the generic command set plus the
-streaming and timing test commands the conformance suite uses.
+streaming and timing test commands the conformance suite uses
+(:class:`StreamingCommands`, which :func:`serve` also adds to any adapter that
+lacks them, since §8.5 asks every gRPC bridge for ``ping_stream``).
 
 How commands map onto the RPCs:
 
@@ -80,10 +82,13 @@ __all__ = [
     "READY_PREFIX",
     "BridgeServicer",
     "CallScope",
+    "RunningServer",
+    "StreamingCommands",
     "StreamingTestHandler",
     "current_call",
     "decode_value",
     "encode_map",
+    "generic_handler",
     "main",
     "serve",
 ]
