@@ -333,12 +333,6 @@ class GrpcDriver(TransportDriver):
             shared = self._shared
         return GrpcCaseContext(case, self.settings, deadline, shared)
 
-    def adopt(self, ctx: CaseContext, bridge: object) -> None:
-        """Make ``bridge`` the case's own: closed (its group killed) when the case ends."""
-        if not isinstance(bridge, GrpcBridge):
-            raise HarnessError(f"the gRPC driver cannot adopt a {type(bridge).__name__}")
-        self._own[id(ctx)] = bridge
-
     def release(self, ctx: CaseContext, verdict: Verdict) -> None:
         assert isinstance(ctx, GrpcCaseContext)
         own = self._own.pop(id(ctx), None)
