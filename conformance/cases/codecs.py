@@ -26,6 +26,7 @@ import math
 from typing import Any, Final
 
 from snakepit_harness.codecs import get_codec
+from snakepit_harness.errors import BridgeTimeout
 from snakepit_harness.frames import encode_frame
 
 from ..model import CaseFailed
@@ -45,6 +46,8 @@ OVERFLOW_ARGS: Final = {"operation": "multiply", "a": 1e308, "b": 10}
 NON_STANDARD_TOKENS: Final = (b"NaN", b"Infinity")
 # Memory growth that counts as sizing a buffer from a length field (§3.2).
 DECODE_ALLOCATION_LIMIT: Final = 512 * 1024 * 1024
+# How often memory is sampled while an answer is awaited.
+MEMORY_POLL: Final = 0.1
 
 
 def _echo(ctx: StdioCaseContext, args: dict[str, Any]) -> Any:
@@ -201,14 +204,38 @@ def msgpack_bounded(ctx: StdioCaseContext) -> None:
     )
     for payload in hostile:
         ctx.send_raw(encode_frame(payload))
+        ping_id = 900000 + ctx.next_id()
+        ctx.send_value({"id": ping_id, "command": "ping", "args": {}})
         # An answer to the hostile payload (SHOULD) may precede the ping's.
-        expect_alive(ctx, "after a length field claiming 4 billion items", max_before=1)
+        # Memory is watched while waiting: a bridge busy filling a 4 GiB
+        # buffer is caught allocating, not just slow.
+        for _ in range(2):
+            reply = _read_watching_memory(ctx, before, payload)
+            if is_ping_answer(reply, ping_id):
+                break
+        else:
+            raise CaseFailed(f"no answer to a ping after the payload {payload.hex()}")
     growth = memory_growth(before, group_memory(ctx.bridge))
     ctx.event(f"memory growth: {growth // 1024} KiB")
     ctx.require(
         growth < DECODE_ALLOCATION_LIMIT,
         f"memory grew by {growth // (1024 * 1024)} MiB decoding 5-byte payloads",
     )
+
+
+def _read_watching_memory(ctx: StdioCaseContext, before: Any, payload: bytes) -> Any:
+    """Read the next answer, failing as soon as the bridge's memory balloons."""
+    while True:
+        try:
+            return ctx.read_value(MEMORY_POLL)
+        except BridgeTimeout:
+            growth = memory_growth(before, group_memory(ctx.bridge))
+            if growth >= DECODE_ALLOCATION_LIMIT:
+                raise CaseFailed(
+                    f"memory grew by {growth // (1024 * 1024)} MiB on the 5-byte payload "
+                    f"{payload.hex()}: the bridge allocates what a length field claims"
+                ) from None
+            ctx.remaining()  # TIMEOUT once the case's deadline passes
 
 
 @case(
