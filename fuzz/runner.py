@@ -10,10 +10,9 @@ budget, writes regression files and reports; the CLI and the pytest tests both
 use it.
 
 Budgets.  ``max_examples`` bounds the search; ``max_time`` bounds its wall
-time: once spent, further examples are rejected before they draw anything, so
-hypothesis ends at once.  Shrinking a failure is bounded too
-(:data:`~.defaults.SHRINK_BUDGET`).  The last failure hypothesis replays is the
-minimal one (it re-runs it to report it), and that replay is never cut short.
+time: once spent, the run stops before the next example.  Shrinking a failure
+is bounded too (:data:`~.defaults.SHRINK_BUDGET`); when it runs out, the
+smallest failure reached so far is the result.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from hypothesis import HealthCheck, Phase, given, reject, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis.control import current_build_context
@@ -33,7 +32,7 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from ..errors import HarnessError
 from .defaults import DEFAULT_MAX_EXAMPLES, DEFAULT_RESPONSE_TIMEOUT, SHRINK_BUDGET
-from .machines import MACHINES, bind_machine
+from .machines import MACHINES, STEPS_PER_RUN, bind_machine
 from .properties import PROPERTIES, FuzzContext, Property, PropertyFailed
 from .regression import write_regression
 from .target import StdioTarget
@@ -45,7 +44,7 @@ __all__ = [
     "run_property",
 ]
 
-# A state machine run is up to 30 exchanges; a quarter of the runs buys
+# A state machine run is up to STEPS_PER_RUN exchanges; a quarter of the runs buys
 # more exchanges than a property's examples.
 MACHINE_EXAMPLES_DIVISOR: Final = 4
 
@@ -109,14 +108,12 @@ class _RunState:
     examples_to_failure: int = 0
 
     def guard(self) -> None:
-        """Reject the example about to run once the time budget is spent."""
-        if _is_final_replay():
-            return
+        """End the run once the search or the shrinking has spent its time."""
         now = time.monotonic()
         if self.first_failure_at is None and now > self.search_deadline:
-            reject()
+            raise _BudgetSpent
         if self.first_failure_at is not None and now > self.first_failure_at + self.shrink_budget:
-            reject()
+            raise _BudgetSpent
         self.examples += 1
 
     def record(self, failure: PropertyFailed) -> None:
@@ -124,6 +121,15 @@ class _RunState:
             self.first_failure_at = time.monotonic()
             self.examples_to_failure = self.examples
         self.last_failure = failure
+
+
+class _BudgetSpent(BaseException):
+    """Raised through hypothesis (not an Exception, so not a test failure) to stop a run.
+
+    Rejecting examples instead would confuse hypothesis' replay of known
+    prefixes (FlakyStrategyDefinition); stopping outright keeps the best
+    failure seen so far, which is what shrinking had reached.
+    """
 
 
 def _is_final_replay() -> bool:
@@ -163,7 +169,7 @@ def _settings(base: settings | None, max_examples: int | None) -> settings:
         report_multiple_bugs=False,
         print_blob=False,
         phases=[p for p in parent.phases if p is not Phase.explain],
-        stateful_step_count=min(parent.stateful_step_count, 30),
+        stateful_step_count=min(parent.stateful_step_count, STEPS_PER_RUN),
     )
 
 
@@ -204,10 +210,7 @@ def run_property(
         )
 
         def run_machine() -> None:
-            try:
-                run_state_machine_as_test(machine, settings=config)
-            finally:
-                target.discard()
+            run_state_machine_as_test(machine, settings=config)
 
         run = run_machine
     else:
@@ -228,6 +231,12 @@ def run_property(
         run()
     except PropertyFailed as exc:
         outcome.failure = exc
+    except _BudgetSpent:
+        if state.last_failure is not None:
+            outcome.failure = state.last_failure
+            outcome.notes.append(f"shrinking stopped after {shrink_budget:g} s")
+        else:
+            outcome.notes.append("stopped at the time budget")
     except Unsatisfiable:
         outcome.notes.append("the time budget ran out before any example ran")
     except HypothesisException as exc:
@@ -269,6 +278,7 @@ class FuzzSession:
         save_failures: Path | None = None,
         only: Sequence[str] = (),
         base_settings: settings | None = None,
+        shrink_budget: float = SHRINK_BUDGET,
     ) -> None:
         self.profile = profile
         self.codec_mode = codec_mode
@@ -279,6 +289,7 @@ class FuzzSession:
         self.response_timeout = response_timeout
         self.save_failures = save_failures
         self.base_settings = base_settings
+        self.shrink_budget = shrink_budget
         self.properties = self._select(only)
 
     def _select(self, only: Sequence[str]) -> list[Property]:
@@ -316,6 +327,7 @@ class FuzzSession:
                     seed=self.seed,
                     max_examples=self.max_examples,
                     max_time=share,
+                    shrink_budget=self.shrink_budget,
                     base_settings=self.base_settings,
                 )
             if outcome.failure is not None and self.save_failures is not None:
