@@ -1,0 +1,383 @@
+"""Meta-test: the conformance suite catches every sample defect, and only that.
+
+Each sample bridge in ``fixtures/bridges/`` (listed in ``catalog.json``) runs
+under the real command line, ``snakepit-harness conformance ... --json FILE
+-- CMD``, as a subprocess, and the JSON report is checked:
+
+* the correct bridges (C, Node.js, the Python base) conform under ``--strict``
+  on v1 and on v2 with json, msgpack and negotiation;
+* each broken bridge (one defect each) makes the run exit 1 (required defects)
+  or exit 0 with NON-STRICT and 1 under ``--strict`` (SHOULD-level defects),
+  fails exactly the case ids its catalog entry expects, with the expected
+  verdicts, and no case outside ``expect`` + ``also``;
+* together, the broken bridges' expected cases cover every ``required`` stdio
+  case of ``conformance --list`` (v1/v2) but for ``NOT_COVERED`` below.
+
+A catalog entry with ``suite_issue`` names a known suite bug that currently
+gives another verdict; its test is xfail with that reason until fixed.
+
+Runs are many but mostly waiting (deadlines, exits), so they start together
+in a thread pool the first time any test needs one, longest first; each test
+then waits only for its own run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+from snakepit_harness.fixtures.bridges.build import (
+    BRIDGES_DIR,
+    BuildError,
+    bridge_argv,
+)
+from snakepit_harness.fixtures.bridges.catalog import README_PATH, load_catalog, readme_table
+
+# Each test waits for its run in a shared pool; under load the queue is long.
+pytestmark = pytest.mark.timeout(600)
+
+CATALOG: Final = load_catalog()
+
+# Verdicts that count as "this case failed" in a report.  NON-STRICT is a
+# failure of a recommended case; the run's exit code says whether it counts.
+FAILING: Final = frozenset({"FAIL", "NON-STRICT", "TIMEOUT", "CRASH", "FRAMING", "STALE", "ERROR"})
+
+# Required stdio cases no broken sample is expected to fail, with why.  Empty:
+# every required case has a bridge that must fail it.
+NOT_COVERED: Final[dict[str, str]] = {}
+
+# The codec configurations a v2 bridge claims (§3.4): explicit json, explicit
+# msgpack (the bridge started with --protocol msgpack), and negotiation.
+V2_CONFIGS: Final = (("json", ()), ("msgpack", ("--protocol", "msgpack")), ("negotiate", ()))
+
+# The cases that move 8-16 MiB payloads cost more than all the others
+# together (on both sides of the pipe).  A broken bridge's run leaves them out
+# unless its defect is about them; the correct bridges run them all.
+BIG_PAYLOAD_CASES: Final = frozenset(
+    {"framing.large-request", "framing.large-response", "lifecycle.sigterm-mid-response"}
+)
+
+# Threads: most runs wait on bridges (deadlines, exits, start-up), not CPU.
+WORKERS: Final = 6
+# A whole conformance run of a sample bridge; the slowest (a 16 MiB request
+# that hangs) takes about 30 s on a loaded 2-core machine.
+RUN_DEADLINE: Final = 180.0
+
+
+@dataclass(frozen=True)
+class SuiteRun:
+    """One `snakepit-harness conformance` run: its exit code and verdicts."""
+
+    command: tuple[str, ...]
+    exit_code: int
+    verdicts: dict[str, str]
+    output: str
+
+    def failing(self) -> dict[str, str]:
+        return {case: v for case, v in self.verdicts.items() if v in FAILING}
+
+    def describe(self) -> str:
+        failing = ", ".join(f"{case}={v}" for case, v in sorted(self.failing().items()))
+        return (
+            f"exit {self.exit_code}; failing: {failing or 'none'}\n"
+            f"command: {' '.join(self.command)}\n{self.output[-3000:]}"
+        )
+
+
+def run_conformance(
+    bridge: list[str],
+    profile: str,
+    codec: str,
+    *,
+    strict: bool = False,
+    cases: tuple[str, ...] = (),
+    exclude: tuple[str, ...] = (),
+    timeout: float | None = None,
+    startup_timeout: float | None = None,
+) -> SuiteRun:
+    with tempfile.TemporaryDirectory(prefix="snakepit-meta-") as tmp:
+        report = Path(tmp) / "report.json"
+        command = [
+            sys.executable,
+            "-m",
+            "snakepit_harness",
+            "conformance",
+            "--profile",
+            profile,
+            "--codec",
+            codec,
+            "--json",
+            str(report),
+        ]
+        if strict:
+            command.append("--strict")
+        for pattern in cases:
+            command += ["--case", pattern]
+        for pattern in exclude:
+            command += ["--exclude", pattern]
+        if timeout is not None:
+            command += ["--timeout", str(timeout)]
+        if startup_timeout is not None:
+            command += ["--startup-timeout", str(startup_timeout)]
+        command += ["--", *bridge]
+        proc = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=RUN_DEADLINE,
+            check=False,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        output = proc.stdout + proc.stderr
+        assert report.exists(), f"no JSON report (exit {proc.returncode}):\n{output[-3000:]}"
+        data = json.loads(report.read_text())
+    verdicts = {result["id"]: result["verdict"] for result in data["results"]}
+    assert data["exit_code"] == proc.returncode, "the report's exit code is not the process's"
+    return SuiteRun(tuple(command), proc.returncode, verdicts, output)
+
+
+# -- the run plan -------------------------------------------------------------
+
+
+def _broken(name: str) -> dict[str, Any]:
+    for row in CATALOG["broken"]:
+        if row["name"] == name:
+            return dict(row)
+    raise KeyError(name)
+
+
+def _broken_argv(row: dict[str, Any]) -> list[str]:
+    return [sys.executable, str(BRIDGES_DIR / row["script"]), *row.get("args", ())]
+
+
+def _broken_runs(row: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The runs a broken bridge needs: its own, and a --strict one for SHOULD defects."""
+    related = set(row["expect"]) | set(row["also"])
+    base = {
+        "bridge": _broken_argv(row),
+        "profile": row["profile"],
+        "codec": row["codec"],
+        "cases": tuple(row.get("cases", ())),
+        "exclude": () if row.get("cases") else tuple(sorted(BIG_PAYLOAD_CASES - related)),
+        "timeout": row.get("timeout"),
+        "startup_timeout": row.get("startup_timeout"),
+    }
+    runs = {f"broken:{row['name']}": base}
+    if row["level"] != "required":
+        # Only the expected cases: the full run already showed nothing else fails.
+        runs[f"broken:{row['name']}:strict"] = {
+            **base,
+            "strict": True,
+            "cases": tuple(row["expect"]),
+            "exclude": (),
+        }
+    return runs
+
+
+def _correct_argv(name: str, codec_args: tuple[str, ...]) -> list[str] | None:
+    try:
+        return [*bridge_argv(name), *codec_args]
+    except BuildError:
+        return None  # reported as a skip by the test that needs it
+
+
+def _plan() -> dict[str, dict[str, Any]]:
+    plan: dict[str, dict[str, Any]] = {}
+    for row in CATALOG["broken"]:
+        plan.update(_broken_runs(row))
+    for entry in CATALOG["correct"]:
+        # The Python base is also every broken bridge's v2 baseline; v1 (a
+        # subset of the same cases) is proven on the other languages.
+        if entry["name"] != "python":
+            plan[f"correct:{entry['name']}:v1:json"] = {
+                "bridge": (entry["name"], ()),
+                "profile": "v1",
+                "codec": "json",
+                "strict": True,
+            }
+        for codec, codec_args in V2_CONFIGS:
+            plan[f"correct:{entry['name']}:v2:{codec}"] = {
+                "bridge": (entry["name"], codec_args),
+                "profile": "v2",
+                "codec": codec,
+                "strict": True,
+            }
+    return plan
+
+
+# Runs known to wait out deadlines go first so they overlap with the rest.
+SLOW_FIRST: Final = (
+    "broken:hang_on_large_frame",
+    "broken:malformed_silent",
+    "broken:silent_unknown_command",
+    "broken:negotiation_drops_first_frame",
+    "broken:ignore_sigterm",
+    "broken:eof_inside_frame_hang",
+    "broken:child_left_behind",
+    "broken:ping_not_ok",
+    "broken:oversize_allocates",
+    "broken:msgpack_unbounded",
+)
+
+
+def _execute(spec: dict[str, Any]) -> SuiteRun | None:
+    bridge = spec["bridge"]
+    if isinstance(bridge, tuple):  # a correct sample, built on demand
+        bridge = _correct_argv(*bridge)
+        if bridge is None:
+            return None
+    return run_conformance(
+        bridge,
+        spec["profile"],
+        spec["codec"],
+        strict=spec.get("strict", False),
+        cases=spec.get("cases", ()),
+        exclude=spec.get("exclude", ()),
+        timeout=spec.get("timeout"),
+        startup_timeout=spec.get("startup_timeout"),
+    )
+
+
+@cache
+def _futures() -> dict[str, Future[SuiteRun | None]]:
+    plan = _plan()
+    # Build the C bridge once before the threads race to do it.
+    with contextlib.suppress(BuildError):
+        bridge_argv("c")
+    order = [key for key in SLOW_FIRST if key in plan] + [k for k in plan if k not in SLOW_FIRST]
+    pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="meta-run")
+    futures = {key: pool.submit(_execute, plan[key]) for key in order}
+    pool.shutdown(wait=False)
+    return futures
+
+
+def result(key: str) -> SuiteRun:
+    run = _futures()[key].result(timeout=RUN_DEADLINE * 3)
+    if run is None:
+        pytest.skip(f"{key}: the sample bridge cannot be built here (no C compiler or node)")
+    return run
+
+
+# -- correct bridges ------------------------------------------------------------
+
+CORRECT_KEYS: Final = [k for k in _plan() if k.startswith("correct:")]
+
+
+@pytest.mark.parametrize("key", CORRECT_KEYS)
+def test_correct_bridge_conforms_strictly(key: str) -> None:
+    name = key.split(":")[1]
+    if name == "node" and shutil.which("node") is None:
+        pytest.skip("node is not installed")
+    run = result(key)
+    assert run.exit_code == 0, run.describe()
+    assert not run.failing(), run.describe()
+    ran = [case for case, verdict in run.verdicts.items() if verdict == "PASS"]
+    assert len(ran) >= 40, f"only {len(ran)} cases passed; the run did not exercise the bridge"
+
+
+# -- broken bridges -------------------------------------------------------------
+
+
+def _broken_params() -> list[Any]:
+    params = []
+    for row in CATALOG["broken"]:
+        marks = []
+        if row.get("suite_issue"):
+            marks.append(pytest.mark.xfail(reason=row["suite_issue"], strict=False))
+        params.append(pytest.param(row["name"], id=row["name"], marks=marks))
+    return params
+
+
+@pytest.mark.parametrize("name", _broken_params())
+def test_broken_bridge_fails_exactly_its_cases(name: str) -> None:
+    row = _broken(name)
+    run = result(f"broken:{name}")
+    failing = run.failing()
+    for case_id, verdicts in row["expect"].items():
+        assert case_id in run.verdicts, f"{case_id} did not run\n{run.describe()}"
+        assert run.verdicts[case_id] in verdicts, (
+            f"{name}: {case_id} is {run.verdicts[case_id]}, expected one of {verdicts}\n"
+            f"{run.describe()}"
+        )
+    allowed = set(row["expect"]) | set(row["also"])
+    unrelated = {case: v for case, v in failing.items() if case not in allowed}
+    assert not unrelated, f"{name}: unrelated cases failed: {unrelated}\n{run.describe()}"
+    if row["level"] == "required":
+        assert run.exit_code == 1, run.describe()
+    else:
+        # A SHOULD-level defect passes the run, and fails it under --strict.
+        assert run.exit_code == 0, run.describe()
+        strict = result(f"broken:{name}:strict")
+        assert strict.exit_code == 1, strict.describe()
+        for case_id in row["expect"]:
+            assert strict.verdicts.get(case_id) == "NON-STRICT", strict.describe()
+
+
+# -- coverage and bookkeeping ------------------------------------------------------
+
+
+def _listed_cases() -> list[dict[str, Any]]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakepit_harness", "conformance", "--list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    cases = []
+    for line in proc.stdout.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[1].startswith("§"):
+            cases.append(
+                {"id": fields[0], "level": fields[2], "profiles": set(fields[3].split(","))}
+            )
+    assert cases, f"`conformance --list` listed nothing:\n{proc.stdout}{proc.stderr}"
+    return cases
+
+
+def test_every_required_stdio_case_can_fail() -> None:
+    required = {
+        c["id"]
+        for c in _listed_cases()
+        if c["level"] == "required" and c["profiles"] & {"v1", "v2"}
+    }
+    covered = {
+        case_id
+        for row in CATALOG["broken"]
+        if row["level"] == "required"
+        for case_id, verdicts in row["expect"].items()
+        if set(verdicts) - {"NON-STRICT"}
+    }
+    missing = required - covered - set(NOT_COVERED)
+    assert not missing, f"required cases no broken sample bridge is expected to fail: {missing}"
+    stale = set(NOT_COVERED) - required
+    assert not stale, f"NOT_COVERED names cases that are not required stdio cases: {stale}"
+    unknown = {c for row in CATALOG["broken"] for c in [*row["expect"], *row["also"]]} - {
+        c["id"] for c in _listed_cases()
+    }
+    assert not unknown, f"the catalog names case ids the suite does not have: {unknown}"
+
+
+def test_catalog_readme_and_files_agree() -> None:
+    scripts = {p.name for p in (BRIDGES_DIR / "python").glob("*.py")} - {"sample_bridge.py"}
+    listed = {Path(row["script"]).name for row in CATALOG["broken"]}
+    assert scripts == listed, (
+        f"scripts not in catalog.json: {scripts - listed}; gone: {listed - scripts}"
+    )
+    assert readme_table(CATALOG) in README_PATH.read_text(), (
+        "README.md's table is not catalog.json's: "
+        "run python -m snakepit_harness.fixtures.bridges.catalog"
+    )
+    for entry in CATALOG["correct"]:
+        assert (BRIDGES_DIR / entry["source"]).is_file()
