@@ -32,7 +32,6 @@ import sys
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any, Final
 
@@ -73,6 +72,8 @@ WORKERS: Final = 6
 # A whole conformance run of a sample bridge; the slowest (a 16 MiB request
 # that hangs) takes about 30 s on a loaded 2-core machine.
 RUN_DEADLINE: Final = 180.0
+# After SIGTERM the harness kills its bridges and writes its reports.
+HARNESS_CLEANUP: Final = 15.0
 
 
 @dataclass(frozen=True)
@@ -131,20 +132,37 @@ def run_conformance(
         if startup_timeout is not None:
             command += ["--startup-timeout", str(startup_timeout)]
         command += ["--", *bridge]
-        proc = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            timeout=RUN_DEADLINE,
-            check=False,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        output = proc.stdout + proc.stderr
-        assert report.exists(), f"no JSON report (exit {proc.returncode}):\n{output[-3000:]}"
+        returncode, output = _run_harness(command)
+        assert report.exists(), f"no JSON report (exit {returncode}):\n{output[-3000:]}"
         data = json.loads(report.read_text())
     verdicts = {result["id"]: result["verdict"] for result in data["results"]}
-    assert data["exit_code"] == proc.returncode, "the report's exit code is not the process's"
-    return SuiteRun(tuple(command), proc.returncode, verdicts, output)
+    assert data["exit_code"] == returncode, "the report's exit code is not the process's"
+    return SuiteRun(tuple(command), returncode, verdicts, output)
+
+
+def _run_harness(command: list[str]) -> tuple[int, str]:
+    """Run the harness; past the deadline stop it with SIGTERM, which makes it
+    kill its bridges' process groups (SIGKILL would orphan them)."""
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        output, _ = proc.communicate(timeout=RUN_DEADLINE)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            output, _ = proc.communicate(timeout=HARNESS_CLEANUP)
+        finally:
+            proc.kill()
+            proc.wait()
+        raise AssertionError(
+            f"the harness ran past {RUN_DEADLINE:.0f} s: {' '.join(command)}\n{output[-3000:]}"
+        ) from None
+    return proc.returncode, output
 
 
 # -- the run plan -------------------------------------------------------------
@@ -249,21 +267,52 @@ def _execute(spec: dict[str, Any]) -> SuiteRun | None:
     )
 
 
-@cache
-def _futures() -> dict[str, Future[SuiteRun | None]]:
+_POOL: ThreadPoolExecutor | None = None
+_FUTURES: dict[str, Future[SuiteRun | None]] = {}
+
+
+def _submit(keys: list[str]) -> None:
+    """Start the runs ``keys`` (those not started yet), slow ones first."""
+    global _POOL
     plan = _plan()
-    # Build the C bridge once before the threads race to do it.
-    with contextlib.suppress(BuildError):
-        bridge_argv("c")
-    order = [key for key in SLOW_FIRST if key in plan] + [k for k in plan if k not in SLOW_FIRST]
-    pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="meta-run")
-    futures = {key: pool.submit(_execute, plan[key]) for key in order}
-    pool.shutdown(wait=False)
-    return futures
+    if _POOL is None:
+        # Build the C bridge once before the threads race to do it.
+        with contextlib.suppress(BuildError):
+            bridge_argv("c")
+        _POOL = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="meta-run")
+    wanted = [key for key in dict.fromkeys(keys) if key not in _FUTURES]
+    wanted.sort(key=lambda key: SLOW_FIRST.index(key) if key in SLOW_FIRST else len(SLOW_FIRST))
+    for key in wanted:
+        _FUTURES[key] = _POOL.submit(_execute, plan[key])
+
+
+def _keys_of(name_or_key: str) -> list[str]:
+    if name_or_key.startswith("correct:"):
+        return [name_or_key]
+    return list(_broken_runs(_broken(name_or_key)))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _start_selected_runs(request: pytest.FixtureRequest) -> Any:
+    """Start every run the selected tests of this module need, all at once."""
+    keys: list[str] = []
+    for item in request.session.items:
+        callspec = getattr(item, "callspec", None)
+        if getattr(item, "module", None) is request.module and callspec is not None:
+            for value in callspec.params.values():
+                keys += _keys_of(value)
+    _submit(keys)
+    yield
+    if _POOL is not None:
+        # Runs not waited for (a test failed early) are not left running.
+        for future in _FUTURES.values():
+            future.cancel()
 
 
 def result(key: str) -> SuiteRun:
-    run = _futures()[key].result(timeout=RUN_DEADLINE * 3)
+    if key not in _FUTURES:
+        _submit([key])
+    run = _FUTURES[key].result(timeout=RUN_DEADLINE * 4)
     if run is None:
         pytest.skip(f"{key}: the sample bridge cannot be built here (no C compiler or node)")
     return run
