@@ -676,6 +676,7 @@ def run_case(driver: TransportDriver, case: Case, settings: RunSettings) -> Case
     ctx: CaseContext | None = None
     verdict = Verdict.PASS
     message = ""
+    early_stderr = b""
     try:
         ctx = driver.acquire(case, time.monotonic() + timeout)
         ctx.deadline = time.monotonic() + timeout  # start-up is not the case's time
@@ -698,8 +699,10 @@ def run_case(driver: TransportDriver, case: Case, settings: RunSettings) -> Case
         message = f"blocked: start-up negotiation failed (see negotiation.*): {exc}"
     except BridgeTimeout as exc:
         verdict, message = Verdict.TIMEOUT, str(exc)
+        early_stderr = exc.stderr_tail
     except BridgeCrashed as exc:
         verdict, message = Verdict.CRASH, str(exc)
+        early_stderr = exc.stderr_tail
     except CodecError as exc:
         verdict, message = Verdict.FAIL, f"a response does not decode: {exc}"
     except RemoteProtocolError as exc:
@@ -737,6 +740,20 @@ def run_case(driver: TransportDriver, case: Case, settings: RunSettings) -> Case
         # The tail is read after release: a killed bridge's stderr is complete.
         if verdict not in (Verdict.PASS, Verdict.SKIP):
             result.stderr_tail = _decode_tail(driver.stderr_tail(ctx))
+    elif verdict not in (Verdict.PASS, Verdict.SKIP):
+        # Start-up (acquire) failed: no context, but the transport error
+        # carries the stderr tail, and the case can still be replayed.
+        result.stderr_tail = _decode_tail(early_stderr)
+        cmd = (
+            shlex.join(settings.bridge_cmd)
+            if settings.bridge_cmd
+            else f"--target {settings.target}"
+        )
+        result.reproduction = [
+            f"snakepit-harness replay {case.id} --profile {settings.profile} "
+            f"--codec {settings.codec} -- {cmd}"
+        ]
+        message += " (while starting the bridge for this case)"
     result.message = message
     return result
 
