@@ -744,14 +744,14 @@ def run_case(driver: TransportDriver, case: Case, settings: RunSettings) -> Case
         # Start-up (acquire) failed: no context, but the transport error
         # carries the stderr tail, and the case can still be replayed.
         result.stderr_tail = _decode_tail(early_stderr)
-        cmd = (
-            shlex.join(settings.bridge_cmd)
+        where = (
+            f"-- {shlex.join(settings.bridge_cmd)}"
             if settings.bridge_cmd
-            else f"--target {settings.target}"
+            else f"--transport {settings.transport} --target {settings.target}"
         )
         result.reproduction = [
             f"snakepit-harness replay {case.id} --profile {settings.profile} "
-            f"--codec {settings.codec} -- {cmd}"
+            f"--codec {settings.codec} {where}"
         ]
         message += " (while starting the bridge for this case)"
     result.message = message
