@@ -126,7 +126,7 @@ class CaseContext:
         return left
 
     def case_timeout(self) -> float:
-        return self.case.timeout if self.case.timeout is not None else self.settings.timeout
+        return case_deadline(self.case, self.settings)
 
     def next_id(self) -> int:
         value = self._next_id
@@ -653,6 +653,12 @@ class RunReport:
         }
 
 
+def case_deadline(case: Case, settings: RunSettings) -> float:
+    """Seconds a case may take: the run's --timeout, or more where the case needs it
+    (16 MiB frames); a longer --timeout always wins."""
+    return max(settings.timeout, case.timeout or 0.0)
+
+
 def _verdict_from_findings(findings: Sequence[Finding], level: Level) -> Verdict:
     if level is Level.INFO:
         return Verdict.PASS
@@ -672,7 +678,7 @@ def run_case(driver: TransportDriver, case: Case, settings: RunSettings) -> Case
     """Run one case to a verdict (never raises for anything the bridge does)."""
     result = CaseResult(case.id, case.section, case.level, case.requirement, Verdict.PASS)
     began = time.monotonic()
-    timeout = case.timeout if case.timeout is not None else settings.timeout
+    timeout = case_deadline(case, settings)
     ctx: CaseContext | None = None
     verdict = Verdict.PASS
     message = ""
