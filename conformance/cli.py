@@ -50,6 +50,17 @@ CHECK_PARALLEL: Final = 4
 T = TypeVar("T")
 
 
+def _positive(text: str) -> float:
+    """argparse type: a number of seconds greater than zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
 def _add_run_options(parser: argparse.ArgumentParser, *, profile_default: str | None) -> None:
     parser.add_argument(
         "--profile",
@@ -70,13 +81,13 @@ def _add_run_options(parser: argparse.ArgumentParser, *, profile_default: str | 
     )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=_positive,
         default=DEFAULT_TIMEOUT,
         help=f"per-case deadline in seconds (default {DEFAULT_TIMEOUT:g}; some cases take longer)",
     )
     parser.add_argument(
         "--startup-timeout",
-        type=float,
+        type=_positive,
         default=20.0,
         help="seconds a bridge may take to answer its first request (§5.1: 20)",
     )
@@ -145,13 +156,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "bridge, profile and codec it claims. With `-- CMD`: check that bridge "
         "(--profile, default v2; codecs json and negotiate unless --codec is given).",
     )
-    check.add_argument("--profile", choices=PROFILES, default="v2")
-    check.add_argument("--codec", action="append", choices=CODEC_MODES, default=[])
-    check.add_argument("--strict", action="store_true")
-    check.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
-    check.add_argument("--junit", type=Path)
-    check.add_argument("--json", type=Path)
-    check.add_argument("--html", type=Path)
+    check.add_argument(
+        "--profile", choices=PROFILES, default="v2", help="with -- CMD: the profile it claims"
+    )
+    check.add_argument(
+        "--codec",
+        action="append",
+        choices=CODEC_MODES,
+        default=[],
+        help="with -- CMD: codec modes to run (repeatable; default json and negotiate)",
+    )
+    check.add_argument(
+        "--strict", action="store_true", help="with -- CMD: NON-STRICT fails (always on without)"
+    )
+    check.add_argument(
+        "--timeout",
+        type=_positive,
+        default=DEFAULT_TIMEOUT,
+        help=f"per-case deadline in seconds (default {DEFAULT_TIMEOUT:g})",
+    )
+    check.add_argument("--junit", type=Path, help="one JUnit XML report for every run")
+    check.add_argument("--json", type=Path, help="one JSON report for every run")
+    check.add_argument("--html", type=Path, help="one HTML report for every run")
     check.add_argument("--verbose", action="store_true", help="print every case of every run")
     check.set_defaults(handler=run_check)
 
