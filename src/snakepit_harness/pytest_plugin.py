@@ -109,7 +109,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="snakepit_target",
         default=None,
         metavar="HOST:PORT",
-        help="gRPC profile: a running bridge to connect to",
+        help="gRPC profile: a running bridge to connect to (instead of --bridge)",
     )
 
 
@@ -131,7 +131,7 @@ class _SuiteState:
 
         profile = config.getoption("snakepit_profile")
         self.settings = RunSettings(
-            bridge_cmd=tuple(shlex.split(config.getoption("snakepit_bridge"))),
+            bridge_cmd=tuple(shlex.split(config.getoption("snakepit_bridge") or "")),
             profile=profile,
             codec=config.getoption("snakepit_codec"),
             strict=_strict(config),
@@ -229,7 +229,9 @@ class BaselineItem(pytest.Item):
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if config.getoption("snakepit_bridge", default=None):
+    if config.getoption("snakepit_bridge", default=None) or config.getoption(
+        "snakepit_target", default=None
+    ):
         config.addinivalue_line(
             "markers", "snakepit_conformance: a Snakepit bridge conformance case"
         )
