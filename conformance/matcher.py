@@ -53,7 +53,7 @@ class MatcherError(LocalProtocolError):
 # (§4.2 SHOULD): date, "T" or space, time, optional fraction, zone.
 FORMATS: Final[dict[str, re.Pattern[str]]] = {
     "iso8601": re.compile(
-        r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$"
+        r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}([.,]\d+)?)?([Zz]|[+-]\d{2}(:?\d{2})?)$"
     ),
 }
 

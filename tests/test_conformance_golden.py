@@ -115,6 +115,8 @@ MATCHER_TABLE = [
     ("2026-01-01T00:00:00.123Z", {"$format": "iso8601"}, True),
     ("2026-01-01T00:00:00+02:00", {"$format": "iso8601"}, True),
     ("2026-01-01 00:00:00", {"$format": "iso8601"}, False),  # no zone
+    ("2026-01-01t00:00:00,5z", {"$format": "iso8601"}, True),  # RFC 3339 allows lower case
+    ("1764316800", {"$format": "iso8601"}, False),  # epoch seconds
     (3.5, {"$type": "number", "$ge": 0}, True),
     (-1, {"$type": "number", "$ge": 0}, False),
     (5, {"$type": "integer"}, True),
