@@ -46,6 +46,9 @@ DEFAULT_TIMEOUT: Final = 10.0
 # Configurations `check` runs at once.  Most of a run is waiting (bridge
 # start-up, deadlines, signals), so four overlap well even on two cores.
 CHECK_PARALLEL: Final = 4
+# A configuration with more cases than this is split into parts run side by
+# side (each with its own bridges), so one long profile does not set the pace.
+CHECK_CHUNK_CASES: Final = 70
 
 T = TypeVar("T")
 
@@ -416,18 +419,36 @@ def _label(cmd: tuple[str, ...]) -> str:
     return " ".join(words)[:32]
 
 
+def _chunks(settings: RunSettings, cases: list[Case]) -> list[list[Case]]:
+    """Split a large configuration into parts that can run side by side.
+
+    Part 0 gets the gate cases, every part an interleaved share of the
+    others; when merging, a failed gate turns the other parts' results into
+    SKIP "blocked", as in a single run.
+    """
+    mine = [
+        c for c in cases if settings.profile in c.profiles and c.transport == settings.transport
+    ]
+    if len(mine) <= CHECK_CHUNK_CASES:
+        return [mine]
+    gates = [c for c in mine if c.gate]
+    rest = [c for c in mine if not c.gate]
+    parts = -(-len(mine) // CHECK_CHUNK_CASES)
+    return [(gates if i == 0 else []) + rest[i::parts] for i in range(parts)]
+
+
 def run_check(args: argparse.Namespace) -> int:
     rows = _check_rows(args)
     cases = all_cases()
     known = {c.id for c in cases}
-    reports: dict[int, RunReport] = {}
+    partial: dict[tuple[int, int], RunReport] = {}
     errors: dict[int, str] = {}
     stop = threading.Event()
     began = time.monotonic()
 
-    def work(index: int, settings: RunSettings) -> None:
+    def work(index: int, part: int, settings: RunSettings, chosen: list[Case]) -> None:
         try:
-            reports[index] = run_suite(settings, cases, known_ids=known, stop=stop)
+            partial[index, part] = run_suite(settings, chosen, known_ids=known, stop=stop)
         except KeyboardInterrupt:
             errors[index] = "interrupted"
         except HarnessError as exc:
@@ -435,19 +456,21 @@ def run_check(args: argparse.Namespace) -> int:
         except Exception as exc:  # a thread must report, not vanish
             errors[index] = f"{type(exc).__name__}: {exc}"
 
-    pending = [(i, s) for i, (_, s, _) in enumerate(rows) if s is not None]
-    # Longest first (by the number of cases the profile has): the slow
-    # configurations start at once and the short ones fill the gaps.
-    size = {p: sum(p in c.profiles for c in cases) for p in {s.profile for _, s in pending}}
-    pending.sort(key=lambda item: -size[item[1].profile])
+    pending = [
+        (i, part, s, chosen)
+        for i, (_, s, _) in enumerate(rows)
+        if s is not None
+        for part, chosen in enumerate(_chunks(s, cases))
+    ]
+    # Longest first: the slow parts start at once and the short ones fill the gaps.
+    pending.sort(key=lambda item: -len(item[3]))
     running: list[threading.Thread] = []
     try:
         while pending or running:
             running = [t for t in running if t.is_alive()]
             while pending and len(running) < CHECK_PARALLEL:
-                index, settings = pending.pop(0)
                 # Daemon threads: an interrupted harness must not wait for them.
-                thread = threading.Thread(target=work, args=(index, settings), daemon=True)
+                thread = threading.Thread(target=work, args=pending.pop(0), daemon=True)
                 thread.start()
                 running.append(thread)
             time.sleep(0.02)
@@ -455,8 +478,39 @@ def run_check(args: argparse.Namespace) -> int:
         stop.set()
         interrupt_all_runs()
         raise
+    reports = _merge_parts(partial, errors)
     elapsed = time.monotonic() - began
     return _print_check(rows, reports, errors, elapsed, args)
+
+
+def _merge_parts(
+    partial: dict[tuple[int, int], RunReport], errors: dict[int, str]
+) -> dict[int, RunReport]:
+    """One report per configuration, in case order, from its parts."""
+    merged: dict[int, RunReport] = {}
+    gates = {c.id for c in all_cases() if c.gate}
+    for (index, _part), report in sorted(partial.items()):
+        if index in errors:
+            continue
+        if index not in merged:
+            merged[index] = report
+            continue
+        whole = merged[index]
+        failed_gate = next(
+            (r.case_id for r in whole.results if r.case_id in gates and r.failed(strict=False)),
+            None,
+        )
+        for result in report.results:
+            if failed_gate and result.verdict is not Verdict.SKIP:
+                result.verdict = Verdict.SKIP
+                result.message = f"blocked: gate case {failed_gate} failed (fix it first)"
+            whole.results.append(result)
+        whole.duration = max(whole.duration, report.duration)
+        whole.negotiated = whole.negotiated or report.negotiated
+    order = {c.id: n for n, c in enumerate(all_cases())}
+    for report in merged.values():
+        report.results.sort(key=lambda r: order.get(r.case_id, len(order)))
+    return merged
 
 
 def _print_check(

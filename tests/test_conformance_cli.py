@@ -290,3 +290,40 @@ def test_check_with_a_bridge_prints_one_table(capsys: pytest.CaptureFixture[str]
     assert code == 0, out
     assert "bridge / profile / codec" in out
     assert "tiny_bridge.py v1/json" in out and "CONFORMS" in out
+
+
+def test_check_splits_long_profiles_and_merges_in_case_order() -> None:
+    from snakepit_harness.conformance import (
+        Case,
+        CaseResult,
+        Level,
+        RunSettings,
+        Verdict,
+        all_cases,
+    )
+    from snakepit_harness.conformance.cli import _chunks, _merge_parts
+    from snakepit_harness.conformance.runner import RunReport
+
+    settings = RunSettings(("bridge",), profile="enhanced")
+    parts = _chunks(settings, all_cases())
+    mine = [c for c in all_cases() if "enhanced" in c.profiles and c.transport == "stdio"]
+    assert len(parts) >= 2
+    assert sorted(c.id for p in parts for c in p) == sorted(c.id for c in mine)
+    assert all(c.gate for c in parts[0][:3]) and not any(c.gate for c in parts[1])
+
+    def report(part: list[Case], verdict: Verdict) -> RunReport:
+        results = [CaseResult(c.id, c.section, Level.REQUIRED, "", verdict) for c in part]
+        return RunReport(settings, results)
+
+    merged = _merge_parts(
+        {(0, 0): report(parts[0], Verdict.PASS), (0, 1): report(parts[1], Verdict.PASS)}, {}
+    )
+    order = [c.id for c in all_cases()]
+    ids = [r.case_id for r in merged[0].results]
+    assert ids == sorted(ids, key=order.index)
+    # A failed gate in part 0 blocks the other parts, as in a single run.
+    first = report(parts[0], Verdict.PASS)
+    first.results[0].verdict = Verdict.FAIL
+    merged = _merge_parts({(0, 0): first, (0, 1): report(parts[1], Verdict.PASS)}, {})
+    later = {r.case_id: r for r in merged[0].results}
+    assert later[parts[1][0].id].verdict is Verdict.SKIP

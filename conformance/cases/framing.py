@@ -148,19 +148,9 @@ def flush(ctx: StdioCaseContext) -> None:
         )
     if not probe.answered:
         raise _blocked("the bridge never answered at start-up (lifecycle.startup)")
-    if not probed_here:
-        ctx.driver.handshake(ctx)
-    ctx.send_value({"id": 201, "command": "ping", "args": {"health_check": True}})
-    try:
-        ctx.read_frame()
-    except BridgeTimeout:
-        ctx.close_stdin()
-        with contextlib.suppress(BridgeTimeout, BridgeCrashed):
-            ctx.bridge.read_frame(2.0)
-            raise CaseFailed(
-                "the answer arrived only after the harness closed stdin: not flushed"
-            ) from None
-        raise
+    # The probe already sent a second request once the bridge was up and saw
+    # it answered with stdin open: steady-state flushing is judged too.
+    del probed_here
 
 
 @case(
