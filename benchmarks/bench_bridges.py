@@ -14,6 +14,10 @@ the same machine (a shared machine's pipe round trip moves between ~25 µs and
 * JSON-vs-MessagePack per payload (small, structured, binary), to confirm or
   refute "MessagePack is 2-3x faster for large payloads".
 
+Two "floor" rows run ``floor_bridge.py`` (decode, a four-key answer, encode;
+nothing else) against the same raw echo: the closest any Python bridge gets on
+this machine, so a missed target can be told apart from a too-strict one.
+
 The client is deliberately lean (blocking pipes, ``writev``, reads straight
 into a buffer of the frame's size) so that the bridge's own costs are not
 drowned by the client's.  No locust, no gevent: this is a plain program.
@@ -33,6 +37,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 from snakepit_harness.loadtests.point import baseline_command
@@ -41,6 +46,8 @@ from snakepit_harness.loadtests.profiles import RequestTemplate, make_templates,
 PIPE_SIZE: Final = 1024 * 1024
 V2_BRIDGE: Final = [sys.executable, "-m", "snakepit_bridge.generic_bridge_v2", "--quiet"]
 GRPC_BRIDGE: Final = [sys.executable, "-m", "snakepit_bridge.grpc_bridge", "--quiet"]
+# The least a Python bridge can do per request: how close to the raw echo Python gets here.
+FLOOR_BRIDGE: Final = [sys.executable, str(Path(__file__).with_name("floor_bridge.py"))]
 
 # Round trips per batch, by payload: enough for a stable median, few enough
 # that a run of every case stays under a minute on a busy 2-core machine.
@@ -225,6 +232,20 @@ def cases(batch: dict[str, int], with_grpc: bool) -> list[Pair]:
             batch["ping"],
         ),
         Pair(
+            "floor: Python decode+encode ping (msgpack)",
+            None,
+            stdio_call(FLOOR_BRIDGE, "ping", "msgpack"),
+            stdio_call(raw, "ping", "raw"),
+            batch["ping"],
+        ),
+        Pair(
+            "floor: Python decode+encode ping (json)",
+            None,
+            stdio_call(FLOOR_BRIDGE, "ping", "json"),
+            stdio_call(raw, "ping", "raw"),
+            batch["ping"],
+        ),
+        Pair(
             "v2 1 MiB binary echo (msgpack) vs raw echo",
             1.5,
             stdio_call(V2_BRIDGE, "binary", "msgpack"),
@@ -290,7 +311,9 @@ def main(argv: list[str] | None = None) -> int:
         ratios, bridge, base = measure(pair, options.runs)
         ratio = statistics.median(ratios)
         spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
-        if pair.target is None:
+        if pair.name.startswith("floor"):
+            verdict = "(no target: the floor for any Python bridge)"
+        elif pair.target is None:
             verdict = (
                 f"MessagePack {ratio:.2f}x faster"
                 if ratio >= 1
