@@ -168,7 +168,10 @@ def all_cases(extra_golden_dirs: Sequence[Path] = ()) -> list[Case]:
 def select_cases(
     cases: Iterable[Case], include: Sequence[str] = (), exclude: Sequence[str] = ()
 ) -> list[Case]:
-    """Filter by id globs (``--case``, ``--exclude``); gates stay when others depend on them."""
+    """Filter by id globs (``--case``, ``--exclude``).
+
+    Gates are not added back: a filtered run judges exactly the cases asked for.
+    """
     chosen = [
         c
         for c in cases

@@ -59,7 +59,6 @@ from .model import (
 )
 
 __all__ = [
-    "HANDSHAKE_TIMEOUT",
     "NEGOTIATION_FRAME",
     "CaseContext",
     "RunReport",
@@ -72,10 +71,6 @@ __all__ = [
     "run_case",
     "run_suite",
 ]
-
-# §5.1: a bridge may take up to 20 s to answer its first request; start-up
-# (negotiation + init ping) gets that long, apart from the case's own deadline.
-HANDSHAKE_TIMEOUT: Final = 20.0
 
 # §3.4, what the harness sends under --codec negotiate: MessagePack preferred,
 # as Snakepit does.
