@@ -140,6 +140,18 @@ def _terminate(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=TERMINATE_GRACE_S)
 
 
+_HELD_SIGNALS: Final = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 @contextlib.contextmanager
 def locust_process(
     command: list[str], log_path: Path, pid_file: Path, env: dict[str, str] | None = None
@@ -159,12 +171,13 @@ def locust_process(
     try:
         yield proc
     finally:
-        # Bridges first (KeyboardInterrupt may land here at any moment; killing
-        # the recorded groups is the part that must not be skipped).
-        try:
-            _terminate(proc)
-        finally:
-            kill_recorded(pid_file)
+        # A second Ctrl-C must not cut the cleanup short: hold SIGINT/SIGTERM
+        # until it is done (they are delivered, and acted on, right after).
+        with _signals_held():
+            try:
+                _terminate(proc)
+            finally:
+                kill_recorded(pid_file)
 
 
 def _log_tail(path: Path) -> str:
