@@ -116,13 +116,12 @@ def test_each_defect_fails_its_own_case(
 
 def test_silence_on_malformed_input_is_non_strict_not_timeout() -> None:
     """§4.3: answering a malformed frame is a SHOULD; keeping serving is the MUST."""
-    began = time.monotonic()
     report = run(tiny("silent-on-malformed"), ("messages.malformed.*", "framing.zero-length"))
     got = verdicts(report)
     assert len(got) == 8
     assert set(got.values()) == {Verdict.NON_STRICT}, report.results
     assert report.exit_code() == 0
-    assert time.monotonic() - began < 5  # no case waited for its deadline
+    # NON-STRICT everywhere means no case ran into its deadline (that is TIMEOUT).
 
 
 def test_non_strict_fails_the_run_only_under_strict() -> None:
@@ -152,7 +151,6 @@ def test_unflushed_answers_fail_the_flush_gate() -> None:
 
 
 def test_hang_is_timeout_then_next_case_gets_a_fresh_bridge() -> None:
-    began = time.monotonic()
     report = run(
         tiny("hang-on-unknown"),
         ("messages.unknown-command", "messages.id-integer", "commands.echo.empty"),
@@ -162,8 +160,8 @@ def test_hang_is_timeout_then_next_case_gets_a_fresh_bridge() -> None:
     assert got["messages.unknown-command"] is Verdict.TIMEOUT
     assert got["messages.id-integer"] is Verdict.PASS
     assert got["commands.echo.empty"] is Verdict.PASS
-    # One hung case costs about its deadline, not more.
-    assert time.monotonic() - began < 8
+    hung = next(r for r in report.results if r.case_id == "messages.unknown-command")
+    assert "no complete response within" in hung.message
 
 
 def test_crash_reports_exit_status_and_stderr_and_recovers() -> None:
