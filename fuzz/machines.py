@@ -79,23 +79,27 @@ class BridgeMachine(RuleBasedStateMachine):
         self.next_id = 1
         self.failed = False
 
-    def send(self, command: str, args: dict[str, Any], expect: Expectation) -> None:
-        request = {"id": self.next_id, "command": command, "args": args}
-        self.next_id += 1
-        step = Step(
-            wire=frame(encode_payload(request, self.codec)),
-            label=f"{command!r} request",
-            request=request,
-            expect=expect,
-        )
-        self.steps.append(step)
-        self.chunks.append(step.wire)
+    def send(self, *requests: tuple[str, dict[str, Any], Expectation]) -> None:
+        """Write the requests in one write (pipelined, §4.7), read by the bridge before the next."""
+        wire = b""
+        for command, args, expect in requests:
+            request = {"id": self.next_id, "command": command, "args": args}
+            self.next_id += 1
+            step = Step(
+                wire=frame(encode_payload(request, self.codec)),
+                label=f"{command!r} request",
+                request=request,
+                expect=expect,
+            )
+            self.steps.append(step)
+            self.pending.append(len(self.steps) - 1)
+            wire += step.wire
+        self.chunks.append(wire)
         self.timeline.append(("write", len(self.chunks) - 1))
-        self.pending.append(len(self.steps) - 1)
         try:
-            self.target.write([step.wire])
+            self.target.write([wire])
         except TransportError as exc:
-            self.fail([f"writing {command!r}: {exc}"], exc.stderr_tail)
+            self.fail([f"writing {len(requests)} request(s): {exc}"], exc.stderr_tail)
 
     def read(self) -> Any:
         index = self.pending.popleft()
@@ -111,7 +115,7 @@ class BridgeMachine(RuleBasedStateMachine):
         return response
 
     def call(self, command: str, args: dict[str, Any], expect: Expectation) -> Any:
-        self.send(command, args, expect)
+        self.send((command, args, expect))
         while len(self.pending) > 1:
             self.read()
         return self.read()
@@ -147,26 +151,31 @@ class PipelinedSession(BridgeMachine):
 
     fresh_bridge = False  # no answer depends on earlier requests
 
-    @rule(worker=st.one_of(st.none(), st.text(max_size=6)))
-    def ping(self, worker: str | None) -> None:
-        args: dict[str, Any] = {"health_check": True}
-        if worker is not None:
-            args["worker_id"] = worker
-        self.send("ping", args, Expectation("ok"))
+    def _request(self, data: st.DataObject) -> tuple[str, dict[str, Any], Expectation]:
+        kind = data.draw(st.sampled_from(["ping", "echo", "compute", "unknown"]), label="kind")
+        if kind == "ping":
+            args: dict[str, Any] = {"health_check": True}
+            worker = data.draw(st.one_of(st.none(), st.text(max_size=6)), label="worker_id")
+            if worker is not None:
+                args["worker_id"] = worker
+            return "ping", args, Expectation("ok")
+        if kind == "echo":
+            echoed = data.draw(args_objects(self.codec), label="args")
+            return "echo", echoed, Expectation("echo", echoed)
+        if kind == "compute":
+            body, expect = data.draw(compute_requests(self.codec), label="compute")
+            return body["command"], body["args"], expect
+        name = data.draw(st.sampled_from(["nope", "", "PING", "echo ", "\u2028"]), label="name")
+        return name, {}, Expectation("failure")
 
     @rule(data=st.data())
-    def echo(self, data: st.DataObject) -> None:
-        args = data.draw(args_objects(self.codec), label="args")
-        self.send("echo", args, Expectation("echo", args))
+    def send_one(self, data: st.DataObject) -> None:
+        self.send(self._request(data))
 
-    @rule(data=st.data())
-    def compute(self, data: st.DataObject) -> None:
-        body, expect = data.draw(compute_requests(self.codec), label="compute")
-        self.send(body["command"], body["args"], expect)
-
-    @rule(name=st.sampled_from(["nope", "", "PING", "echo ", "\u2028"]))
-    def unknown(self, name: str) -> None:
-        self.send(name, {}, Expectation("failure"))
+    @rule(data=st.data(), count=st.integers(2, 4))
+    def send_batch(self, data: st.DataObject, count: int) -> None:
+        """Several requests in one write: the bridge reads them all at once."""
+        self.send(*(self._request(data) for _ in range(count)))
 
     @precondition(lambda self: bool(self.pending))
     @rule(count=st.integers(1, 4))

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, settings
 __all__ = ["CI_EXAMPLES", "DEV_EXAMPLES", "PROFILE_ENV", "active_profile", "register_profiles"]
 
 PROFILE_ENV: Final = "HYPOTHESIS_PROFILE"
-DEV_EXAMPLES: Final = 40
+DEV_EXAMPLES: Final = 10
 CI_EXAMPLES: Final = 300
 
 

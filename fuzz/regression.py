@@ -158,21 +158,27 @@ def build_document(
                 steps.append({"expect": _expectation(failure.steps[index], codec)})
         return _document(failure, prop, profile, codec_mode, steps, timeout=timeout)
     steps += [{"send_raw": {codec: chunk.hex()}} for chunk in exchange.chunks if chunk]
-    if exchange.closed_input:
-        steps.append({"close_stdin": True})
     if failure.expected_responses is not None:
         steps += [
             {"expect": {"match": _without_volatile(r)}, "why": "as when written whole (§2.1)"}
             for r in failure.expected_responses
         ]
     else:
-        for step in failure.steps:
-            if step.request is not None:
-                steps.append({"expect": _expectation(step, codec)})
-            else:
-                steps.append(_loose_expectation(step))
+        answers = [
+            {"expect": _expectation(step, codec)}
+            if step.request is not None
+            else _loose_expectation(step)
+            for step in failure.steps
+        ]
+        if exchange.closed_input:
+            # Before end of input, and no optional answer after the last
+            # required one: a bridge that rightly says nothing more would
+            # otherwise be read past its exit.
+            while answers and "optional" in answers[-1]:
+                answers.pop()
+        steps += answers
     if exchange.closed_input:
-        steps.append({"expect_exit": {"within": EXIT_WITHIN}})
+        steps += [{"close_stdin": True}, {"expect_exit": {"within": EXIT_WITHIN}}]
     return _document(failure, prop, profile, codec_mode, steps, timeout=timeout)
 
 

@@ -48,6 +48,10 @@ __all__ = [
 # more exchanges than a property's examples.
 MACHINE_EXAMPLES_DIVISOR: Final = 4
 
+# Even a tightly time-boxed run spends this long shrinking a failure: a few
+# dozen attempts turn a random input into a readable one.
+MIN_SHRINK_BUDGET: Final = 5.0
+
 
 @dataclass
 class PropertyOutcome:
@@ -190,6 +194,9 @@ def run_property(
     ``max_examples`` overrides its count when given.
     """
     started = time.monotonic()
+    if max_time is not None:
+        # A time-boxed run shrinks within its box too (but always a little).
+        shrink_budget = min(shrink_budget, max(max_time, MIN_SHRINK_BUDGET))
     state = _RunState(
         search_deadline=started + max_time if max_time else float("inf"),
         shrink_budget=shrink_budget,

@@ -15,10 +15,7 @@ what a regression file needs to replay the failure.
 
 from __future__ import annotations
 
-import array
 import contextlib
-import fcntl
-import termios
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,7 +50,6 @@ _SCHEDULING_ALLOWANCE: Final = 1.0
 # reading) the rest of the exchange is written without waiting, so a hung
 # bridge costs one wait, not one per byte.
 _SETTLE_TIMEOUT: Final = 0.5
-_SETTLE_POLL: Final = 0.0001
 # The sentinel ping's id: an ordinary positive integer that no drawn request
 # uses (drawn positive ids stay below 2^31).
 SENTINEL_ID: Final = 2**31
@@ -107,21 +103,6 @@ class Trouble(HarnessError):
     def __init__(self, message: str, stderr_tail: bytes) -> None:
         super().__init__(message)
         self.stderr_tail = stderr_tail
-
-
-def _pending_input(bridge: StdioBridge) -> int:
-    """Bytes written to the bridge's stdin that it has not read yet (FIONREAD)."""
-    # StdioBridge has no public accessor for its stdin descriptor; reading the
-    # pipe's fill level is the one thing we need it for.
-    fd = bridge._stdin_fd
-    if fd is None:
-        return 0
-    count = array.array("i", [0])
-    try:
-        fcntl.ioctl(fd, termios.FIONREAD, count)
-    except OSError:
-        return 0
-    return count[0]
 
 
 class StdioTarget:
@@ -219,26 +200,25 @@ class StdioTarget:
 
     # -- exchanges ----------------------------------------------------------
 
-    def _write(self, bridge: StdioBridge, chunks: Sequence[bytes]) -> None:
+    def _write(
+        self, bridge: StdioBridge, chunks: Sequence[bytes], *, settle_last: bool = False
+    ) -> None:
         settle = True
         for index, chunk in enumerate(chunks):
             bridge.send_bytes(chunk, self.response_timeout)
-            if settle and index + 1 < len(chunks):
-                deadline = time.monotonic() + _SETTLE_TIMEOUT
-                while _pending_input(bridge):
-                    if time.monotonic() > deadline:
-                        settle = False
-                        break
-                    time.sleep(_SETTLE_POLL)
+            if settle and (settle_last or index + 1 < len(chunks)):
+                settle = bridge.wait_stdin_drained(_SETTLE_TIMEOUT)
 
     # -- single frames (the state machines pace their own reads) ---------------
 
     def write(self, chunks: Sequence[bytes]) -> None:
-        """Write ``chunks`` to the live bridge, each read before the next (may raise
-        :class:`BridgeCrashed`/:class:`BridgeTimeout`)."""
+        """Write ``chunks`` to the live bridge, each read before the next write goes out.
+
+        Raises :class:`BridgeCrashed` or :class:`BridgeTimeout` when it cannot.
+        """
         bridge = self.ensure()
         self.served += 1
-        self._write(bridge, chunks)
+        self._write(bridge, chunks, settle_last=True)
 
     def read_response(self) -> Any:
         """The next decoded response; raises :class:`Trouble` on a hang, crash or bad frame."""

@@ -271,6 +271,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--protocol", default="auto", choices=("json", "msgpack", "auto"))
     parser.add_argument("--defect", default="")
+    parser.add_argument("--tag", default="", help="ignored; lets tests find the process")
     options = parser.parse_args()
     DEFECT = options.defect
     sys.setrecursionlimit(10_000)
