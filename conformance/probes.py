@@ -74,6 +74,7 @@ class StartupProbe:
     exit_description: str = ""  # the bridge ended before answering
     timed_out: bool = False
     negotiation_error: str = ""  # under --codec negotiate: the answer was unusable
+    codec_error: str = ""  # the first answer is not in the run's codec
     stderr_tail: bytes = b""
     sent: bytes = b""
 
@@ -124,6 +125,10 @@ def startup_probe(ctx: StdioCaseContext) -> tuple[StartupProbe, bool]:
         if how == "after-eof":
             probe.answered_only_after_eof = True
         else:
+            if driver.settings.codec != "negotiate":
+                probe.codec_error = _codec_mismatch(codec.name, answer)
+                if probe.codec_error:
+                    raise _StopProbe
             if driver.settings.codec == "negotiate":
                 # The answer was the negotiation's; the init ping follows in
                 # the selected codec.  A bad answer is the negotiation cases'
@@ -171,6 +176,26 @@ def startup_probe(ctx: StdioCaseContext) -> tuple[StartupProbe, bool]:
 
 class _StopProbe(Exception):
     """Nothing more to observe (the negotiation answer was unusable)."""
+
+
+def _codec_mismatch(codec_name: str, answer: bytes) -> str:
+    """Why the first answer is not in the run's codec ("" when it is)."""
+    try:
+        get_codec(codec_name).decode(answer)
+    except RemoteProtocolError as exc:
+        problem = f"the answer to the first request is not {codec_name}: {exc}"
+        other = "json" if codec_name == "msgpack" else "msgpack"
+        try:
+            decoded = get_codec(other).decode(answer)
+        except RemoteProtocolError:
+            return problem
+        if isinstance(decoded, dict):  # a stray byte decodes as a msgpack int: no hint
+            problem += (
+                f"; it is {other}: start the bridge in {codec_name} mode (e.g. --protocol "
+                f"{codec_name}) or use the matching --codec"
+            )
+        return problem
+    return ""
 
 
 def _selected_codec(answer: bytes) -> tuple[str, str]:

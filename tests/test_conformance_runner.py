@@ -256,3 +256,16 @@ def test_interrupting_the_harness_kills_every_bridge(tmp_path: Path) -> None:
         while any(_alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert [p for p in pids if _alive(p)] == []
+
+
+def test_codec_mismatch_is_one_clear_startup_failure() -> None:
+    """--codec msgpack against a bridge speaking JSON: one failure that says what to do."""
+    report = run(
+        tiny(protocol="json"), ("framing.*", "lifecycle.startup", "commands.info"), codec="msgpack"
+    )
+    got = verdicts(report)
+    assert got["lifecycle.startup"] is Verdict.FAIL
+    startup = next(r for r in report.results if r.case_id == "lifecycle.startup")
+    assert "it is json" in startup.message and "--protocol msgpack" in startup.message
+    assert got["commands.info"] is Verdict.SKIP
+    assert got["framing.stdout-clean"] is Verdict.SKIP

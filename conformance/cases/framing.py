@@ -113,6 +113,8 @@ def _blocked_by_other_gates(probe: StartupProbe) -> None:
         raise _blocked(
             f"the negotiation answer is unusable (negotiation.*): {probe.negotiation_error}"
         )
+    if probe.codec_error:
+        raise _blocked("the first answer is not in the run's codec (lifecycle.startup)")
     if probe.answered_only_after_eof or probe.steady_unflushed:
         raise _blocked("answers came only after end of input (framing.flush)")
     if not probe.answered:
@@ -141,6 +143,8 @@ def flush(ctx: StdioCaseContext) -> None:
         raise _blocked(
             f"the negotiation answer is unusable (negotiation.*): {probe.negotiation_error}"
         )
+    if probe.codec_error:
+        raise _blocked("the first answer is not in the run's codec (lifecycle.startup)")
     if probe.answered_only_after_eof or probe.steady_unflushed:
         raise CaseFailed(
             "an answer arrived only after the harness closed the bridge's stdin: "
@@ -181,6 +185,8 @@ def startup(ctx: StdioCaseContext) -> None:
             probe.stderr_tail,
         )
     ctx.event(f"first answer after {probe.first_answer:.3f} s")
+    if probe.codec_error:
+        raise CaseFailed(probe.codec_error)
     ctx.recommend(
         probe.first_answer <= 2.0,
         f"the first answer took {probe.first_answer:.2f} s (should be within 2 s)",
