@@ -29,8 +29,8 @@ from snakepit_harness.fuzz.strategies import (
     values,
 )
 
-from snakepit_harness.codecs import CodecError, get_codec
-from snakepit_harness.errors import FrameTooLarge, TruncatedFrame
+from snakepit_harness.codecs import get_codec
+from snakepit_harness.errors import CodecError, FrameTooLarge, TruncatedFrame
 from snakepit_harness.frames import (
     HEADER_SIZE,
     NEED_DATA,
