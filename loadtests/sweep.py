@@ -48,6 +48,9 @@ WORKER_WAIT_S: Final = 120.0
 # SIGTERM lets locust close its pool; after this, SIGKILL.
 TERMINATE_GRACE_S: Final = 5.0
 _POLL_S: Final = 0.1
+# Locust starts users one by one, spawn-rate per second; at users x 100 per
+# second every user is running within ~10 ms, long before the warm-up ends.
+SPAWN_RATE_FACTOR: Final = 100
 _LOG_TAIL_CHARS: Final = 2000
 
 BASELINE_CHOICES: Final = ("smallest", "all", "none")
@@ -197,7 +200,7 @@ def locust_command(config: PointConfig, options: SweepOptions, run_time_s: float
         "--users",
         str(config.users),
         "--spawn-rate",
-        str(config.users),
+        str(config.users * SPAWN_RATE_FACTOR),
         "--run-time",
         f"{int(run_time_s) + 1}s",
         "--stop-timeout",
