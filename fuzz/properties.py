@@ -99,6 +99,8 @@ class PropertyFailed(AssertionError):
         # For state machines: ("write", chunk index) and ("read", step index) in the
         # order they happened; None means every write, then every read.
         self.timeline = None if timeline is None else list(timeline)
+        # For gRPC failures: the calls made, in order, with what came back.
+        self.grpc_calls: list[dict[str, Any]] | None = None
 
 
 def _problems(exchange: Exchange, steps: Sequence[Step], codec: str) -> list[str]:

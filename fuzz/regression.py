@@ -28,7 +28,7 @@ from .properties import Property, PropertyFailed
 from .strategies import Expectation, Step
 from .target import END_OF_INPUT_EXIT_LIMIT
 
-__all__ = ["FORMAT", "build_document", "write_regression"]
+__all__ = ["FORMAT", "build_document", "write_grpc_transcript", "write_regression"]
 
 FORMAT: Final = "snakepit-golden/1"
 
@@ -279,4 +279,53 @@ def write_regression(
         doc, failure, prop, seed=seed, bridge_argv=bridge_argv, file_name=str(path)
     )
     path.with_suffix(".md").write_text(explanation, encoding="utf-8", errors="replace")
+    return path
+
+
+def write_grpc_transcript(
+    failure: PropertyFailed,
+    prop: Property,
+    profile: str,
+    codec_mode: str,
+    directory: Path,
+    *,
+    seed: int,
+    bridge_argv: Sequence[str],
+    timeout: float,
+) -> Path:
+    """Write a gRPC failure's calls as ``fuzz.<hash>.grpc.json`` with a ``.md`` beside it.
+
+    The golden-frame format is stdio only, so this transcript is for reading
+    (and for re-running with the printed seed), not for ``replay``.
+    """
+    calls = failure.grpc_calls or []
+    record = {
+        "property": prop.name,
+        "statement": prop.statement,
+        "section": prop.section,
+        "profile": profile,
+        "problems": failure.problems,
+        "calls": calls,
+        "seed": seed,
+        "bridge": list(bridge_argv),
+        "timeout": timeout,
+    }
+    text = json.dumps(record, indent=1, ensure_ascii=True, default=repr)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"fuzz.{digest}.grpc.json"
+    path.write_text(text + "\n", encoding="utf-8")
+    lines = [
+        f"# fuzz.{digest}: gRPC fuzz property `{prop.name}` broken",
+        "",
+        f"**Property** (PROTOCOL.md §{prop.section}): {prop.statement}",
+        "",
+        *[f"- {problem}" for problem in failure.problems],
+        "",
+        f"{len(calls)} call(s) in `{path.name}`; the last one failed.",
+        "",
+        f"Repeat: `snakepit-harness fuzz --profile grpc --seed {seed} -- {' '.join(bridge_argv)}`",
+        "",
+    ]
+    path.with_name(f"fuzz.{digest}.grpc.md").write_text("\n".join(lines), encoding="utf-8")
     return path

@@ -32,9 +32,10 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from ..errors import HarnessError
 from .defaults import DEFAULT_MAX_EXAMPLES, DEFAULT_RESPONSE_TIMEOUT, SHRINK_BUDGET
+from .grpc_machine import GrpcSessions, GrpcTarget, bind_grpc_machine
 from .machines import MACHINES, STEPS_PER_RUN, bind_machine
 from .properties import PROPERTIES, FuzzContext, Property, PropertyFailed
-from .regression import write_regression
+from .regression import write_grpc_transcript, write_regression
 from .target import StdioTarget
 
 __all__ = [
@@ -143,22 +144,34 @@ def _is_final_replay() -> bool:
         return False
 
 
-def _machine_body(name: str) -> Callable[[FuzzContext, st.DataObject], None]:
+def _machine_body(name: str, doc: str | None) -> Callable[[FuzzContext, st.DataObject], None]:
     def body(context: FuzzContext, data: st.DataObject) -> None:  # pragma: no cover
         raise HarnessError(f"{name} is a state machine; run it with run_property")
 
-    machine = MACHINES[name][0]
-    body.__doc__ = machine.__doc__
+    body.__doc__ = doc
     return body
+
+
+# The gRPC state machine: its name, the profile it applies to, its section.
+GRPC_MACHINE: Final = ("grpc-sessions", "grpc", "8")
 
 
 def machine_properties(profile: str) -> list[Property]:
     """The state machines that apply to ``profile``, as properties (name, statement, section)."""
-    return [
-        Property(name, _machine_body(name), section, profiles)
-        for name, (_, profiles, section) in MACHINES.items()
+    found = [
+        Property(name, _machine_body(name, machine.__doc__), section, profiles)
+        for name, (machine, profiles, section) in MACHINES.items()
         if profile in profiles
     ]
+    name, grpc_profile, section = GRPC_MACHINE
+    if profile == grpc_profile:
+        body = _machine_body(name, GrpcSessions.__doc__)
+        found.append(Property(name, body, section, frozenset({grpc_profile})))
+    return found
+
+
+def _machine_examples(max_examples: int | None) -> int | None:
+    return None if max_examples is None else max(1, max_examples // MACHINE_EXAMPLES_DIVISOR)
 
 
 def _settings(base: settings | None, max_examples: int | None) -> settings:
@@ -179,7 +192,7 @@ def _settings(base: settings | None, max_examples: int | None) -> settings:
 
 def run_property(
     prop: Property,
-    target: StdioTarget,
+    target: StdioTarget | GrpcTarget,
     profile: str,
     *,
     seed: int,
@@ -203,7 +216,19 @@ def run_property(
     )
     outcome = PropertyOutcome(prop)
     run: Callable[[], None]
-    if prop.name in MACHINES:
+    if isinstance(target, GrpcTarget):
+        config = _settings(base_settings, _machine_examples(max_examples))
+
+        def guard_grpc() -> None:
+            state.guard()
+
+        grpc_machine = hypothesis_seed(seed)(bind_grpc_machine(target, guard_grpc, state.record))
+
+        def run_grpc() -> None:
+            run_state_machine_as_test(grpc_machine, settings=config)
+
+        run = run_grpc
+    elif prop.name in MACHINES:
         examples = (
             None if max_examples is None else max(1, max_examples // MACHINE_EXAMPLES_DIVISOR)
         )
@@ -221,6 +246,7 @@ def run_property(
 
         run = run_machine
     else:
+        assert isinstance(target, StdioTarget)
         context = FuzzContext(target, profile)
 
         def body(data: st.DataObject) -> None:
@@ -323,9 +349,14 @@ class FuzzSession:
             if self.max_time is not None:
                 left = self.max_time - (time.monotonic() - started)
                 share = max(left / (len(self.properties) - index), 0.001)
-            with StdioTarget(
-                self.argv, self.codec_mode, response_timeout=self.response_timeout
-            ) as target:
+            target: StdioTarget | GrpcTarget
+            if self.profile == "grpc":
+                target = GrpcTarget(self.argv, response_timeout=self.response_timeout)
+            else:
+                target = StdioTarget(
+                    self.argv, self.codec_mode, response_timeout=self.response_timeout
+                )
+            with target:
                 target.ensure()  # a bridge that cannot start is an error, not a failure
                 outcome = run_property(
                     prop,
@@ -338,7 +369,8 @@ class FuzzSession:
                     base_settings=self.base_settings,
                 )
             if outcome.failure is not None and self.save_failures is not None:
-                outcome.regression = write_regression(
+                save = write_grpc_transcript if self.profile == "grpc" else write_regression
+                outcome.regression = save(
                     outcome.failure,
                     prop,
                     self.profile,

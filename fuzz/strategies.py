@@ -44,6 +44,7 @@ __all__ = [
     "EDGE_INTS_MSGPACK",
     "MAX_NEST_DEPTH",
     "NASTY_STRINGS",
+    "OPERATIONS",
     "PROFILE_COMMANDS",
     "Expectation",
     "Step",
@@ -53,8 +54,10 @@ __all__ = [
     "frame_steps",
     "invalid_steps",
     "json_styles",
+    "numbers",
     "request_ids",
     "split_plans",
+    "texts",
     "valid_steps",
     "values",
 ]
@@ -189,7 +192,7 @@ def texts(codec: str, *, max_size: int = 24) -> st.SearchStrategy[str]:
 def integers(codec: str) -> st.SearchStrategy[int]:
     """Integers the codec carries exactly, with their edges."""
     edges: tuple[int, ...]
-    if codec == "json":
+    if codec in ("json", "grpc"):  # gRPC map values are JSON texts (§8.3)
         edges = EDGE_INTS_JSON
         wide = st.integers(min_value=-JSON_INT_LIMIT, max_value=JSON_INT_LIMIT)
     else:
@@ -201,7 +204,7 @@ def integers(codec: str) -> st.SearchStrategy[int]:
 
 def floats(codec: str) -> st.SearchStrategy[float]:
     """Floats the codec carries (non-finite ones only under MessagePack, §3.1)."""
-    if codec == "json":
+    if codec in ("json", "grpc"):
         return st.one_of(
             st.sampled_from(EDGE_FLOATS), st.floats(allow_nan=False, allow_infinity=False)
         )

@@ -246,3 +246,32 @@ def test_cli_usage_errors_exit_two(args: list[str], message: str) -> None:
     )
     assert done.returncode == 2, done.stdout + done.stderr
     assert message in done.stderr
+
+
+def test_grpc_sessions_hold_on_the_reference_and_catch_a_defect(tmp_path: Path) -> None:
+    (good,) = run_session(
+        default_bridge("grpc", "json"),
+        "grpc",
+        "json",
+        seed=3,
+        max_examples=None,
+        base_settings=active_profile(),
+    )
+    assert good.passed, good.failure or good.error
+    adapter = str(Path(TOY).parent)
+    bad = [
+        "env",
+        f"PYTHONPATH={adapter}",
+        PY,
+        "-m",
+        "snakepit_bridge.grpc_bridge",
+        "--adapter",
+        "grpc_defects:BigIntEcho",
+    ]
+    (caught,) = run_session(
+        bad, "grpc", "json", seed=3, max_examples=DEFAULT_MAX_EXAMPLES, save_failures=tmp_path
+    )
+    assert caught.failure is not None
+    assert "expected int" in str(caught.failure)  # an integer past 2^53 came back a float
+    assert caught.regression is not None and caught.regression.name.endswith(".grpc.json")
+    assert json.loads(caught.regression.read_text())["calls"]
