@@ -20,7 +20,7 @@ __all__ = ["CI_EXAMPLES", "DEV_EXAMPLES", "PROFILE_ENV", "active_profile", "regi
 
 PROFILE_ENV: Final = "HYPOTHESIS_PROFILE"
 DEV_EXAMPLES: Final = 10
-CI_EXAMPLES: Final = 300
+CI_EXAMPLES: Final = 200
 
 
 def register_profiles() -> None:

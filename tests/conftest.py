@@ -1,4 +1,4 @@
-"""Shared pytest set-up: the fuzz hypothesis profiles (dev, ci), registered from fuzz/profiles.py."""
+"""Shared pytest set-up: the fuzz hypothesis profiles (dev, ci) from fuzz/profiles.py."""
 
 from __future__ import annotations
 
