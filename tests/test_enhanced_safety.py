@@ -162,6 +162,35 @@ PROBES = [
         "unsafe_flag",
     ),
     Probe("json.tool reads the bridge's stdin", "call", _call("json.tool.main"), "denylisted"),
+    Probe(
+        "pandas arraylike getattr route",
+        "call",
+        _call("pandas.core.arraylike.default_array_ufunc", "stored.df", "stored.df", "to_csv", M),
+        "denylisted",
+    ),
+    Probe(
+        "pandas optional import route",
+        "call",
+        _call("pandas.core.frame.import_optional_dependency", "antigravity"),
+        "denylisted",
+    ),
+    Probe(
+        "pandas.show_versions writes",
+        "call",
+        _call("pandas.show_versions", as_json=M),
+        "denylisted",
+    ),
+    Probe(
+        "groupby filter by name",
+        "pipeline",
+        {
+            "steps": [
+                {"target": "stored.df.groupby", "args": ["a"], "store_as": "g"},
+                _call("stored.g.filter", "to_csv", M),
+            ]
+        },
+        "dispatch_name",
+    ),
     # -- stored-object targets --------------------------------------------------
     Probe("stored.X.__class__", "call", _call("stored.X.__class__"), "private_name"),
     Probe("stored.missing.__class__", "call", _call("stored.nothing.__class__"), "private_name"),

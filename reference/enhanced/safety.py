@@ -161,6 +161,13 @@ DEFAULT_DENYLIST: Final[tuple[str, ...]] = (
     "pandas.api.extensions.register_*",  # patch pandas classes for every session
     "pandas.core.accessor",
     "pandas.core.apply",  # getattr dispatch on method names, unchecked
+    "pandas.core.arraylike",  # getattr(obj, method)(...) on any object
+    "pandas.core.internals",  # block managers: getattr dispatch, unchecked memory
+    "pandas.core.methods",
+    "pandas.core.common.temp_setattr",
+    "pandas.core.indexes.extension",  # inherit_names patches classes
+    "pandas.compat._optional",  # import_optional_dependency imports any module
+    "pandas.show_versions",  # as_json=PATH writes a file
     "pandas.test",  # runs pytest
     "pandas.util",
     # -- numpy: pickles, files, native code, unchecked memory --
@@ -280,7 +287,7 @@ UNSAFE_FLAGS: Final[dict[str, bool]] = {
 }
 # pandas methods that accept the name of a method as a string (getattr dispatch).
 STRING_DISPATCH_METHODS: Final = frozenset(
-    {"apply", "agg", "aggregate", "transform", "map", "applymap", "pipe"}
+    {"apply", "agg", "aggregate", "transform", "map", "applymap", "pipe", "filter"}
 )
 # "{0.__class__}", "{x[0]._y}": a format field stepping into a private name.
 _FORMAT_WALK: Final = re.compile(r"\{[^{}]*[.\[]\s*_")
