@@ -165,8 +165,19 @@ def _check_dependencies(transport: str) -> None:
 def _validate(args: argparse.Namespace) -> None:
     from .profiles import BUILTIN_PROFILES, FILE_PREFIX, load_profile
 
-    if args.users is not None and args.users < 1:
-        raise HarnessError("--users must be at least 1")
+    positive = {
+        "--users": args.users,
+        "--duration": args.duration,
+        "--timeout": args.timeout,
+        "--expect-workers": args.expect_workers,
+        "--stream-count": args.stream_count,
+        "--soak-interval": args.soak_interval,
+    }
+    for option, value in positive.items():
+        if value is not None and value <= 0:
+            raise HarnessError(f"{option} must be positive, not {value:g}")
+    if args.warmup < 0:
+        raise HarnessError(f"--warmup cannot be negative ({args.warmup:g})")
     for codec in args.codec:
         if codec not in ("json", "msgpack"):
             raise HarnessError(f"unknown codec {codec!r}; use json and/or msgpack")

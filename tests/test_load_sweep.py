@@ -191,10 +191,19 @@ def test_a_bridge_that_dies_at_start_fails_the_point_with_its_stderr() -> None:
     assert "config missing" in done.stdout
 
 
-def test_bad_options_are_rejected_before_anything_runs() -> None:
-    done = load("--payload", "enormous", "--", *V2, timeout=30)
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--payload", "enormous"], "unknown payload profile 'enormous'"),
+        (["--codec", "xml"], "unknown codec 'xml'"),
+        (["--duration", "-1"], "--duration must be positive"),
+        (["--pool", "0,2"], "pool sizes must be positive"),
+    ],
+)
+def test_bad_options_are_rejected_before_anything_runs(options: list[str], message: str) -> None:
+    done = load(*options, "--", *V2, timeout=30)
     assert done.returncode == 2
-    assert "unknown payload profile 'enormous'" in done.stderr
+    assert message in done.stderr
 
 
 def test_sigint_mid_run_leaves_no_bridge_behind(tmp_path: Path) -> None:
