@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -36,10 +37,10 @@ EXIT_INTERRUPTED: Final = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 # The modules that provide subcommands, in the order `--help` lists them.
 SUBCOMMAND_MODULES: Final = (
-    "snakepit_harness.send",
-    "snakepit_harness.loadtests.cli",
     "snakepit_harness.conformance.cli",
+    "snakepit_harness.send",
     "snakepit_harness.fuzz.cli",
+    "snakepit_harness.loadtests.cli",
 )
 
 Handler = Callable[[argparse.Namespace], int]
@@ -92,6 +93,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HarnessError as exc:
         print(f"snakepit-harness: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:
+        # Whoever read our output went away (`... | head`): stop quietly, as
+        # Unix tools do.  Point stdout at /dev/null so the interpreter's final
+        # flush does not raise again on the way out.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_FAILED
     finally:
         signal.signal(signal.SIGTERM, previous)
 
