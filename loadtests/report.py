@@ -110,6 +110,8 @@ def _rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "loadgen_cpu_pct": result.get("loadgen_cpu_pct"),
             "startup_s": result.get("startup_s"),
             "restarts": result.get("restarts", 0),
+            # Locust's own median, from its (re-bucketed) dict: a cross-check only.
+            "locust_p50_ms": (result.get("locust_total") or {}).get("p50_ms"),
             "top_error": max(
                 (result.get("error_kinds") or {"": 0}).items(), key=lambda item: item[1]
             )[0],
