@@ -293,8 +293,10 @@ STRING_DISPATCH_METHODS: Final = frozenset(
 _FORMAT_WALK: Final = re.compile(r"\{[^{}]*[.\[]\s*_")
 
 
+@functools.cache
 def installed(module: str) -> bool:
-    """True if ``module`` can be imported here (found without importing it)."""
+    """True if ``module`` can be imported here (found without importing it; cached,
+    since ping asks every time and a search of sys.path costs milliseconds)."""
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
@@ -309,13 +311,6 @@ def default_allowed_modules() -> tuple[str, ...]:
 def forbidden(rule: str, detail: str) -> ForbiddenError:
     """The one way refusals are worded: the rule's name, then what was refused."""
     return ForbiddenError(f"forbidden by rule {rule!r}: {detail}")
-
-
-def _covers(entry: str, name: str) -> bool:
-    """Does denylist ``entry`` cover dotted ``name`` (same, below it, or a glob match)?"""
-    if name == entry or name.startswith(entry + "."):
-        return True
-    return any(ch in entry for ch in "*?[") and fnmatch.fnmatchcase(name, entry)
 
 
 def _under(module: str, allowed: Iterable[str]) -> bool:
@@ -344,6 +339,8 @@ class SafetyPolicy:
     _denied_keep: list[Any] = field(default_factory=list, repr=False)
     _unresolved: list[str] = field(default_factory=list, repr=False)
     _modules_seen: int = field(default=-1, repr=False)
+    _plain_entries: frozenset[str] = field(default=frozenset(), repr=False)
+    _glob_entries: list[str] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         for name in self.allowed_modules:
@@ -352,6 +349,8 @@ class SafetyPolicy:
         self.allowed_modules = tuple(dict.fromkeys(self.allowed_modules))
         self.denylist = tuple(self.denylist)
         self._unresolved = list(self.denylist)
+        self._glob_entries = [e for e in self.denylist if any(ch in e for ch in "*?[")]
+        self._plain_entries = frozenset(self.denylist) - frozenset(self._glob_entries)
 
     # -- names ---------------------------------------------------------------
 
@@ -359,10 +358,24 @@ class SafetyPolicy:
         return _under(name, self.allowed_modules)
 
     def denied_by_name(self, *names: str) -> str | None:
-        """The denylist entry covering any of ``names``, if there is one."""
-        for entry in self.denylist:
-            for name in names:
-                if name and _covers(entry, name):
+        """The denylist entry covering any of ``names``, if there is one.
+
+        Plain entries are looked up by each dotted prefix of a name (a set
+        lookup per dot, not a scan of the list); only glob entries are matched.
+        """
+        for name in names:
+            if not name:
+                continue
+            end = -1
+            while True:
+                end = name.find(".", end + 1)
+                prefix = name if end < 0 else name[:end]
+                if prefix in self._plain_entries:
+                    return prefix
+                if end < 0:
+                    break
+            for entry in self._glob_entries:
+                if fnmatch.fnmatchcase(name, entry):
                     return entry
         return None
 

@@ -4,8 +4,9 @@ Ids are per session (the default session is ``""``); a session's namespace
 is created by its first ``store`` and dropped when its last object goes, so an
 idle session costs nothing.  The store holds the only reference the bridge
 keeps to an object: ``delete_stored`` and ``clear_session`` release it at once
-(CPython frees it on the spot; objects caught in reference cycles are freed by
-the collection that :meth:`ObjectStore.delete` and :meth:`ObjectStore.clear` run).
+(CPython frees it on the spot; an object that is still referenced elsewhere,
+typically from inside a reference cycle, triggers a full cycle collection, at
+most one per :data:`MIN_COLLECT_INTERVAL`).
 
 Each entry also records whether its value came off the wire (plain data, by
 construction) or out of a call (anything), so that only the latter need the
@@ -15,6 +16,8 @@ deep safety check when passed back by ``stored.`` reference (§7.2).
 from __future__ import annotations
 
 import gc
+import sys
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -108,10 +111,10 @@ class ObjectStore:
         entries = self._sessions.get(session)
         if entries is None or key not in entries:
             raise NotFoundError(f"no stored object {key!r} in session {session!r}")
-        del entries[key]
+        released = [entries.pop(key)]
         if not entries:
             del self._sessions[session]
-        _collect()
+        _release(released)  # empties the list: no reference left here
 
     def ids(self, session: str) -> list[str]:
         """The session's ids, oldest first."""
@@ -121,9 +124,9 @@ class ObjectStore:
         """Drop every object of ``session`` (only that session); return how many."""
         entries = self._sessions.pop(session, {})
         count = len(entries)
+        released = list(entries.values())
         entries.clear()
-        if count:
-            _collect()
+        _release(released)  # empties the list: no reference left here
         return count
 
     def view(self, session: str) -> SessionView:
@@ -139,9 +142,28 @@ class ObjectStore:
         return list(self._sessions)
 
 
-def _collect() -> None:
-    # Objects in reference cycles (a DSPy module, a pandas frame with its cached
-    # accessors) are only freed by the cycle collector, and a long-lived one sits
-    # in the oldest generation: a full pass (milliseconds) makes a delete free
-    # the memory now rather than at some later allocation.
-    gc.collect()
+_ATOMS: Final = (type(None), bool, int, float, complex, str, bytes)
+# A full collection costs ~0.1 s with pandas loaded (more with torch): at most
+# one per this many seconds, so deleting a thousand objects stays quick.
+MIN_COLLECT_INTERVAL: Final = 0.5
+_last_collect = 0.0
+
+
+def _release(entries: list[StoredEntry]) -> None:
+    """Drop ``entries``' values now; collect cycles when something else still holds one.
+
+    An object only the store refers to is freed by reference counting the moment
+    its entry goes.  One with more referrers is shared or sits in a reference
+    cycle (a DSPy module, a torch model): for that case a full collection runs,
+    since a long-lived object is in the oldest generation.
+    """
+    global _last_collect
+    # getrefcount counts its own argument; the entry holds the other reference.
+    shared = any(
+        type(entry.value) not in _ATOMS and sys.getrefcount(entry.value) > 2 for entry in entries
+    )
+    entries.clear()
+    now = time.monotonic()
+    if shared and now - _last_collect >= MIN_COLLECT_INTERVAL:
+        gc.collect()
+        _last_collect = time.monotonic()
