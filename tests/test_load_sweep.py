@@ -136,13 +136,22 @@ def test_sweep_writes_table_plots_recommendation_and_leaves_nothing_running(
 
 
 def test_limits_set_exit_status_3_and_soak_reports_memory(tmp_path: Path) -> None:
+    requests = tmp_path / "requests.json"
+    requests.write_text(
+        json.dumps(
+            [
+                {"command": "echo", "args": {"blob": {"$bytes": "AAECAw=="}, "n": 1}},
+                {"command": "compute", "args": {"operation": "add", "a": 1, "b": 2}},
+            ]
+        )
+    )
     done = load(
         "--pool",
         "1",
         "--codec",
         "msgpack",
         "--payload",
-        "small",
+        f"file:{requests}",
         "--users",
         "2",
         "--baseline",
@@ -165,6 +174,8 @@ def test_limits_set_exit_status_3_and_soak_reports_memory(tmp_path: Path) -> Non
     assert "LIMIT BREACHED" in done.stdout
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["breaches"] and "req/s" in report["breaches"][0]
+    (row,) = report["rows"]
+    assert row["requests"] > 0 and row["error_ratio"] == 0  # the user's requests all succeeded
     soak = report["soak"][0]
     assert len(soak["samples"]) >= 4  # sampled every 0.25 s
     assert soak["rss_start_mb"] > 1
