@@ -103,6 +103,7 @@ def test_the_limit_is_checked_on_the_header_alone(limit: int, announced: int, bo
 
 
 @pytest.mark.parametrize("codec", CODECS)
+@settings(max_examples=60)
 @given(data=st.data())
 def test_every_generated_value_round_trips_through_its_codec(
     codec: str, data: st.DataObject
@@ -137,7 +138,7 @@ def test_valid_steps_are_valid_requests_with_unique_ids(codec: str, data: st.Dat
 
 
 @pytest.mark.parametrize("codec", CODECS)
-@settings(max_examples=80)
+@settings(max_examples=50)
 @given(data=st.data())
 def test_damaged_frames_are_never_valid_requests(codec: str, data: st.DataObject) -> None:
     for step in data.draw(frame_steps("v2", codec)):
