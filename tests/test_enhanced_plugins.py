@@ -79,7 +79,14 @@ def test_dspy_prediction_shape_and_flow() -> None:
 
 @pytest.mark.parametrize(
     "target",
-    ["dspy.load", "dspy.PythonInterpreter", "dspy.ProgramOfThought", "dspy.Module.load"],
+    [
+        "dspy.load",
+        "dspy.PythonInterpreter",
+        "dspy.ProgramOfThought",
+        "dspy.Module.load",
+        "dspy.Embeddings.save",
+        "dspy.settings.load",
+    ],
 )
 def test_dspy_code_running_entry_points_are_refused(target: str) -> None:
     pytest.importorskip("dspy", reason="dspy not installed")
@@ -174,3 +181,8 @@ def test_transformers_remote_code_and_helpers_are_refused() -> None:
     assert "denylisted" in _refused(
         handler, "transformers.dynamic_module_utils.get_class_from_dynamic_module"
     )
+    handler.process_command(
+        "call", {"target": "transformers.BertConfig", "kwargs": TINY_BERT, "store_as": "config"}
+    )
+    assert "denylisted" in _refused(handler, "stored.config.save_pretrained", args=["/tmp/x"])
+    assert "denylisted" in _refused(handler, "stored.config.push_to_hub", args=["x/y"])

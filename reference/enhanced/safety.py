@@ -223,6 +223,8 @@ DEFAULT_DENYLIST: Final[tuple[str, ...]] = (
     "dspy.primitives.local_interpreter",
     "dspy.utils.saving",
     "dspy.configure_cache",
+    "dspy.*.save",  # Module/Embeddings/settings writers (a path argument)
+    "dspy.*.load",  # and their loaders (cloudpickle with allow_pickle)
     "dspy.clients.lm_local",  # launches local model servers (subprocesses)
     "dspy.clients.cache",  # load_memory_cache unpickles
     # -- Transformers: remote code, subprocess helpers --
@@ -232,6 +234,10 @@ DEFAULT_DENYLIST: Final[tuple[str, ...]] = (
     "transformers.tools",
     "transformers.testing_utils",
     "transformers.commands",
+    "transformers.*.save_pretrained",  # writes files under any path
+    "transformers.*.push_to_hub",  # uploads
+    "transformers.Trainer",  # checkpoints to disk, reloads them with pickle
+    "transformers.Seq2SeqTrainer",
     # -- the standard modules' command-line entry points (they read the bridge's stdin) --
     "json.tool",
     # -- decimal: the process-wide contexts every session shares --
