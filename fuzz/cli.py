@@ -22,9 +22,10 @@ import time
 from pathlib import Path
 from typing import Final
 
+from ..errors import HarnessError
 from .defaults import DEFAULT_MAX_EXAMPLES, DEFAULT_RESPONSE_TIMEOUT, PROPERTY_NAMES
 
-__all__ = ["DEFAULT_BRIDGES", "default_bridge", "register", "run_fuzz"]
+__all__ = ["default_bridge", "register", "run_fuzz"]
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
@@ -33,26 +34,23 @@ EXIT_ERROR: Final = 2
 PROFILES: Final = ("v1", "v2", "enhanced", "grpc")
 CODEC_MODES: Final = ("json", "msgpack", "negotiate")
 
-# The bundled reference bridge of each profile, run with this interpreter so
-# it works inside any virtual environment without PATH set up.
-DEFAULT_BRIDGES: Final[dict[str, tuple[str, ...]]] = {
-    "v1": (sys.executable, "-m", "snakepit_bridge.generic_bridge"),
-    "v2": (sys.executable, "-m", "snakepit_bridge.generic_bridge_v2"),
-    "enhanced": (sys.executable, "-m", "snakepit_bridge.enhanced_bridge"),
-    "grpc": (sys.executable, "-m", "snakepit_bridge.grpc_bridge"),
-}
-
 # A seed space wide enough that two runs never share one by chance, small
 # enough to type back in.
 _SEED_LIMIT: Final = 2**32
 
 
 def default_bridge(profile: str, codec_mode: str) -> list[str]:
-    """The reference bridge for ``profile``, told its codec when it is fixed (§3.4)."""
-    argv = list(DEFAULT_BRIDGES[profile])
-    if codec_mode == "msgpack":
-        argv += ["--protocol", "msgpack"]
-    return argv
+    """The bundled reference bridge for ``profile``, started for ``codec_mode``.
+
+    The rows are the ones ``snakepit-harness check`` runs (one table for both).
+    """
+    from ..conformance.targets import CHECK_TARGETS
+
+    wanted = "-" if profile == "grpc" else codec_mode
+    for row in CHECK_TARGETS:
+        if row.profile == profile and row.codec == wanted:
+            return list(row.command())
+    raise HarnessError(f"no reference bridge for profile {profile} with codec {codec_mode}")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
