@@ -23,7 +23,7 @@ from snakepit_bridge import CommandError
 from snakepit_bridge.enhanced import EnhancedCommandHandler, ObjectStore
 
 SESSIONS = st.sampled_from(["", "a", "b"])
-IDS = st.sampled_from(["x", "y", "z", "df.1", "_p"])
+IDS = st.sampled_from(["x", "y", "z", "df.1", "_p", "", 7, "7"])
 VALUES = st.one_of(
     st.none(),
     st.booleans(),
@@ -56,10 +56,10 @@ class StoreMachine(RuleBasedStateMachine):
     @initialize()
     def start(self) -> None:
         self.handler = EnhancedCommandHandler(max_stored=CAP)
-        self.model: dict[str, dict[str, Any]] = {}
+        self.model: dict[str, dict[str | int, Any]] = {}
 
     @rule(target=stored, session=SESSIONS, key=IDS, value=VALUES)
-    def store(self, session: str, key: str, value: Any) -> tuple[str, str]:
+    def store(self, session: str, key: str | int, value: Any) -> tuple[str, str | int]:
         out = _run(self.handler, "store", {"session_id": session, "id": key, "value": value})
         space = self.model.setdefault(session, {})
         if key not in space and len(space) >= CAP:
@@ -72,25 +72,27 @@ class StoreMachine(RuleBasedStateMachine):
         return session, key
 
     @rule(session=SESSIONS, key=IDS, number=st.integers(min_value=0, max_value=99))
-    def call_store_as(self, session: str, key: str, number: int) -> None:
+    def call_store_as(self, session: str, key: str | int, number: int) -> None:
         args = {"target": "math.fabs", "args": [number], "store_as": key, "session_id": session}
         out = _run(self.handler, "call", args)
         space = self.model.get(session, {})
-        if key not in space and len(space) >= CAP:
+        if not isinstance(key, str) or not key:
+            assert out == "bad_request"  # store_as must be nameable by "stored.ID"
+        elif key not in space and len(space) >= CAP:
             assert out == "store_full"
         else:
             assert out["stored_as"] == key
             self.model.setdefault(session, {})[key] = float(number)
 
     @rule(ref=stored)
-    def retrieve_known(self, ref: tuple[str, str]) -> None:
+    def retrieve_known(self, ref: tuple[str, str | int]) -> None:
         self._retrieve(*ref)
 
     @rule(session=SESSIONS, key=IDS)
-    def retrieve_any(self, session: str, key: str) -> None:
+    def retrieve_any(self, session: str, key: str | int) -> None:
         self._retrieve(session, key)
 
-    def _retrieve(self, session: str, key: str) -> None:
+    def _retrieve(self, session: str, key: str | int) -> None:
         out = _run(self.handler, "retrieve", {"session_id": session, "id": key})
         space = self.model.get(session, {})
         if key in space:
@@ -99,7 +101,7 @@ class StoreMachine(RuleBasedStateMachine):
             assert out == "not_found"
 
     @rule(session=SESSIONS, key=IDS)
-    def delete(self, session: str, key: str) -> None:
+    def delete(self, session: str, key: str | int) -> None:
         out = _run(self.handler, "delete_stored", {"session_id": session, "id": key})
         space = self.model.get(session, {})
         if key in space:
@@ -184,11 +186,13 @@ def test_default_cap_is_1000_per_session() -> None:
     ("args", "problem"),
     [
         ({"value": 1}, "id"),
-        ({"id": "", "value": 1}, "id"),
-        ({"id": 5, "value": 1}, "id"),
+        ({"id": None, "value": 1}, "id"),
+        ({"id": True, "value": 1}, "id"),
+        ({"id": 1.5, "value": 1}, "id"),
+        ({"id": ["k"], "value": 1}, "id"),
         ({"id": "k"}, "value"),
         ({"id": "k", "value": 1, "session_id": 3}, "session_id"),
-        ({"id": "x" * 300, "value": 1}, "256"),
+        ({"id": "x" * 2000, "value": 1}, "1024"),
     ],
 )
 def test_bad_store_requests(args: dict[str, Any], problem: str) -> None:

@@ -38,7 +38,14 @@ from ..generic import GenericCommandHandler
 from .plugins import PLUGINS, Plugin, available_frameworks, plugin_serializers
 from .safety import STORED_PREFIX, SafetyPolicy, SpawnGuard, forbidden
 from .serialize import DEFAULT_LIMITS, SerializationLimits, Serializer
-from .store import DEFAULT_MAX_STORED, ObjectStore, SessionView, check_id, check_session
+from .store import (
+    DEFAULT_MAX_STORED,
+    ObjectStore,
+    SessionView,
+    check_id,
+    check_name,
+    check_session,
+)
 
 __all__ = ["ENHANCED_COMMANDS", "MAX_PIPELINE_STEPS", "EnhancedCommandHandler"]
 
@@ -157,7 +164,7 @@ class EnhancedCommandHandler(GenericCommandHandler):
             raise BadRequestError("'kwargs' must be an object with string keys")
         store_as = spec.get("store_as")
         if store_as is not None:
-            check_id(store_as, "store_as")
+            check_name(store_as, "store_as")
         self.policy.check_arguments(call_args, call_kwargs)
         view = self.store.view(session)
         resolved = self.policy.resolve(target, view)

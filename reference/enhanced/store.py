@@ -24,13 +24,27 @@ from typing import Any, Final
 
 from ..adapter import BadRequestError, NotFoundError, StoreFullError
 
-__all__ = ["DEFAULT_MAX_STORED", "MAX_ID_LENGTH", "ObjectStore", "SessionView", "StoredEntry"]
+__all__ = [
+    "DEFAULT_MAX_STORED",
+    "MAX_ID_LENGTH",
+    "ObjectStore",
+    "SessionView",
+    "StoreKey",
+    "StoredEntry",
+    "check_id",
+    "check_session",
+]
 
 # The §7.3 reference cap: enough for any pipeline, small enough that a runaway
 # loop fails with store_full instead of exhausting memory.
 DEFAULT_MAX_STORED: Final = 1000
 # Ids are names, not payloads; a cap keeps list_stored answers bounded.
-MAX_ID_LENGTH: Final = 256
+MAX_ID_LENGTH: Final = 1024
+
+# An id is a string (any, even empty) or an integer, as dictionary keys from
+# the wire can be; 1 and "1" are different ids.  Only non-empty string ids can
+# be named by a "stored.ID" reference or given as store_as.
+StoreKey = str | int
 
 
 @dataclass(frozen=True)
@@ -39,12 +53,20 @@ class StoredEntry:
     from_wire: bool  # True: plain decoded data; False: the result of a call
 
 
-def check_id(value: Any, what: str = "id") -> str:
-    """A valid stored id: a non-empty string of at most :data:`MAX_ID_LENGTH` characters."""
+def check_id(value: Any, what: str = "id") -> StoreKey:
+    """A valid stored id: a string of at most :data:`MAX_ID_LENGTH` characters, or an int."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise BadRequestError(f"{what} must be a string or an integer, not {type(value).__name__}")
+    if isinstance(value, str) and len(value) > MAX_ID_LENGTH:
+        raise BadRequestError(f"{what} is longer than {MAX_ID_LENGTH} characters")
+    return value
+
+
+def check_name(value: Any, what: str = "store_as") -> str:
+    """An id a ``stored.`` reference can name: a non-empty string."""
     if not isinstance(value, str) or not value:
         raise BadRequestError(f"{what} must be a non-empty string")
-    if len(value) > MAX_ID_LENGTH:
-        raise BadRequestError(f"{what} is longer than {MAX_ID_LENGTH} characters")
+    check_id(value, what)
     return value
 
 
@@ -61,17 +83,18 @@ def check_session(args: Mapping[str, Any]) -> str:
 class SessionView(Mapping[str, Any]):
     """One session's objects, read-only, as the resolver sees them."""
 
-    def __init__(self, entries: Mapping[str, StoredEntry]) -> None:
+    def __init__(self, entries: Mapping[StoreKey, StoredEntry]) -> None:
         self._entries = entries
 
     def __getitem__(self, key: str) -> Any:
         return self._entries[key].value
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._entries)
+        # Only string ids can be named in a target; integer ids are not listed here.
+        return (key for key in self._entries if isinstance(key, str))
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return sum(1 for _ in self)
 
     def entry(self, key: str) -> StoredEntry:
         return self._entries[key]
@@ -84,9 +107,9 @@ class ObjectStore:
         if max_per_session < 0:
             raise ValueError("max_per_session must be >= 0")
         self.max_per_session = max_per_session
-        self._sessions: dict[str, dict[str, StoredEntry]] = {}
+        self._sessions: dict[str, dict[StoreKey, StoredEntry]] = {}
 
-    def put(self, session: str, key: str, value: Any, *, from_wire: bool) -> bool:
+    def put(self, session: str, key: StoreKey, value: Any, *, from_wire: bool) -> bool:
         """Store ``value``; True if ``key`` was new.  Replacing an id never hits the cap."""
         entries = self._sessions.get(session)
         if entries is None:
@@ -101,13 +124,13 @@ class ObjectStore:
         self._sessions[session] = entries
         return is_new
 
-    def get(self, session: str, key: str) -> Any:
+    def get(self, session: str, key: StoreKey) -> Any:
         try:
             return self._sessions[session][key].value
         except KeyError:
             raise NotFoundError(f"no stored object {key!r} in session {session!r}") from None
 
-    def delete(self, session: str, key: str) -> None:
+    def delete(self, session: str, key: StoreKey) -> None:
         entries = self._sessions.get(session)
         if entries is None or key not in entries:
             raise NotFoundError(f"no stored object {key!r} in session {session!r}")
@@ -116,7 +139,7 @@ class ObjectStore:
             del self._sessions[session]
         _release(released)  # empties the list: no reference left here
 
-    def ids(self, session: str) -> list[str]:
+    def ids(self, session: str) -> list[StoreKey]:
         """The session's ids, oldest first."""
         return list(self._sessions.get(session, ()))
 
