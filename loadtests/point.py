@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass, field
-from typing import Any, Final
+from dataclasses import asdict, dataclass
+from typing import Final
 
 __all__ = [
     "BASELINE_KIND",
@@ -58,7 +58,6 @@ class PointConfig:
     stream_count: int = 10  # messages per gRPC ping_stream call
     expect_nodes: int = 1  # distributed: workers whose windows the master waits for
     last_point: bool = False  # distributed: workers stop after this point
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
