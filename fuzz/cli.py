@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -126,7 +127,7 @@ def run_fuzz(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_ERROR
-    from .runner import FuzzSession
+    from .runner import STOP, FuzzSession
 
     if args.max_examples < 1 or (args.max_time is not None and args.max_time <= 0):
         print(
@@ -158,11 +159,23 @@ def run_fuzz(args: argparse.Namespace) -> int:
     )
     failed = False
     started = time.monotonic()
-    for report in session.run():
-        failed |= not report.passed
-        _say(report.summary())
-        for line in report.details():
-            _say(f"    {line}")
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def stop(signum: int, frame: object) -> None:
+        STOP.set()  # later examples stop too, even if this interrupt is swallowed
+        raise KeyboardInterrupt
+
+    for sig in previous:
+        signal.signal(sig, stop)
+    try:
+        for report in session.run():
+            failed |= not report.passed
+            _say(report.summary())
+            for line in report.details():
+                _say(f"    {line}")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     _say(
         f"fuzz: {'FAILED' if failed else 'passed'} in {time.monotonic() - started:.1f} s "
         f"(seed {seed})"

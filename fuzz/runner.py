@@ -17,6 +17,7 @@ smallest failure reached so far is the result.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,10 @@ __all__ = [
     "machine_properties",
     "run_property",
 ]
+
+# Set when the user asks the run to stop (SIGINT/SIGTERM, see the CLI): every
+# later example raises KeyboardInterrupt at once.
+STOP: Final = threading.Event()
 
 # A state machine run is up to STEPS_PER_RUN exchanges; a quarter of the runs buys
 # more exchanges than a property's examples.
@@ -113,7 +118,11 @@ class _RunState:
     examples_to_failure: int = 0
 
     def guard(self) -> None:
-        """End the run once the search or the shrinking has spent its time."""
+        """End the run once the search or the shrinking has spent its time, or on a stop."""
+        if STOP.is_set():
+            # Raised again here in case the first KeyboardInterrupt was swallowed
+            # somewhere on its way out (a signal can land anywhere).
+            raise KeyboardInterrupt
         now = time.monotonic()
         if self.first_failure_at is None and now > self.search_deadline:
             raise _BudgetSpent
@@ -345,6 +354,8 @@ class FuzzSession:
         """Run each property in turn (the time budget is shared), yielding its outcome."""
         started = time.monotonic()
         for index, prop in enumerate(self.properties):
+            if STOP.is_set():
+                raise KeyboardInterrupt
             share = None
             if self.max_time is not None:
                 left = self.max_time - (time.monotonic() - started)

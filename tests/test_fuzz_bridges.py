@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -203,6 +205,42 @@ def test_a_hung_bridge_is_reported_in_time_and_nothing_is_left_behind() -> None:
     assert done.returncode == 1, done.stdout + done.stderr
     assert "seed 7" in done.stdout
     assert "HANG" in done.stdout
+    assert _processes_with(tag) == []
+
+
+def test_sigterm_stops_a_run_at_once_and_leaves_nothing_behind() -> None:
+    tag = f"fuzz-test-{uuid.uuid4().hex}"
+    process = subprocess.Popen(
+        [
+            PY,
+            "-m",
+            "snakepit_harness",
+            "fuzz",
+            "--profile",
+            "v2",
+            "--max-examples",
+            "100000",
+            "--property",
+            "invalid-frames",
+            "--",
+            *toy("json", "--tag", tag),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not _processes_with(tag) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # well inside the run
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=15)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 130, err
+    assert "interrupted" in err
     assert _processes_with(tag) == []
 
 
