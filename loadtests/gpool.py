@@ -309,6 +309,9 @@ class StdioPool:
         self.pid_file = pid_file
         self.timeout = timeout
         self.workers: list[BridgeWorker] = []
+        # Every process ever started, so close() also reaches workers still
+        # starting (a SIGTERM can arrive mid start-up).
+        self._spawned: list[BridgeWorker] = []
         self.idle: gevent.queue.Queue[BridgeWorker] = gevent.queue.Queue()
         self.restarts = 0
         self.startup_s = 0.0
@@ -364,6 +367,7 @@ class StdioPool:
         # time, still run concurrently.
         with SPAWN_LOCK:
             worker = BridgeWorker(self.argv, index, self.pid_file)
+        self._spawned.append(worker)
         try:
             self._init_worker(worker)
         except (HarnessError, ValueError, TypeError) as exc:
@@ -440,5 +444,5 @@ class StdioPool:
 
     def close(self) -> None:
         self._closed = True
-        for worker in self.workers:
+        for worker in self._spawned:
             worker.close()

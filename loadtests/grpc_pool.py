@@ -178,6 +178,9 @@ class GrpcPool:
         self.pid_file = pid_file
         self.timeout = timeout
         self.workers: list[GrpcWorker] = []
+        # Every process ever started, so close() also reaches workers still
+        # starting (a SIGTERM can arrive mid start-up).
+        self._spawned: list[GrpcWorker] = []
         self.idle: gevent.queue.Queue[GrpcWorker] = gevent.queue.Queue()
         self.restarts = 0
         self.startup_s = 0.0
@@ -188,6 +191,7 @@ class GrpcPool:
 
         with SPAWN_LOCK:  # one spawn at a time, as in gpool (cheap: ~1 ms each)
             worker = GrpcWorker(self.argv, index, self.pid_file)
+        self._spawned.append(worker)
         try:
             worker.connect(worker.wait_ready(READY_TIMEOUT_S))
             init = execute_request_bytes(
@@ -242,5 +246,5 @@ class GrpcPool:
 
     def close(self) -> None:
         self._closed = True
-        for worker in self.workers:
+        for worker in self._spawned:
             worker.close()
