@@ -31,7 +31,7 @@ from ..transports.grpc import DEFAULT_STARTUP_TIMEOUT, GrpcBridge, decode_map
 from .oracle import expected_compute, same_value
 from .properties import PropertyFailed
 from .strategies import OPERATIONS, numbers, texts, values
-from .target import Exchange
+from .target import Exchange, RestartingTarget
 
 __all__ = ["GRPC_CODEC", "GrpcSessions", "GrpcTarget", "bind_grpc_machine"]
 
@@ -43,13 +43,12 @@ SESSIONS: Final = ("s1", "s\u00e9", "\U0001f40d", "")
 STREAM_COUNTS: Final = (0, 1, 2, 5)
 
 
-class GrpcTarget:
+class GrpcTarget(RestartingTarget[GrpcBridge]):
     """A gRPC bridge command line, started on demand and restarted after it breaks."""
 
     def __init__(self, argv: Sequence[str], *, response_timeout: float) -> None:
         self.argv = list(argv)
         self.response_timeout = response_timeout
-        self._bridge: GrpcBridge | None = None
 
     def ensure(self) -> GrpcBridge:
         if self._bridge is not None and self._bridge.poll() is None:
@@ -62,20 +61,6 @@ class GrpcTarget:
             raise HarnessError(f"cannot start the bridge {self.argv[0]!r}: {exc}") from exc
         self._bridge = bridge
         return bridge
-
-    def discard(self) -> None:
-        if self._bridge is not None:
-            self._bridge.close()
-            self._bridge = None
-
-    def close(self) -> None:
-        self.discard()
-
-    def __enter__(self) -> GrpcTarget:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 def _args(data: st.DataObject) -> dict[str, Any]:

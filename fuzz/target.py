@@ -19,7 +19,7 @@ import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Generic, Protocol, Self, TypeVar
 
 from ..codecs import Codec, get_codec
 from ..errors import BridgeCrashed, BridgeTimeout, CodecError, HarnessError, RemoteProtocolError
@@ -30,6 +30,7 @@ __all__ = [
     "END_OF_INPUT_EXIT_LIMIT",
     "SENTINEL_ID",
     "Exchange",
+    "RestartingTarget",
     "StdioTarget",
     "Trouble",
     "sentinel_step",
@@ -105,7 +106,35 @@ class Trouble(HarnessError):
         self.stderr_tail = stderr_tail
 
 
-class StdioTarget:
+class _Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+B = TypeVar("B", bound=_Closeable)
+
+
+class RestartingTarget(Generic[B]):
+    """The life cycle every fuzz target shares: one bridge at a time, killed on discard."""
+
+    _bridge: B | None = None
+
+    def discard(self) -> None:
+        """Kill the current bridge (its whole process group); the next use starts afresh."""
+        if self._bridge is not None:
+            self._bridge.close()
+            self._bridge = None
+
+    def close(self) -> None:
+        self.discard()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class StdioTarget(RestartingTarget[StdioBridge]):
     """A bridge command line, started on demand and restarted after it breaks."""
 
     def __init__(
@@ -120,7 +149,6 @@ class StdioTarget:
         self.argv = list(argv)
         self.codec_mode = codec_mode
         self.response_timeout = response_timeout
-        self._bridge: StdioBridge | None = None
         self._codec_name = "json" if codec_mode == "negotiate" else codec_mode
         self.prelude: list[bytes] = []  # negotiation bytes written to each fresh bridge
         self.starts = 0
@@ -182,21 +210,6 @@ class StdioTarget:
                 f"the negotiation reply is not a protocol_selected (§3.4): {reply!r}"
             )
         self._codec_name = str(chosen)
-
-    def discard(self) -> None:
-        """Kill the current bridge (its whole process group); the next use starts afresh."""
-        if self._bridge is not None:
-            self._bridge.close()
-            self._bridge = None
-
-    def close(self) -> None:
-        self.discard()
-
-    def __enter__(self) -> StdioTarget:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # -- exchanges ----------------------------------------------------------
 
