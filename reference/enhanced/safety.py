@@ -649,11 +649,14 @@ class SafetyPolicy:
                     raise forbidden(
                         "denylisted", f"{target!r} reaches {prefix!r} (entry {entry!r})"
                     )
+            if name in _NOT_MODULES:
+                continue
             try:
                 module = importlib.import_module(name)
             except ModuleNotFoundError as exc:
                 missing = exc.name or ""
                 if missing == name or name.startswith(missing + ".") or missing.startswith(name):
+                    _remember_not_module(name)
                     continue  # not a module by that name: try a shorter prefix
                 raise
             break
@@ -719,6 +722,19 @@ _DESCRIPTOR_TYPES: Final = (
 )
 # Wrappers that only add caching: judged by the function inside.
 _TRANSPARENT_WRAPPERS: Final = frozenset({type(functools.lru_cache(maxsize=1)(lambda: None))})
+
+
+# Dotted names that failed to import as modules ("math.sqrt"): a failed import
+# costs a ModuleNotFoundError and a path search on every call, so it is
+# remembered.  Bounded so a caller inventing names cannot grow it for ever.
+_NOT_MODULES: dict[str, None] = {}
+NOT_MODULES_CACHE: Final = 4096
+
+
+def _remember_not_module(name: str) -> None:
+    if len(_NOT_MODULES) >= NOT_MODULES_CACHE:
+        del _NOT_MODULES[next(iter(_NOT_MODULES))]  # oldest first
+    _NOT_MODULES[name] = None
 
 
 def _kind(obj: Any) -> str:
