@@ -99,7 +99,9 @@ class _Run:
         self.started = True
         try:
             self._start_pool(config)
-        except (HarnessError, OSError, ValueError) as exc:
+        except Exception as exc:  # any failure must become the point's error, not a hang
+            if self.pool is not None:
+                self.pool.close()
             self.error = f"{type(exc).__name__}: {exc}"
             self.final = {"error": self.error}
             self._request_quit(environment)
