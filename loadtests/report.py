@@ -26,6 +26,7 @@ import csv
 import html
 import json
 import math
+import os
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -49,6 +50,8 @@ __all__ = [
 POOL_TOLERANCE: Final = 0.05
 # A single-threaded load generator at this share of one CPU is saturated.
 LOADGEN_BOTTLENECK_PCT: Final = 85.0
+# Bridges plus load generator at this share of all CPUs: the machine is full.
+MACHINE_SATURATED_SHARE: Final = 0.9
 # The common claim under test: MessagePack 2-3x faster for large payloads.
 CLAIM_MIN_RATIO: Final = 2.0
 CLAIM_MAX_RATIO: Final = 3.5  # beyond "2-3x" even allowing for rounding
@@ -110,6 +113,7 @@ def _rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "loadgen_cpu_pct": result.get("loadgen_cpu_pct"),
             "startup_s": result.get("startup_s"),
             "restarts": result.get("restarts", 0),
+            "nodes": result.get("nodes", 1),
             # Locust's own median, from its (re-bucketed) dict: a cross-check only.
             "locust_p50_ms": (result.get("locust_total") or {}).get("p50_ms"),
             "top_error": max(
@@ -250,6 +254,20 @@ def _warnings(rows: list[dict[str, Any]]) -> list[str]:
             f"the load generator used up to {worst:.0f}% of a CPU at {len(saturated)} of "
             f"{len(rows)} points (marked !): there the throughput measures locust, not the "
             "bridge; compare against the raw baseline, or add locust workers (--master/--worker)"
+        )
+    cpus = os.cpu_count() or 1
+    busy = [
+        r
+        for r in rows
+        if r["nodes"] == 1  # distributed points ran on other machines too
+        and (r["bridge_cpu_pct"] or 0) + (r["loadgen_cpu_pct"] or 0)
+        >= MACHINE_SATURATED_SHARE * 100 * cpus
+    ]
+    if busy:
+        warnings.append(
+            f"bridges and load generator together used {MACHINE_SATURATED_SHARE:.0%} or more "
+            f"of this machine's {cpus} CPUs at {len(busy)} point(s): there a bigger pool "
+            "cannot add throughput, the machine is full"
         )
     failed = [r for r in rows if r["error"]]
     for row in failed:
