@@ -303,3 +303,12 @@ def test_load_help_needs_no_locust_import() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False False"
+
+
+def test_a_full_machine_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    report = build_report(SYNTHETIC, Gates(), {"sample_interval_s": 0})
+    assert any("machine is full" in w for w in report["warnings"])
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    report = build_report(SYNTHETIC, Gates(), {"sample_interval_s": 0})
+    assert not any("machine is full" in w for w in report["warnings"])
