@@ -283,9 +283,13 @@ def run_sweep(
             if options.master:
                 head += f" (waiting for {options.expect_workers} worker(s))"
 
-            def tick(elapsed: float, head: str = head) -> None:
-                if interactive:
-                    progress.write(f"\r{head} ... {elapsed:4.0f} s")
+            shown = [-1]
+
+            def tick(elapsed: float, head: str = head, shown: list[int] = shown) -> None:
+                # Redraw the line once a second, not on every poll.
+                if interactive and int(elapsed) != shown[0]:
+                    shown[0] = int(elapsed)
+                    progress.write(f"\r{head} ... {shown[0]:3d} s")
                     progress.flush()
 
             if not interactive:
