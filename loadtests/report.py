@@ -548,6 +548,7 @@ _COLOURS: Final = (
 )
 _W, _H = 640, 360
 _LEFT, _RIGHT, _TOP, _BOTTOM = 70, 170, 30, 45
+_LEGEND_CHARS = 22
 
 
 def _series(
@@ -644,7 +645,13 @@ def svg_chart(
             f'<line x1="{lx}" x2="{lx + 20}" y1="{ly - 4}" y2="{ly - 4}" '
             f'stroke="{colour}" stroke-width="2"{dash}/>'
         )
-        out.append(f'<text x="{lx + 26}" y="{ly}" font-size="11">{html.escape(label)}</text>')
+        # The legend column fits ~22 characters (file:PATH payloads are long);
+        # the full label stays in the tooltip.
+        short = label if len(label) <= _LEGEND_CHARS else label[: _LEGEND_CHARS - 1] + "…"
+        out.append(
+            f'<text x="{lx + 26}" y="{ly}" font-size="11"><title>{html.escape(label)}</title>'
+            f"{html.escape(short)}</text>"
+        )
     out.append("</svg>")
     return "\n".join(out)
 
