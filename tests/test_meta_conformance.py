@@ -16,9 +16,10 @@ under the real command line, ``snakepit-harness conformance ... --json FILE
 A catalog entry with ``suite_issue`` names a known suite bug that currently
 gives another verdict; its test is xfail with that reason until fixed.
 
-Runs are many but mostly waiting (deadlines, exits), so they start together
-in a thread pool the first time any test needs one, longest first; each test
-then waits only for its own run.
+Runs are many but mostly waiting (deadlines, exits), so every run the
+selected tests need starts at once in a thread pool, the slowest first; each
+test then waits only for its own run.  Broken bridges skip the three 8-16 MiB
+cases unless their defect is about them (``BIG_PAYLOAD_CASES``).
 """
 
 from __future__ import annotations
