@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from snakepit_harness.loadtests.point import baseline_command
+from snakepit_harness.loadtests.procs import tune_allocator
 from snakepit_harness.loadtests.profiles import RequestTemplate, make_templates, next_id
 
 PIPE_SIZE: Final = 1024 * 1024
@@ -74,7 +75,7 @@ class StdioPeer:
         self.fd_in = self.proc.stdin.fileno()
         self.fd_out = self.proc.stdout.fileno()
 
-    def round_trip(self, parts: list[bytes]) -> bytes:
+    def round_trip(self, parts: list[bytes]) -> bytearray:
         total = sum(len(p) for p in parts)
         written = os.writev(self.fd_in, parts)
         if written < total:
@@ -84,7 +85,7 @@ class StdioPeer:
         header = self._read_exact(4)
         return self._read_exact(int.from_bytes(header, "big"))
 
-    def _read_exact(self, size: int) -> bytes:
+    def _read_exact(self, size: int) -> bytearray:
         buffer = bytearray(size)
         view = memoryview(buffer)
         position = 0
@@ -93,7 +94,7 @@ class StdioPeer:
             if count == 0:
                 raise RuntimeError("peer closed its stdout")
             position += count
-        return bytes(buffer)
+        return buffer  # no copy: it would be timed as part of the round trip
 
     def close(self) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -167,7 +168,7 @@ def stdio_call(argv: list[str], payload: str, codec: str) -> Callable[[], Any]:
             command = [*argv, "--protocol", codec]
         with stdio_peer(command, template) as peer:
 
-            def call(number: int) -> bytes:
+            def call(number: int) -> bytearray:
                 return peer.round_trip(template.parts(next_id(number)))
 
             yield call
@@ -294,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         help="the v2 bridge's command line (shell words; default: the reference v2 bridge)",
     )
     options = parser.parse_args(argv)
+    tune_allocator()  # the client's 1 MiB reads then reuse warm memory, like the peers'
     if options.v2_bridge:
         V2_BRIDGE[:] = shlex.split(options.v2_bridge)
     if options.pin is not None:

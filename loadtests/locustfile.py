@@ -44,7 +44,7 @@ from locust import User, constant, events, task
 from locust.runners import MasterRunner, WorkerRunner
 from snakepit_harness.loadtests.hires import LatencyRecord, bucket_response_time
 from snakepit_harness.loadtests.point import BASELINE_KIND, PointConfig
-from snakepit_harness.loadtests.procs import cpu_seconds, rss_bytes
+from snakepit_harness.loadtests.procs import cpu_seconds, rss_bytes, tune_allocator
 from snakepit_harness.loadtests.profiles import (
     RAW_CODEC,
     RequestTemplate,
@@ -59,6 +59,8 @@ from snakepit_harness.errors import HarnessError
 
 # Ours returns floats (sub-ms values survive); locust's stub says int.
 locust.stats.bucket_response_time = bucket_response_time  # type: ignore[assignment]
+# Responses of 1 MiB are read into fresh buffers: keep them in warm heap memory.
+tune_allocator()
 
 STREAM_PROFILE = "stream"  # gRPC only: ExecuteStream("ping_stream", {count})
 

@@ -293,7 +293,7 @@ def _check_envelope(envelope: Any, request_id: int) -> str | None:
     return None
 
 
-def _check_large_json(payload: bytes, request_id: int) -> str | None:
+def _check_large_json(payload: bytes | bytearray, request_id: int) -> str | None:
     found = _JSON_SUCCESS.search(payload)
     if found is None:
         return 'response has no "success" field'
@@ -309,7 +309,7 @@ def _check_large_json(payload: bytes, request_id: int) -> str | None:
     return None
 
 
-def _check_large_msgpack(payload: bytes, request_id: int) -> str | None:
+def _check_large_msgpack(payload: bytes | bytearray, request_id: int) -> str | None:
     import msgpack
 
     # Walk only the top-level map, skipping the (large) values we do not need.
@@ -330,7 +330,7 @@ def _check_large_msgpack(payload: bytes, request_id: int) -> str | None:
 
 
 def check_response(
-    codec: str, payload: bytes, request: RequestTemplate, request_id: int
+    codec: str, payload: bytes | bytearray, request: RequestTemplate, request_id: int
 ) -> str | None:
     """Why ``payload`` is not a successful answer to the request (None when it is).
 
@@ -347,7 +347,7 @@ def check_response(
         return None
     if len(payload) <= SMALL_RESPONSE_LIMIT:
         try:
-            envelope = get_codec(codec).decode(payload)
+            envelope = get_codec(codec).decode(bytes(payload))  # small: a cheap copy
         except HarnessError as exc:
             return str(exc)
         return _check_envelope(envelope, request_id)
