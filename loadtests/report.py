@@ -52,6 +52,9 @@ POOL_TOLERANCE: Final = 0.05
 LOADGEN_BOTTLENECK_PCT: Final = 85.0
 # Bridges plus load generator at this share of all CPUs: the machine is full.
 MACHINE_SATURATED_SHARE: Final = 0.9
+# Two throughputs closer than this are not told apart by a single sweep on a
+# shared machine (repeated runs here moved by 5-10%).
+NOISE_SHARE: Final = 0.10
 # The common claim under test: MessagePack 2-3x faster for large payloads.
 CLAIM_MIN_RATIO: Final = 2.0
 CLAIM_MAX_RATIO: Final = 3.5  # beyond "2-3x" even allowing for rounding
@@ -405,6 +408,11 @@ def recommendation_lines(report: dict[str, Any]) -> list[str]:
         if entry.get("rps_ratio"):
             text += f", {entry['rps_ratio']:.2f}x the throughput of {entry['versus']}"
         text += ")"
+        if entry.get("rps_ratio") and entry["rps_ratio"] < 1 + NOISE_SHARE:
+            text += (
+                f"; under {NOISE_SHARE:.0%} apart, within one run's noise: "
+                f"{entry['versus']} will do as well"
+            )
         if entry.get("json_over_msgpack_p50"):
             text += (
                 f"; median round trip JSON/MessagePack = {entry['json_over_msgpack_p50']:.2f}x "
