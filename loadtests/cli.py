@@ -221,6 +221,11 @@ def run_load(args: argparse.Namespace) -> int:
     if args.worker:
         return run_worker(args.master_host, args.master_port, sys.stderr, args.work_dir)
     _validate(args)
+    if args.transport == "grpc" and args.codec != ["json", "msgpack"]:
+        print(
+            "snakepit-harness load: --codec is ignored with --transport grpc (protobuf)",
+            file=sys.stderr,
+        )
     bridge_cmd = resolve_command(args.bridge_cmd or list(DEFAULT_BRIDGES[args.transport]))
     duration = args.duration or (DEFAULT_SOAK_DURATION_S if args.soak else DEFAULT_DURATION_S)
     options = SweepOptions(
