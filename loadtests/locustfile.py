@@ -63,6 +63,8 @@ locust.stats.bucket_response_time = bucket_response_time  # type: ignore[assignm
 tune_allocator()
 
 STREAM_PROFILE = "stream"  # gRPC only: ExecuteStream("ping_stream", {count})
+# A request still unanswered after this share of the window is counted as failed.
+STUCK_SHARE = 0.5
 
 
 def _own_cpu_seconds() -> float:
@@ -92,6 +94,8 @@ class _Run:
         self.locust_total: dict[str, Any] = {}
         self.quit_requested = False
         self.environment: Any = None
+        # Requests on the wire: counter -> perf_counter_ns at send.
+        self.in_flight: dict[int, int] = {}
 
     # -- pool ---------------------------------------------------------------
 
@@ -177,9 +181,18 @@ class _Run:
         """Close the window (idempotent) and compute this node's final figures."""
         if not self.record.recording or self.final is not None:
             return
-        self.record.recording = False
         self.window_ended = time.perf_counter()
         window = self.window_ended - self.window_began
+        # A bridge that stopped answering must not look merely slow: requests
+        # still unanswered after STUCK_SHARE of the window count as errors.
+        now_ns = time.perf_counter_ns()
+        stuck = [t for t in self.in_flight.values() if now_ns - t > STUCK_SHARE * window * 1e9]
+        for _ in stuck:
+            self.record.add_error(
+                f"no answer within {STUCK_SHARE * window:.1f} s "
+                "(still waiting when the window ended)"
+            )
+        self.record.recording = False
         pids = self.pool.pids()
         bridge_cpu = cpu_seconds(pids) - self.marks["bridge_cpu"]
         own_cpu = _own_cpu_seconds() - self.marks["own_cpu"]
@@ -376,7 +389,11 @@ class StdioPoolUser(User):
         try:
             with pool.checkout() as (worker, waited):
                 began = time.perf_counter_ns()
-                payload = worker.round_trip(parts, config.timeout_s)
+                RUN.in_flight[count] = began
+                try:
+                    payload = worker.round_trip(parts, config.timeout_s)
+                finally:
+                    RUN.in_flight.pop(count, None)
                 elapsed = time.perf_counter_ns() - began
         except gevent.queue.Empty:
             error = f"no free worker within {config.timeout_s:.0f} s"
@@ -410,9 +427,11 @@ class GrpcUser(User):
         length = 0
         elapsed = waited = 0
         baseline = config.codec == RAW_CODEC
+        count = next(RUN.counter)
         try:
             with pool.checkout() as (worker, waited):
                 began = time.perf_counter_ns()
+                RUN.in_flight[count] = began
                 if config.payload == STREAM_PROFILE:
                     messages = 0
                     last = b""
@@ -435,6 +454,8 @@ class GrpcUser(User):
             error = f"no free worker within {config.timeout_s:.0f} s"
         except grpc.RpcError as exc:
             error = f"gRPC {exc.code().name}: {exc.details()}"
+        finally:
+            RUN.in_flight.pop(count, None)
         if error is None:
             RUN.record.add(elapsed, waited, first)
         else:

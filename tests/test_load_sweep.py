@@ -366,3 +366,53 @@ def test_grpc_unary_and_streaming_against_the_reference_grpc_bridge(tmp_path: Pa
     stream = rows[3]
     # Time to first message is measured apart from the whole stream.
     assert 0 < stream["first_message_p50_ms"] <= stream["p50_ms"]
+
+
+# Answers the init ping (JSON), then reads requests and never answers them.
+HANGS_AFTER_INIT = r"""
+import json, os, sys, time
+def read(n):
+    data = b''
+    while len(data) < n:
+        chunk = os.read(0, n - len(data))
+        if not chunk: sys.exit(0)
+        data += chunk
+    return data
+n = int.from_bytes(read(4), 'big')
+req = json.loads(read(n))
+out = json.dumps({'id': req['id'], 'success': True, 'result': {'status': 'ok'},
+                  'timestamp': '2026-01-01T00:00:00Z'}).encode()
+os.write(1, len(out).to_bytes(4, 'big') + out)
+while True:
+    read(4)
+    time.sleep(3600)
+"""
+
+
+def test_a_bridge_that_stops_answering_shows_errors_not_just_slowness(tmp_path: Path) -> None:
+    done = load(
+        "--pool",
+        "1",
+        "--codec",
+        "json",
+        "--codec-select",
+        "none",
+        "--baseline",
+        "none",
+        "--users",
+        "2",
+        *QUICK,
+        "--max-error-ratio",
+        "0",
+        "--json",
+        str(tmp_path / "r.json"),
+        "--",
+        PY,
+        "-c",
+        HANGS_AFTER_INIT,
+    )
+    assert done.returncode == 3, done.stderr + done.stdout
+    (row,) = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert row["requests"] == 0
+    assert row["error_ratio"] == 1.0
+    assert "no answer within" in row["top_error"]
