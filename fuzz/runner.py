@@ -128,7 +128,6 @@ class _RunState:
             raise _BudgetSpent
         if self.first_failure_at is not None and now > self.first_failure_at + self.shrink_budget:
             raise _BudgetSpent
-        self.examples += 1
 
     def record(self, failure: PropertyFailed) -> None:
         if self.first_failure_at is None:
@@ -230,6 +229,7 @@ def run_property(
 
         def guard_grpc() -> None:
             state.guard()
+            state.examples += 1
 
         grpc_machine = hypothesis_seed(seed)(bind_grpc_machine(target, guard_grpc, state.record))
 
@@ -245,6 +245,7 @@ def run_property(
 
         def guard() -> None:
             state.guard()
+            state.examples += 1
 
         machine = hypothesis_seed(seed)(
             bind_machine(MACHINES[prop.name][0], target, profile, guard, state.record)
@@ -264,8 +265,12 @@ def run_property(
             try:
                 prop.body(context, data)
             except PropertyFailed as exc:
+                state.examples += 1
                 state.record(exc)
                 raise
+            # Counted once the bridge was exercised: hypothesis also makes calls
+            # that end while drawing (an input too large to build), not examples.
+            state.examples += 1
 
         config = _settings(base_settings, max_examples)
         run = hypothesis_seed(seed)(config(given(st.data())(body)))

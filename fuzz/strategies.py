@@ -50,10 +50,12 @@ __all__ = [
     "Step",
     "args_objects",
     "compute_requests",
+    "edge_numbers",
     "encode_payload",
     "frame_steps",
     "invalid_steps",
     "json_styles",
+    "nasty_texts",
     "numbers",
     "request_ids",
     "split_plans",
@@ -157,6 +159,22 @@ NASTY_STRINGS: Final = (
     "\\u0000",
     "}",
     "stored.x",
+    "\u00a0",  # no-break space
+    "\u200b",  # zero-width space
+    "\U0001f468\u200d\U0001f469\u200d\U0001f467",  # emoji joined by ZWJ
+    "\U0001f1fa\U0001f1f8",  # a flag: two regional indicators
+    "\u00df",  # changes length when upper-cased
+    "\u0130",  # changes length when lower-cased
+    "\ufb01",  # a ligature
+    "\u0301",  # a lone combining mark
+    "\u4e2d\u6587",
+    "\u0645\u0631\u062d\u0628\u0627",  # right-to-left text
+    "\u2066x\u2069",  # bidi isolates
+    "\ufdd0",  # a non-character
+    "\U000e0001",  # a tag character
+    "\x08\x0c\x1f",
+    "\u0080\u07ff",  # the ends of the two-byte UTF-8 range
+    "x" * 300,
 )
 # Lone surrogates: representable only as JSON escapes.
 LONE_SURROGATES: Final = ("\ud800", "\udbff", "\udc00", "\udfff", "a\ud800b")
@@ -170,23 +188,22 @@ def _json_normal(text: str) -> str:
     return result
 
 
-def _utf8_ok(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+def nasty_texts(codec: str) -> st.SearchStrategy[str]:
+    """The hand-picked edge cases (lone surrogates too under JSON)."""
+    pool = NASTY_STRINGS + (LONE_SURROGATES if codec == "json" else ())
+    return st.sampled_from(pool)
 
 
 def texts(codec: str, *, max_size: int = 24) -> st.SearchStrategy[str]:
-    """Strings the codec can carry, biased towards edge cases."""
+    """Strings the codec can carry, biased towards edge cases, alone or inside other text."""
     plain = st.text(st.characters(codec="utf-8"), max_size=max_size)
-    nasty = st.sampled_from(NASTY_STRINGS)
+    nasty = nasty_texts(codec)
+    embedded = st.builds(lambda a, n, b: a + n + b, plain, nasty, plain)
     if codec == "json":
         surrogate = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
         mixed = st.text(st.one_of(st.characters(codec="utf-8"), surrogate), max_size=max_size)
-        return st.one_of(plain, nasty, st.sampled_from(LONE_SURROGATES), mixed.map(_json_normal))
-    return st.one_of(plain, nasty)
+        return evenly([plain, nasty, embedded.map(_json_normal), mixed.map(_json_normal)])
+    return evenly([plain, nasty, embedded])
 
 
 def integers(codec: str) -> st.SearchStrategy[int]:
@@ -250,9 +267,32 @@ def values(codec: str, *, max_leaves: int = 24) -> st.SearchStrategy[Any]:
     return st.one_of(nested, deep_values(codec))
 
 
+def edge_numbers(codec: str) -> st.SearchStrategy[int | float]:
+    """Only the hand-picked edge integers and floats the codec carries."""
+    ints = EDGE_INTS_JSON if codec in ("json", "grpc") else EDGE_INTS_MSGPACK
+    floats_ = EDGE_FLOATS + (_NON_FINITE if codec == "msgpack" else ())
+    return st.one_of(st.sampled_from(ints), st.sampled_from(floats_))
+
+
 def args_objects(codec: str) -> st.SearchStrategy[dict[str, Any]]:
-    """An ``args`` object (§4.1) holding arbitrary values."""
-    return st.dictionaries(texts(codec, max_size=12), values(codec), max_size=5)
+    """An ``args`` object (§4.1) holding arbitrary values.
+
+    Most also carry short lists of hand-picked edge strings and numbers, so a
+    bridge broken by one particular string or number meets it within a few
+    dozen examples rather than by luck; shrinking then keeps only the culprit.
+    """
+    edges = st.fixed_dictionaries(
+        {},
+        optional={
+            "edge strings": st.lists(nasty_texts(codec), min_size=2, max_size=10),
+            "edge numbers": st.lists(edge_numbers(codec), min_size=2, max_size=8),
+        },
+    )
+    return st.builds(
+        lambda free, extra: {**free, **extra},
+        st.dictionaries(texts(codec, max_size=12), values(codec), max_size=5),
+        edges,
+    )
 
 
 # -- payload encodings --------------------------------------------------------
