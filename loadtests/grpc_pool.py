@@ -235,8 +235,28 @@ class GrpcPool:
         try:
             yield worker, waited
         finally:
-            if not self._closed:
+            if worker.proc.poll() is not None and not self._closed:
+                self._replace(worker)  # the server died: a fresh one takes its place
+            elif not self._closed:
                 self.idle.put(worker)
+
+    def _replace(self, worker: GrpcWorker) -> None:
+        worker.close()
+        with contextlib.suppress(ValueError):
+            self.workers.remove(worker)
+        self.restarts += 1
+        gevent.spawn(self._restart_one, worker.index)
+
+    def _restart_one(self, index: int) -> None:
+        try:
+            worker = self._new_worker(index)
+        except GrpcPoolError:
+            return  # the slot stays empty; the recorded errors say why
+        if self._closed:
+            worker.close()
+            return
+        self.workers.append(worker)
+        self.idle.put(worker)
 
     def pids(self) -> list[int]:
         return [worker.pid for worker in self.workers if not worker.closed]

@@ -103,6 +103,7 @@ def _rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "users": config["users"],
             "error": result.get("error"),
             "requests": result.get("requests", 0),
+            "errors": result.get("errors", 0),
             "rps": result.get("rps", 0.0),
             "p50_ms": _p(result, "p50_ms"),
             "p95_ms": _p(result, "p95_ms"),
@@ -282,7 +283,8 @@ def _warnings(rows: list[dict[str, Any]]) -> list[str]:
         if row["error_ratio"] > 0 and not row["error"]:
             warnings.append(
                 f"pool={row['pool']} codec={row['codec']} payload={row['payload']}: "
-                f"{row['error_ratio']:.1%} of requests failed, mostly: {row['top_error']}"
+                f"{row['errors']} request(s) failed ({row['error_ratio']:.2%}), "
+                f"mostly: {row['top_error']}"
             )
     flaky = [r for r in rows if r["restarts"]]
     for row in flaky:
@@ -496,6 +498,7 @@ CSV_FIELDS: Final = (
     "codec",
     "users",
     "requests",
+    "errors",
     "rps",
     "p50_ms",
     "p95_ms",
