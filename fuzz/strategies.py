@@ -17,12 +17,15 @@ Three families, all pure (no I/O):
   byte stream can be cut into writes (whole frames, byte by byte, coalesced, or
   split at chosen offsets).
 
-Hypothesis is imported at module level: this module is only imported by the
+Builders are cached per argument: a property draws from them on every
+example, and building (and validating) a strategy tree each time costs more
+than the draw.  Hypothesis is imported at module level: this module is only imported by the
 fuzz runner and tests, never by the CLI at start-up.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -188,12 +191,14 @@ def _json_normal(text: str) -> str:
     return result
 
 
+@functools.cache
 def nasty_texts(codec: str) -> st.SearchStrategy[str]:
     """The hand-picked edge cases (lone surrogates too under JSON)."""
     pool = NASTY_STRINGS + (LONE_SURROGATES if codec == "json" else ())
     return st.sampled_from(pool)
 
 
+@functools.cache
 def texts(codec: str, *, max_size: int = 24) -> st.SearchStrategy[str]:
     """Strings the codec can carry, biased towards edge cases, alone or inside other text."""
     plain = st.text(st.characters(codec="utf-8"), max_size=max_size)
@@ -206,6 +211,7 @@ def texts(codec: str, *, max_size: int = 24) -> st.SearchStrategy[str]:
     return evenly([plain, nasty, embedded])
 
 
+@functools.cache
 def integers(codec: str) -> st.SearchStrategy[int]:
     """Integers the codec carries exactly, with their edges."""
     edges: tuple[int, ...]
@@ -219,6 +225,7 @@ def integers(codec: str) -> st.SearchStrategy[int]:
     return st.one_of(st.integers(-1000, 1000), st.sampled_from(edges), near53, wide)
 
 
+@functools.cache
 def floats(codec: str) -> st.SearchStrategy[float]:
     """Floats the codec carries (non-finite ones only under MessagePack, §3.1)."""
     if codec in ("json", "grpc"):
@@ -228,6 +235,7 @@ def floats(codec: str) -> st.SearchStrategy[float]:
     return st.one_of(st.sampled_from(EDGE_FLOATS + _NON_FINITE), st.floats())
 
 
+@functools.cache
 def scalars(codec: str) -> st.SearchStrategy[Any]:
     options: list[st.SearchStrategy[Any]] = [
         st.none(),
@@ -248,25 +256,28 @@ def _nest(leaf: Any, shape: Sequence[str]) -> Any:
     return value
 
 
+@functools.cache
 def deep_values(codec: str) -> st.SearchStrategy[Any]:
     """A scalar wrapped in up to MAX_NEST_DEPTH lists and objects."""
     shapes = st.lists(st.sampled_from(("list", "dict")), min_size=1, max_size=MAX_NEST_DEPTH)
     return st.builds(_nest, scalars(codec), shapes)
 
 
+@functools.cache
 def values(codec: str, *, max_leaves: int = 24) -> st.SearchStrategy[Any]:
     """Any value the codec can carry (§3.1, §3.2), nested and deep."""
     keys = texts(codec, max_size=12)
-    nested = st.recursive(
-        scalars(codec),
-        lambda children: st.one_of(
+
+    def containers(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+        return st.one_of(
             st.lists(children, max_size=6), st.dictionaries(keys, children, max_size=6)
-        ),
-        max_leaves=max_leaves,
-    )
+        )
+
+    nested = st.recursive(scalars(codec), containers, max_leaves=max_leaves)
     return st.one_of(nested, deep_values(codec))
 
 
+@functools.cache
 def edge_numbers(codec: str) -> st.SearchStrategy[int | float]:
     """Only the hand-picked edge integers and floats the codec carries."""
     ints = EDGE_INTS_JSON if codec in ("json", "grpc") else EDGE_INTS_MSGPACK
@@ -274,6 +285,7 @@ def edge_numbers(codec: str) -> st.SearchStrategy[int | float]:
     return st.one_of(st.sampled_from(ints), st.sampled_from(floats_))
 
 
+@functools.cache
 def args_objects(codec: str) -> st.SearchStrategy[dict[str, Any]]:
     """An ``args`` object (§4.1) holding arbitrary values.
 
@@ -306,6 +318,7 @@ class JsonStyle:
     spaced: bool  # ", " and ": " separators and a trailing newline, or compact
 
 
+@functools.cache
 def json_styles() -> st.SearchStrategy[JsonStyle]:
     return st.builds(JsonStyle, st.booleans(), st.booleans())
 
@@ -380,6 +393,7 @@ PROFILE_COMMANDS: Final[dict[str, tuple[str, ...]]] = {
 OPERATIONS: Final = ("add", "subtract", "multiply", "divide")
 
 
+@functools.cache
 def request_ids(codec: str) -> st.SearchStrategy[Any]:
     """Request ids (§4.1): hosts use positive integers; strings and big ones are legal."""
     return st.one_of(
@@ -389,6 +403,7 @@ def request_ids(codec: str) -> st.SearchStrategy[Any]:
     )
 
 
+@functools.cache
 def numbers(codec: str) -> st.SearchStrategy[int | float]:
     """Operands for ``compute`` (§6.3): integers to the codec's limits and finite floats."""
     return st.one_of(
@@ -411,6 +426,7 @@ def _compute(op: str, a: Any, b: Any) -> tuple[dict[str, Any], Expectation]:
     return _bare("compute", {"operation": op, "a": a, "b": b}), Expectation("compute", (op, a, b))
 
 
+@functools.cache
 def compute_requests(codec: str) -> st.SearchStrategy[tuple[dict[str, Any], Expectation]]:
     """``compute`` requests and their Python-arithmetic expectation (§6.3).
 
@@ -443,6 +459,7 @@ def compute_requests(codec: str) -> st.SearchStrategy[tuple[dict[str, Any], Expe
 _Drawn = tuple[dict[str, Any], Expectation]
 
 
+@functools.cache
 def _requests_for(profile: str, codec: str) -> st.SearchStrategy[_Drawn]:
     ping_args = st.fixed_dictionaries(
         {},
@@ -557,6 +574,7 @@ def _readable_id(codec: str, payload: bytes) -> Any:
     return value.get("id") if isinstance(value, dict) else None
 
 
+@functools.cache
 def _payload_damage(codec: str, *, huge: bool = True) -> st.SearchStrategy[Step]:
     """Frames whose framing is intact but whose payload is not a valid request (§4.3).
 
@@ -627,6 +645,7 @@ _BROKEN_MSGPACK: Final = (
 )
 
 
+@functools.cache
 def _framing_damage(codec: str) -> st.SearchStrategy[Step]:
     """Bytes that desynchronise the framing; end of input must follow (§2.3, §2.5)."""
     payload = encode_payload({"id": -7, "command": "ping", "args": {}}, codec)
@@ -657,6 +676,7 @@ def _framing_damage(codec: str) -> st.SearchStrategy[Step]:
     )
 
 
+@functools.cache
 def invalid_steps(codec: str) -> st.SearchStrategy[Step]:
     """Any frame that is not a valid request: payload damage mostly, framing damage too."""
     return evenly([_payload_damage(codec), _payload_damage(codec), _framing_damage(codec)])
