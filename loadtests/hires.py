@@ -15,11 +15,13 @@ imported by this module:
 from __future__ import annotations
 
 import math
+import random
 from array import array
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 __all__ = [
+    "MAX_SAMPLES",
     "PERCENTILES",
     "LatencyRecord",
     "bucket_response_time",
@@ -69,31 +71,87 @@ def summarize(samples_ns: Iterable[int]) -> dict[str, Any]:
     return out
 
 
+class _Reservoir:
+    """Samples kept exactly up to ``limit``; beyond it, a uniform random sample.
+
+    A soak at 10,000 requests/s for an hour makes 36 million samples; keeping
+    them all would cost gigabytes.  Past ``limit`` each new sample replaces a
+    random kept one with probability limit/seen (Vitter's algorithm R), so the
+    percentiles stay unbiased estimates while ``seen`` stays an exact count.
+    Paired series (round trip and wait of one request) share the index.
+    """
+
+    def __init__(self, limit: int, width: int, seed: int) -> None:
+        self.limit = limit
+        self.series = [array("q") for _ in range(width)]
+        self.seen = 0
+        self._rng = random.Random(seed)
+
+    def add(self, *values: int) -> None:
+        self.seen += 1
+        if len(self.series[0]) < self.limit:
+            for column, value in zip(self.series, values, strict=True):
+                column.append(value)
+            return
+        slot = self._rng.randrange(self.seen)
+        if slot < self.limit:
+            for column, value in zip(self.series, values, strict=True):
+                column[slot] = value
+
+    def take(self) -> tuple[list[list[int]], int]:
+        """The kept samples and the exact count, then start afresh."""
+        out = [column.tolist() for column in self.series], self.seen
+        self.series = [array("q") for _ in self.series]
+        self.seen = 0
+        return out
+
+
+# Samples kept exactly per series (3 series x 8 bytes x 2M = 48 MB at most).
+MAX_SAMPLES: Final = 2_000_000
+_SEED: Final = 0x5EED  # fixed: a run's reservoir is reproducible
+
+
 class LatencyRecord:
     """Samples of one measured window: round trip, check-out wait, errors.
 
-    ``add()`` is cheap (two array appends); ``drain()`` hands out what was
+    ``add()`` is cheap (array appends); ``drain()`` hands out what was
     recorded since the last drain, which is how distributed workers ship
-    their samples to the master with each stats report.
+    their samples to the master with each stats report.  Percentiles are
+    exact up to ``max_samples`` requests, then estimated from a uniform
+    sample (see :class:`_Reservoir`); counts are always exact.
     """
 
-    def __init__(self) -> None:
-        self.round_trip_ns = array("q")
-        self.wait_ns = array("q")
-        self.first_message_ns = array("q")  # streaming calls: time to first message
+    def __init__(self, max_samples: int = MAX_SAMPLES) -> None:
+        self._trips = _Reservoir(max_samples, 2, _SEED)  # round trip, check-out wait
+        self._firsts = _Reservoir(max_samples, 1, _SEED + 1)  # streams: first message
         self.errors = 0
         self.error_kinds: dict[str, int] = {}
         self.recording = False
+
+    @property
+    def round_trip_ns(self) -> array[int]:
+        return self._trips.series[0]
+
+    @property
+    def wait_ns(self) -> array[int]:
+        return self._trips.series[1]
+
+    @property
+    def first_message_ns(self) -> array[int]:
+        return self._firsts.series[0]
+
+    @property
+    def requests(self) -> int:
+        return self._trips.seen
 
     def add(
         self, round_trip_ns: int, wait_ns: int = 0, first_message_ns: int | None = None
     ) -> None:
         if not self.recording:
             return
-        self.round_trip_ns.append(round_trip_ns)
-        self.wait_ns.append(wait_ns)
+        self._trips.add(round_trip_ns, wait_ns)
         if first_message_ns is not None:
-            self.first_message_ns.append(first_message_ns)
+            self._firsts.add(first_message_ns)
 
     def add_error(self, kind: str) -> None:
         if not self.recording:
@@ -107,34 +165,42 @@ class LatencyRecord:
 
     def drain(self) -> dict[str, Any]:
         """Everything since the last drain, as plain lists (JSON/msgpack friendly)."""
+        (trips, waits), seen = self._trips.take()
+        (firsts,), first_seen = self._firsts.take()
         out = {
-            "round_trip_ns": self.round_trip_ns.tolist(),
-            "wait_ns": self.wait_ns.tolist(),
-            "first_message_ns": self.first_message_ns.tolist(),
+            "round_trip_ns": trips,
+            "wait_ns": waits,
+            "first_message_ns": firsts,
+            "requests": seen,
+            "first_messages": first_seen,
             "errors": self.errors,
             "error_kinds": dict(self.error_kinds),
         }
-        self.round_trip_ns = array("q")
-        self.wait_ns = array("q")
-        self.first_message_ns = array("q")
         self.errors = 0
         self.error_kinds = {}
         return out
 
     def merge(self, chunk: dict[str, Any]) -> None:
         """Add a drained chunk (from this or another node)."""
-        self.round_trip_ns.extend(chunk.get("round_trip_ns", []))
-        self.wait_ns.extend(chunk.get("wait_ns", []))
-        self.first_message_ns.extend(chunk.get("first_message_ns", []))
+        trips = chunk.get("round_trip_ns", [])
+        for trip, wait in zip(trips, chunk.get("wait_ns", []), strict=True):
+            self._trips.add(trip, wait)
+        firsts = chunk.get("first_message_ns", [])
+        for first in firsts:
+            self._firsts.add(first)
+        # A chunk that was itself sampled carries its exact counts.
+        self._trips.seen += int(chunk.get("requests", len(trips))) - len(trips)
+        self._firsts.seen += int(chunk.get("first_messages", len(firsts))) - len(firsts)
         self.errors += int(chunk.get("errors", 0))
         for kind, count in chunk.get("error_kinds", {}).items():
             self.error_kinds[kind] = self.error_kinds.get(kind, 0) + int(count)
 
     def summary(self, window_s: float) -> dict[str, Any]:
-        requests = len(self.round_trip_ns)
+        requests = self.requests
         total = requests + self.errors
         return {
             "requests": requests,
+            "samples_kept": len(self.round_trip_ns),  # < requests: percentiles estimated
             "errors": self.errors,
             "error_ratio": self.errors / total if total else 0.0,
             "error_kinds": dict(self.error_kinds),

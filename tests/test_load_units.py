@@ -313,3 +313,17 @@ def test_a_full_machine_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
     report = build_report(SYNTHETIC, Gates(), {"sample_interval_s": 0})
     assert not any("machine is full" in w for w in report["warnings"])
+
+
+def test_long_runs_keep_a_bounded_uniform_sample_and_exact_counts() -> None:
+    record = LatencyRecord(max_samples=500)
+    record.recording = True
+    for value in range(20_000):
+        record.add(value * 1000, wait_ns=1)
+    summary = record.summary(window_s=1.0)
+    assert summary["requests"] == 20_000
+    assert summary["samples_kept"] == 500
+    assert 7_000 <= summary["round_trip"]["p50_ms"] * 1000 <= 13_000  # true median: 10,000 µs
+    merged = LatencyRecord(max_samples=500)
+    merged.merge(record.drain())
+    assert merged.summary(1.0)["requests"] == 20_000
