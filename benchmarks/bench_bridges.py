@@ -302,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, {options.pin})
     batch = QUICK_BATCH if options.quick else BATCH
     print(f"bench_bridges: {options.runs} runs per case; ratio = bridge / baseline (medians)")
+    # The machine's state is part of the result: shared cores move every figure.
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    pinned = f"; pinned to CPU {options.pin}" if options.pin is not None else ""
+    print(f"machine: {os.cpu_count()} CPUs, load average {load}{pinned}")
     header = (
         f"{'case':48} {'ratio':>7} {'runs (min-max)':>15} {'bridge':>10} {'baseline':>10}  target"
     )
