@@ -219,6 +219,7 @@ class StoreModel(BridgeMachine):
         expect = Expectation("success") if key in held else Expectation("not_found")
         self.call("delete_stored", {"session_id": session, "id": key}, expect)
         held.pop(key, None)
+        self.check_other_sessions(session)
 
     @rule(session=st.sampled_from(SESSIONS))
     def list_stored(self, session: str) -> None:
@@ -229,6 +230,23 @@ class StoreModel(BridgeMachine):
     def clear_session(self, session: str) -> None:
         self.call("clear_session", {"session_id": session}, Expectation("success"))
         self.model[session].clear()
+        self.check_other_sessions(session)
+
+    @rule(key=st.sampled_from(OBJECT_IDS), data=st.data())
+    def store_everywhere(self, key: str, data: st.DataObject) -> None:
+        """The same id in every session: what a session mix-up needs to show."""
+        for session in SESSIONS:
+            value = data.draw(_stored_values(self.codec), label="value")
+            args = {"session_id": session, "id": key, "value": value}
+            self.call("store", args, Expectation("success"))
+            self.model[session][key] = value
+
+    def check_other_sessions(self, changed: str) -> None:
+        """After a delete or a clear, every other session still lists what it held."""
+        for session in SESSIONS:
+            if session != changed and self.model[session]:
+                ids = sorted(self.model[session])
+                self.call("list_stored", {"session_id": session}, Expectation("listing", ids))
 
     @rule(key=st.sampled_from(OBJECT_IDS), value=st.integers(-5, 5))
     def default_session(self, key: str, value: int) -> None:
