@@ -221,6 +221,14 @@ class StoreModel(BridgeMachine):
         held.pop(key, None)
         self.check_other_sessions(session)
 
+    @precondition(lambda self: any(self.model.values()))
+    @rule(data=st.data())
+    def delete_held(self, data: st.DataObject) -> None:
+        """Delete an id the model holds (a blind delete mostly meets not_found)."""
+        held = sorted((s, k) for s, objects in self.model.items() for k in objects)
+        session, key = data.draw(st.sampled_from(held), label="held id")
+        self.delete(session, key)
+
     @rule(session=st.sampled_from(SESSIONS))
     def list_stored(self, session: str) -> None:
         ids = sorted(self.model[session])
