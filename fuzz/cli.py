@@ -23,14 +23,11 @@ import time
 from pathlib import Path
 from typing import Final
 
+from ..cli import EXIT_ERROR, EXIT_FAILED, EXIT_OK
 from ..errors import HarnessError
 from .defaults import DEFAULT_MAX_EXAMPLES, DEFAULT_RESPONSE_TIMEOUT, PROPERTY_NAMES
 
 __all__ = ["default_bridge", "register", "run_fuzz"]
-
-EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
-EXIT_ERROR: Final = 2
 
 PROFILES: Final = ("v1", "v2", "enhanced", "grpc")
 CODEC_MODES: Final = ("json", "msgpack", "negotiate")

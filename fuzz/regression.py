@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from ..conformance.golden import FORMAT
 from ..conformance.matcher import encode_special
 from .oracle import VOLATILE_KEYS, expected_compute, python_type_name
 from .properties import Property, PropertyFailed
@@ -29,8 +30,6 @@ from .strategies import Expectation, Step
 from .target import END_OF_INPUT_EXIT_LIMIT
 
 __all__ = ["FORMAT", "build_document", "write_grpc_transcript", "write_regression"]
-
-FORMAT: Final = "snakepit-golden/1"
 
 # A replay on a busy machine gets the same allowance over §2.5's 2 s as the fuzz run.
 EXIT_WITHIN: Final = END_OF_INPUT_EXIT_LIMIT + 1.0
