@@ -123,14 +123,12 @@ class BridgeMachine(RuleBasedStateMachine):
     def fail(self, problems: list[str], stderr_tail: bytes = b"") -> None:
         self.failed = True
         exchange = Exchange(list(self.chunks), list(self.responses), stderr_tail=stderr_tail)
-        prelude = list(self.target.prelude)
         self.target.discard()
         failure = PropertyFailed(
             problems,
             self.steps,
             exchange,
             self.codec,
-            prelude=prelude,
             timeline=list(self.timeline),
         )
         type(self).on_failure(failure)

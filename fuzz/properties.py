@@ -77,7 +77,6 @@ class PropertyFailed(AssertionError):
         exchange: Exchange,
         codec: str,
         *,
-        prelude: Sequence[bytes] = (),
         history_dependent: bool = False,
         split: str = "",
         expected_responses: Sequence[Any] | None = None,
@@ -91,7 +90,6 @@ class PropertyFailed(AssertionError):
         self.steps = list(steps)
         self.exchange = exchange
         self.codec = codec
-        self.prelude = list(prelude)
         self.history_dependent = history_dependent
         self.split = split
         # For split-write failures: the answers to the same frames written whole.
@@ -152,7 +150,6 @@ def _check(
         steps,
         exchange,
         codec,
-        prelude=target.prelude,
         history_dependent=history_dependent,
         split=split,
         expected_responses=expected_responses,

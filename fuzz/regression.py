@@ -32,7 +32,7 @@ from .target import END_OF_INPUT_EXIT_LIMIT
 __all__ = ["FORMAT", "build_document", "write_grpc_transcript", "write_regression"]
 
 # A replay on a busy machine gets the same allowance over §2.5's 2 s as the fuzz run.
-EXIT_WITHIN: Final = END_OF_INPUT_EXIT_LIMIT + 1.0
+EXIT_WITHIN: Final = END_OF_INPUT_EXIT_LIMIT + 2.0
 
 _TIMESTAMP: Final = {"$type": "string"}
 
