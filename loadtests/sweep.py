@@ -204,7 +204,9 @@ def locust_command(config: PointConfig, options: SweepOptions, run_time_s: float
         "--run-time",
         f"{int(run_time_s) + 1}s",
         "--stop-timeout",
-        "2",
+        # Seconds users get to finish the request in hand once the window is
+        # over; a stuck bridge would otherwise hold the point for --timeout.
+        "1",
         "--only-summary",
         "--loglevel",
         "WARNING",
