@@ -293,11 +293,19 @@ def args_objects(codec: str) -> st.SearchStrategy[dict[str, Any]]:
     bridge broken by one particular string or number meets it within a few
     dozen examples rather than by luck; shrinking then keeps only the culprit.
     """
+    strings = NASTY_STRINGS + (LONE_SURROGATES if codec == "json" else ())
+    ints = EDGE_INTS_JSON if codec in ("json", "grpc") else EDGE_INTS_MSGPACK
+    every_number = [*ints, *EDGE_FLOATS, *(_NON_FINITE if codec == "msgpack" else ())]
     edges = st.fixed_dictionaries(
         {},
         optional={
-            "edge strings": st.lists(nasty_texts(codec), min_size=2, max_size=10),
-            "edge numbers": st.lists(edge_numbers(codec), min_size=2, max_size=8),
+            # A few at a time, or (a sweep) all of them at once.
+            "edge strings": st.one_of(
+                st.lists(nasty_texts(codec), min_size=2, max_size=10), st.just(list(strings))
+            ),
+            "edge numbers": st.one_of(
+                st.lists(edge_numbers(codec), min_size=2, max_size=8), st.just(every_number)
+            ),
         },
     )
     return st.builds(
