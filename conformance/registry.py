@@ -70,16 +70,20 @@ _modules_loaded = False
 
 def register(new: Case) -> Case:
     """Add ``new`` to the registry (its id must be unused and well formed)."""
+    return _add(_REGISTRY, new)
+
+
+def _add(cases: dict[str, Case], new: Case) -> Case:
     if not _ID_PATTERN.match(new.id):
         raise InvalidCase(
             f"case id {new.id!r} is not hierarchical lower-case (like 'framing.zero-length')"
         )
-    existing = _REGISTRY.get(new.id)
+    existing = cases.get(new.id)
     if existing is not None:
         if existing.source == new.source:
             return existing  # the same file or module loaded twice
         raise DuplicateCase(f"case {new.id} is declared twice: {existing.source} and {new.source}")
-    _REGISTRY[new.id] = new
+    cases[new.id] = new
     return new
 
 
@@ -137,18 +141,25 @@ def _import_case_modules() -> None:
 
 
 def load_cases(extra_golden_dirs: Sequence[Path] = ()) -> dict[str, Case]:
-    """Import every case module and golden file once; return the registry."""
+    """Every bundled case, plus the golden files of ``extra_golden_dirs``.
+
+    Bundled cases (case modules, entry points, the shipped golden frames) are
+    loaded once into the registry.  Extra directories are read on every call
+    and never enter the registry, so one run's ``--golden-dir`` does not leak
+    into the next run in the same process (the pytest plugin, tests, scripts).
+    """
     from . import golden
 
     _import_case_modules()
-    for directory in (golden.GOLDEN_DIR, *extra_golden_dirs):
-        resolved = Path(directory).resolve()
-        if resolved in _loaded_golden_dirs:
-            continue
-        for path in golden.golden_files(resolved):
+    if golden.GOLDEN_DIR.resolve() not in _loaded_golden_dirs:
+        for path in golden.golden_files(golden.GOLDEN_DIR):
             register(golden.load_case(path))
-        _loaded_golden_dirs.add(resolved)
-    return dict(_REGISTRY)
+        _loaded_golden_dirs.add(golden.GOLDEN_DIR.resolve())
+    cases = dict(_REGISTRY)
+    for directory in extra_golden_dirs:
+        for path in golden.golden_files(Path(directory).resolve()):
+            _add(cases, golden.load_case(path))
+    return cases
 
 
 def _section_key(section: str) -> tuple[int, ...]:

@@ -282,6 +282,12 @@ def test_golden_dir_adds_cases(tmp_path: Path, capsys: pytest.CaptureFixture[str
     )
     assert code == 1
     assert "$.result.echoed.n: expected 2, got 1" in capsys.readouterr().out
+    # The extra directory's cases belong to that run only, not to later runs in
+    # the same process.
+    from snakepit_harness.conformance import all_cases
+
+    assert "extra.echo-number" not in {c.id for c in all_cases()}
+    assert "extra.echo-number" in {c.id for c in all_cases([tmp_path])}
 
 
 def test_check_with_a_bridge_prints_one_table(capsys: pytest.CaptureFixture[str]) -> None:
