@@ -43,6 +43,7 @@ from snakepit_harness.errors import (
 )
 from snakepit_harness.frames import encode_frame
 from snakepit_harness.transports import StdioBridge
+from snakepit_harness.transports.process import descendants
 
 from .matcher import describe, match
 from .model import (
@@ -881,29 +882,6 @@ def proc_memory(pid: int) -> dict[str, int]:
             with contextlib.suppress(ValueError, IndexError):
                 out[key] = int(rest.split()[0]) * 1024
     return out
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live descendant of ``pid`` (children that left the process group too)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 1 and fields[0] != "Z":
-            parents.setdefault(int(fields[1]), []).append(int(entry.name))
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
 
 
 def alive_pids(pids: Iterable[int]) -> set[int]:

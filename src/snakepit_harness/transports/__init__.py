@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from .process import BridgeExit, describe_returncode
 from .stdio import (
     DEFAULT_READ_MAX_FRAME,
     PIPE_SIZE,
     STDERR_TAIL_BYTES,
-    BridgeExit,
     StdioBridge,
-    describe_returncode,
     set_pipe_size,
 )
 

@@ -19,7 +19,6 @@ the process died becomes :class:`BridgeCrashed`; any other non-OK status is a
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import os
@@ -27,7 +26,6 @@ import signal
 import subprocess
 import threading
 import time
-import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +38,18 @@ from ..errors import (
     LocalProtocolError,
     RemoteProtocolError,
 )
-from .stdio import STDERR_TAIL_BYTES, BridgeExit, _StderrDrain, describe_returncode
+from .process import (
+    BridgeExit,
+    StderrDrain,
+    describe_returncode,
+    kill_process_group,
+    process_group_members,
+    signal_process,
+    track_until_exit,
+    untrack,
+    wait_for_exit,
+)
+from .stdio import STDERR_TAIL_BYTES
 
 if TYPE_CHECKING:
     import grpc
@@ -86,18 +95,9 @@ _CHANNEL_OPTIONS: Final = (
     ("grpc.enable_retries", 0),  # a case must see each failure, not a retried success
 )
 
-_KILL_REAP_TIMEOUT: Final = 5.0
 # A client deadline counts as ours (BridgeTimeout) when the call lasted at
 # least this share of it; a DEADLINE_EXCEEDED that comes sooner is the bridge's.
 _OWN_DEADLINE_SHARE: Final = 0.95
-
-_LIVE: weakref.WeakSet[GrpcBridge] = weakref.WeakSet()
-
-
-@atexit.register
-def _kill_all_live_bridges() -> None:
-    for bridge in list(_LIVE):
-        bridge.kill()
 
 
 class GrpcStatusError(HarnessError):
@@ -352,7 +352,7 @@ class GrpcBridge:
         self.max_message_size = max_message_size
         self._proc: subprocess.Popen[bytes] | None = None
         self._stdout: _StdoutLines | None = None
-        self._drain: _StderrDrain | None = None
+        self._drain: StderrDrain | None = None
         self._channel: grpc.Channel | None = None
         self._methods: dict[str, Any] = {}
         self.address = target or ""
@@ -395,7 +395,7 @@ class GrpcBridge:
             bufsize=0,
         )
         self.started_at = time.monotonic()
-        _LIVE.add(self)
+        track_until_exit(self)
         assert self._proc.stdout and self._proc.stderr
         stdout_fd = os.dup(self._proc.stdout.fileno())
         stderr_fd = os.dup(self._proc.stderr.fileno())
@@ -403,7 +403,7 @@ class GrpcBridge:
         self._proc.stderr.close()
         self._stdout = _StdoutLines(stdout_fd)
         self._stdout.start()
-        self._drain = _StderrDrain(stderr_fd, STDERR_TAIL_BYTES)
+        self._drain = StderrDrain(stderr_fd, STDERR_TAIL_BYTES)
         self._drain.start()
 
     def _wait_ready(self) -> None:
@@ -497,36 +497,18 @@ class GrpcBridge:
         """Wait up to ``timeout`` seconds for the bridge process to end; None if it did not."""
         if self._proc is None:
             raise RuntimeError("no bridge process")
-        began = time.monotonic()
-        try:
-            returncode = self._proc.wait(timeout=max(0.0, timeout))
-        except subprocess.TimeoutExpired:
-            return None
-        return BridgeExit(returncode, time.monotonic() - began)
+        return wait_for_exit(self._proc, timeout)
 
     def send_signal(self, sig: signal.Signals) -> None:
         """Send ``sig`` to the bridge process itself (not its group)."""
-        if self._proc is not None and self._proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._proc.pid, sig)
+        if self._proc is not None:
+            signal_process(self._proc, sig)
 
     def group_members(self) -> list[int]:
         """Pids in the bridge's process group (itself and any children), not zombies."""
         if self._proc is None:
             return []
-        pgid = self._proc.pid
-        members = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat[stat.rfind(")") + 2 :].split()
-            if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
-                members.append(int(entry.name))
-        return members
+        return process_group_members(self._proc.pid)
 
     def listening_sockets(self) -> list[ListeningSocket]:
         """TCP sockets the bridge's process group listens on (Linux /proc)."""
@@ -541,15 +523,8 @@ class GrpcBridge:
 
     def kill(self) -> None:
         """SIGKILL the bridge's whole process group and reap it (no-op for a target)."""
-        proc = self._proc
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=_KILL_REAP_TIMEOUT)
+        if self._proc is not None:
+            kill_process_group(self._proc)
 
     def close(self) -> None:
         """Close the channel; kill the process group if we started one."""
@@ -559,7 +534,7 @@ class GrpcBridge:
         for reader in (self._stdout, self._drain):
             if reader is not None:
                 reader.join(timeout=1.0)
-        _LIVE.discard(self)
+        untrack(self)
 
     # -- calls --------------------------------------------------------------
 

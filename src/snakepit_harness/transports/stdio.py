@@ -6,12 +6,11 @@ child it started; its stderr is drained all the time by a thread (a bridge
 that fills its stderr pipe would otherwise block and look hung) and the tail
 is kept for error reports; every read and write has a deadline, so a silent or
 stuck bridge becomes :class:`BridgeTimeout`, never a hung harness.  Every
-bridge still alive when the interpreter exits is killed (see ``_LIVE``).
+bridge still alive when the interpreter exits is killed (see ``process``).
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import errno
 import fcntl
@@ -21,9 +20,7 @@ import signal
 import subprocess
 import sys
 import termios
-import threading
 import time
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +29,17 @@ from typing import Any, Final, Self
 from ..codecs import Codec
 from ..errors import BridgeCrashed, BridgeTimeout, FrameTooLarge, RemoteProtocolError
 from ..frames import NEED_DATA, FrameDecoder, encode_frame
+from .process import (
+    BridgeExit,
+    StderrDrain,
+    describe_returncode,
+    kill_process_group,
+    process_group_members,
+    signal_process,
+    track_until_exit,
+    untrack,
+    wait_for_exit,
+)
 
 __all__ = [
     "DEFAULT_READ_MAX_FRAME",
@@ -61,78 +69,6 @@ DEFAULT_READ_MAX_FRAME: Final = 256 * 1024 * 1024
 STDOUT_RECORD_BYTES: Final = 4096
 
 _READ_CHUNK: Final = 1024 * 1024
-_KILL_REAP_TIMEOUT: Final = 5.0  # seconds to wait for the kernel to reap a SIGKILLed group
-
-_LIVE: weakref.WeakSet[StdioBridge] = weakref.WeakSet()
-
-
-@atexit.register
-def _kill_all_live_bridges() -> None:
-    for bridge in list(_LIVE):
-        bridge.kill()
-
-
-def describe_returncode(returncode: int | None) -> str:
-    """Say how a process ended, in words ("exit status 3", "killed by SIGSEGV")."""
-    if returncode is None:
-        return "still running"
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"killed by {name}"
-    return f"exit status {returncode}"
-
-
-@dataclass(frozen=True)
-class BridgeExit:
-    """How a bridge process ended."""
-
-    returncode: int
-    elapsed: float  # seconds from the wait's start until the exit was seen
-
-    @property
-    def signal(self) -> signal.Signals | None:
-        if self.returncode < 0:
-            with contextlib.suppress(ValueError):
-                return signal.Signals(-self.returncode)
-        return None
-
-    def describe(self) -> str:
-        return describe_returncode(self.returncode)
-
-
-class _StderrDrain(threading.Thread):
-    """Read a pipe until EOF, keeping only the last ``limit`` bytes."""
-
-    def __init__(self, fd: int, limit: int) -> None:
-        super().__init__(name=f"stderr-drain-{fd}", daemon=True)
-        self._fd = fd
-        self._limit = limit
-        self._tail = bytearray()
-        self._lock = threading.Lock()
-        self.total = 0
-
-    def run(self) -> None:
-        while True:
-            try:
-                chunk = os.read(self._fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            with self._lock:
-                self.total += len(chunk)
-                self._tail += chunk
-                if len(self._tail) > self._limit:
-                    del self._tail[: len(self._tail) - self._limit]
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
-
-    def tail(self) -> bytes:
-        with self._lock:
-            return bytes(self._tail)
 
 
 @dataclass
@@ -184,7 +120,7 @@ class StdioBridge:
         self._proc: subprocess.Popen[bytes] | None = None
         self._stdin_fd: int | None = None
         self._stdout_fd: int | None = None
-        self._drain: _StderrDrain | None = None
+        self._drain: StderrDrain | None = None
         self._stdout_eof = False
         self.record = _Record()
         self.started_at = 0.0
@@ -222,7 +158,7 @@ class StdioBridge:
             )
         self.started_at = time.monotonic()
         self._proc = proc
-        _LIVE.add(self)
+        track_until_exit(self)
         assert proc.stdin and proc.stdout and proc.stderr
         # Take the raw descriptors; the file objects would buffer and block.
         self._stdin_fd = os.dup(proc.stdin.fileno())
@@ -232,7 +168,7 @@ class StdioBridge:
             stream.close()
         for fd in (self._stdin_fd, self._stdout_fd):
             os.set_blocking(fd, False)
-        self._drain = _StderrDrain(stderr_fd, self._stderr_tail_bytes)
+        self._drain = StderrDrain(stderr_fd, self._stderr_tail_bytes)
         self._drain.start()
         return self
 
@@ -259,37 +195,15 @@ class StdioBridge:
 
     def wait_exit(self, timeout: float) -> BridgeExit | None:
         """Wait up to ``timeout`` seconds for the bridge to end; None if it did not."""
-        proc = self._require_proc()
-        began = time.monotonic()
-        try:
-            returncode = proc.wait(timeout=max(0.0, timeout))
-        except subprocess.TimeoutExpired:
-            return None
-        return BridgeExit(returncode, time.monotonic() - began)
+        return wait_for_exit(self._require_proc(), timeout)
 
     def send_signal(self, sig: signal.Signals) -> None:
         """Send ``sig`` to the bridge process itself (not its group)."""
-        proc = self._require_proc()
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, sig)
+        signal_process(self._require_proc(), sig)
 
     def group_members(self) -> list[int]:
         """Pids still in the bridge's process group (its leftover children included)."""
-        pgid = self._require_proc().pid
-        members = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            # Fields after the ")" that closes the command name: state ppid pgrp ...
-            fields = stat[stat.rfind(")") + 2 :].split()
-            if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
-                members.append(int(entry.name))
-        return members
+        return process_group_members(self._require_proc().pid)
 
     def close_stdin(self) -> None:
         """Close the bridge's stdin (end of input)."""
@@ -307,15 +221,8 @@ class StdioBridge:
 
     def kill(self) -> None:
         """SIGKILL the bridge's whole process group and reap the bridge."""
-        proc = self._proc
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=_KILL_REAP_TIMEOUT)
+        if self._proc is not None:
+            kill_process_group(self._proc)
 
     def close(self) -> None:
         """Kill the group if anything is left, reap, and release every descriptor."""
@@ -326,7 +233,7 @@ class StdioBridge:
         self.close_stdout()
         if self._drain is not None:
             self._drain.join(timeout=1.0)
-        _LIVE.discard(self)
+        untrack(self)
 
     # -- observation --------------------------------------------------------
 
