@@ -26,8 +26,8 @@ import fcntl
 import os
 import signal
 import time
-from collections.abc import Iterator, Sequence
-from typing import Final
+from collections.abc import Callable, Iterator, Sequence
+from typing import Final, TypeVar
 
 import gevent
 import gevent.lock
@@ -40,6 +40,8 @@ from snakepit_harness.errors import BridgeCrashed, BridgeTimeout, HarnessError, 
 from snakepit_harness.frames import HEADER_SIZE, encode_frame
 
 from .procs import record_pid
+
+_Worker = TypeVar("_Worker")
 
 __all__ = ["PIPE_SIZE", "BridgeWorker", "Child", "PoolError", "StdioPool", "spawn_with_pipes"]
 
@@ -283,6 +285,25 @@ class BridgeWorker:
             os.close(self._err)
 
 
+def start_concurrently(
+    make: Callable[[int], _Worker], size: int, timeout: float
+) -> tuple[list[_Worker], str | None]:
+    """Start ``size`` workers at once, each in a greenlet (``make(index)``).
+
+    Returns the workers that started and, when any did not (an error or the
+    ``timeout``), why; the caller closes the started ones and reports.
+    """
+    jobs = [gevent.spawn(make, index) for index in range(size)]
+    gevent.joinall(jobs, timeout=timeout)
+    started = [job.value for job in jobs if job.successful()]
+    failures = [job.exception for job in jobs if job.exception is not None]
+    if failures:
+        return started, str(failures[0])
+    if len(started) < size:
+        return started, "start-up timed out"
+    return started, None
+
+
 class StdioPool:
     """N workers, each started, switched to the codec and answering an init ping.
 
@@ -380,17 +401,17 @@ class StdioPool:
     def start(self) -> float:
         """Start every worker at once; return seconds until all answered their init ping."""
         began = time.perf_counter()
-        jobs = [gevent.spawn(self._new_worker) for _ in range(self.size)]
-        gevent.joinall(jobs, timeout=INIT_TIMEOUT_S + NEGOTIATION_TIMEOUT_S + 5)
-        failures = [job.exception for job in jobs if job.exception is not None]
-        for job in jobs:
-            if job.successful():
-                self.workers.append(job.value)
-                self.idle.put(job.value)
-        if failures or len(self.workers) < self.size:
+        started, failure = start_concurrently(
+            lambda _index: self._new_worker(),
+            self.size,
+            INIT_TIMEOUT_S + NEGOTIATION_TIMEOUT_S + 5,
+        )
+        for worker in started:
+            self.workers.append(worker)
+            self.idle.put(worker)
+        if failure is not None:
             self.close()
-            reason = failures[0] if failures else "start-up timed out"
-            raise PoolError(f"the pool of {self.size} could not start: {reason}")
+            raise PoolError(f"the pool of {self.size} could not start: {failure}")
         self.startup_s = time.perf_counter() - began
         return self.startup_s
 

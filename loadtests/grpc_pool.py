@@ -30,7 +30,7 @@ from gevent.socket import wait_read
 
 from snakepit_harness.errors import BridgeCrashed, HarnessError
 
-from .gpool import SPAWN_LOCK, spawn_with_pipes
+from .gpool import SPAWN_LOCK, spawn_with_pipes, start_concurrently
 from .grpc_wire import execute_request_bytes
 from .procs import record_pid
 
@@ -213,17 +213,15 @@ class GrpcPool:
 
     def start(self) -> float:
         began = time.perf_counter()
-        jobs = [gevent.spawn(self._new_worker, index) for index in range(self.size)]
-        gevent.joinall(jobs, timeout=READY_TIMEOUT_S + self.timeout + 5)
-        failures = [job.exception for job in jobs if job.exception is not None]
-        for job in jobs:
-            if job.successful():
-                self.workers.append(job.value)
-                self.idle.put(job.value)
-        if failures or len(self.workers) < self.size:
+        started, failure = start_concurrently(
+            self._new_worker, self.size, READY_TIMEOUT_S + self.timeout + 5
+        )
+        for worker in started:
+            self.workers.append(worker)
+            self.idle.put(worker)
+        if failure is not None:
             self.close()
-            reason = failures[0] if failures else "start-up timed out"
-            raise GrpcPoolError(f"the gRPC pool of {self.size} could not start: {reason}")
+            raise GrpcPoolError(f"the gRPC pool of {self.size} could not start: {failure}")
         self.startup_s = time.perf_counter() - began
         return self.startup_s
 
