@@ -22,7 +22,6 @@ the harness's own process.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import signal
 import time
@@ -38,16 +37,13 @@ from gevent.socket import wait_read, wait_write
 from snakepit_harness.codecs import get_codec
 from snakepit_harness.errors import BridgeCrashed, BridgeTimeout, HarnessError, TransportError
 from snakepit_harness.frames import HEADER_SIZE, encode_frame
+from snakepit_harness.transports.stdio import PIPE_SIZE, set_pipe_size
 
 from .procs import record_pid
 
 _Worker = TypeVar("_Worker")
 
 __all__ = ["PIPE_SIZE", "BridgeWorker", "Child", "PoolError", "StdioPool", "spawn_with_pipes"]
-
-# 1 MiB: Linux's default cap for unprivileged pipe resizing, and enough to
-# hold a whole 1 MiB frame so neither side stalls half-way.
-PIPE_SIZE: Final = 1024 * 1024
 
 _READ_CHUNK: Final = 256 * 1024
 STDERR_TAIL_BYTES: Final = 8 * 1024
@@ -69,8 +65,7 @@ class PoolError(HarnessError):
 def _pipe() -> tuple[int, int]:
     """A pipe (read end, write end), enlarged to PIPE_SIZE where the kernel allows."""
     read_end, write_end = os.pipe()
-    with contextlib.suppress(OSError, AttributeError):
-        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    set_pipe_size(write_end, PIPE_SIZE)
     return read_end, write_end
 
 
