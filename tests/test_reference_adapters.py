@@ -43,6 +43,9 @@ from .adapters.support import (
     wait_for_stderr,
 )
 
+# Every test here runs against bridges with and without the C fast loop.
+pytestmark = pytest.mark.usefixtures("both_loops")
+
 MY_COMMAND_ARGS = {"text": "hello", "n": [1, 2, 3]}
 
 # -- the documented adapter ------------------------------------------------------------

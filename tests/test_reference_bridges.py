@@ -22,6 +22,9 @@ from snakepit_harness.frames import SPEC_MIN_FRAME_SIZE, encode_frame
 
 from .adapters.support import SETUP_IDS, SETUPS, Session, Setup, session
 
+# Every test here runs against bridges with and without the C fast loop.
+pytestmark = pytest.mark.usefixtures("both_loops")
+
 
 class _BridgePool:
     """One long-lived bridge per setup, started on first use (and again if it died)."""

@@ -26,6 +26,9 @@ from .adapters.support import (
     wait_stdout_readable,
 )
 
+# Every test here runs against bridges with and without the C fast loop.
+pytestmark = pytest.mark.usefixtures("both_loops")
+
 # §5.3/§2.5/§5.4 allow 2 s; the margin absorbs a busy test machine's scheduling.
 EXIT_DEADLINE = 2.0
 SLACK = 1.0
