@@ -252,6 +252,109 @@ def test_json_writer_raises_what_the_stdlib_raises_for_huge_integers() -> None:
         _stdlib({"n": 10**5000})
 
 
+# -- the JSON reader -------------------------------------------------------------------
+
+
+def _typed(value: Any) -> str:
+    """repr with the types that == hides (1 == 1.0 == True) and NaN made comparable."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{_typed(k)}:{_typed(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(map(_typed, value)) + "]"
+    return f"{type(value).__name__}:{value!r}"
+
+
+def _stdlib_reads(text: bytes) -> list[Any] | None:
+    # What the bridges' JSON codec accepts: strict, no NaN/Infinity.
+    try:
+        return [protocol._JsonWire().decode(memoryview(text))]
+    except Exception:
+        return None
+
+
+@settings(max_examples=400, deadline=None)
+@given(_json_values, st.booleans(), st.sampled_from(["", " ", "\n\t ", "\r"]))
+def test_json_reader_reads_what_the_stdlib_reads(value: Any, ascii_only: bool, space: str) -> None:
+    text = (
+        space + json.dumps(value, ensure_ascii=ascii_only, separators=(", ", space + ":")) + space
+    )
+    read = fastloop.decode_json(text.encode("utf-8", "surrogatepass"))
+    expected = _stdlib_reads(text.encode("utf-8", "surrogatepass"))
+    assert read is not None and expected is not None
+    assert _typed(read[0]) == _typed(expected[0])
+
+
+# Bytes that are mostly JSON: the reader must either agree with the stdlib or step aside.
+_json_ish = st.lists(
+    st.sampled_from(
+        [
+            "{",
+            "}",
+            "[",
+            "]",
+            ",",
+            ":",
+            '"',
+            "\\",
+            "u",
+            "d8",
+            "00",
+            "dc",
+            "0",
+            "1",
+            "-",
+            ".",
+            "e",
+            "+",
+            " ",
+            "true",
+            "false",
+            "null",
+            "NaN",
+            '"k"',
+            "\x01",
+            "\u00e9",
+            "9" * 30,
+        ]
+    ),
+    max_size=25,
+).map(lambda parts: "".join(parts).encode("utf-8"))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_json_ish)
+def test_json_reader_never_accepts_what_the_stdlib_refuses(text: bytes) -> None:
+    expected = _stdlib_reads(text)
+    try:
+        read = fastloop.decode_json(text)
+    except ValueError:  # an integer too long to convert: the fast loop then defers too
+        read = None
+    if read is not None:
+        assert expected is not None, f"the reader accepted {text!r}"
+        assert _typed(read[0]) == _typed(expected[0])
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        (b'"\\ud83d\\ude00"', "\U0001f600"),  # a surrogate pair is one code point
+        (b'"\\ud800"', "\ud800"),  # a lone surrogate stays
+        (b'"\\ud800\\u0041"', "\ud800A"),
+        (b"-0", 0),
+        (b"1e400", math.inf),  # float() overflows to infinity; so does the stdlib
+        (b'{"a": 1, "a": 2}', {"a": 2}),
+    ],
+)
+def test_json_reader_edge_cases(text: bytes, value: Any) -> None:
+    assert fastloop.decode_json(text) == [value]
+    assert _stdlib_reads(text) == [value]
+
+
+@pytest.mark.parametrize("text", [b"01", b"1.", b"1e", b"[1,]", b'{"a":1,}', b"NaN", b'"\x01"'])
+def test_json_reader_steps_aside_for_invalid_text(text: bytes) -> None:
+    assert fastloop.decode_json(text) is None
+
+
 # -- the timestamp -------------------------------------------------------------------
 
 
