@@ -627,8 +627,22 @@ json_put_string(json_out *out, PyObject *text)
     Py_ssize_t length = PyUnicode_GET_LENGTH(text);
     int kind = PyUnicode_KIND(text);
     const void *chars = PyUnicode_DATA(text);
-    /* At most 12 bytes per code point (a surrogate pair), plus the quotes. */
-    if (json_reserve(out, 2 + 12 * length) < 0) {
+    /* Reserve exactly what the escaped text takes (a big string must not
+     * reserve 12 bytes per character for the worst case). */
+    Py_ssize_t size = 2;
+    for (Py_ssize_t index = 0; index < length; index++) {
+        Py_UCS4 c = PyUnicode_READ(kind, chars, index);
+        if (c >= ' ' && c <= '~') {
+            size += c == '"' || c == '\\' ? 2 : 1;
+        }
+        else if (c == '\n' || c == '\r' || c == '\t' || c == '\b' || c == '\f') {
+            size += 2;
+        }
+        else {
+            size += c > 0xFFFF ? 12 : 6;
+        }
+    }
+    if (json_reserve(out, size) < 0) {
         return -1;
     }
     char *cursor = out->data + out->length;
