@@ -15,8 +15,11 @@ the same machine (a shared machine's pipe round trip moves between ~25 µs and
   refute "MessagePack is 2-3x faster for large payloads".
 
 Two "floor" rows run ``floor_bridge.py`` (decode, a four-key answer, encode;
-nothing else) against the same raw echo: the closest any Python bridge gets on
-this machine, so a missed target can be told apart from a too-strict one.
+nothing else, in a Python loop) against the same raw echo: the closest a
+pure-Python bridge gets on this machine.  The reference bridges serve small
+requests through their C fast loop (``snakepit_bridge._fastloop``) and so can run
+below that floor; two more rows measure the v2 bridge with the C loop switched
+off (``SNAKEPIT_BRIDGE_PURE_PYTHON=1``), to show what it is worth.
 
 The client is deliberately lean (blocking pipes, ``writev``, reads straight
 into a buffer of the frame's size) so that the bridge's own costs are not
@@ -47,6 +50,8 @@ from snakepit_harness.loadtests.profiles import RequestTemplate, make_templates,
 PIPE_SIZE: Final = 1024 * 1024
 V2_BRIDGE: Final = [sys.executable, "-m", "snakepit_bridge.generic_bridge_v2", "--quiet"]
 GRPC_BRIDGE: Final = [sys.executable, "-m", "snakepit_bridge.grpc_bridge", "--quiet"]
+# The same bridge with its C fast loop switched off (``env`` sets the switch).
+PURE_V2_BRIDGE: Final = ["env", "SNAKEPIT_BRIDGE_PURE_PYTHON=1", *V2_BRIDGE]
 # The least a Python bridge can do per request: how close to the raw echo Python gets here.
 FLOOR_BRIDGE: Final = [sys.executable, str(Path(__file__).with_name("floor_bridge.py"))]
 
@@ -233,6 +238,20 @@ def cases(batch: dict[str, int], with_grpc: bool) -> list[Pair]:
             batch["ping"],
         ),
         Pair(
+            "v2 ping (msgpack), Python loop only",
+            None,
+            stdio_call(PURE_V2_BRIDGE, "ping", "msgpack"),
+            stdio_call(raw, "ping", "raw"),
+            batch["ping"],
+        ),
+        Pair(
+            "v2 ping (json), Python loop only",
+            None,
+            stdio_call(PURE_V2_BRIDGE, "ping", "json"),
+            stdio_call(raw, "ping", "raw"),
+            batch["ping"],
+        ),
+        Pair(
             "floor: Python decode+encode ping (msgpack)",
             None,
             stdio_call(FLOOR_BRIDGE, "ping", "msgpack"),
@@ -314,11 +333,15 @@ def main(argv: list[str] | None = None) -> int:
     for pair in cases(batch, not options.no_grpc):
         if options.only and options.only not in pair.name:
             continue
+        if options.v2_bridge and pair.name.endswith("Python loop only"):
+            continue  # those rows are about the reference bridge's C loop
         ratios, bridge, base = measure(pair, options.runs)
         ratio = statistics.median(ratios)
         spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
         if pair.name.startswith("floor"):
-            verdict = "(no target: the floor for any Python bridge)"
+            verdict = "(no target: the floor for a pure-Python bridge)"
+        elif pair.name.endswith("Python loop only"):
+            verdict = "(no target: without the C fast loop)"
         elif pair.target is None:
             verdict = (
                 f"MessagePack {ratio:.2f}x faster"

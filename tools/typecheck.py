@@ -5,7 +5,7 @@ The folders are mapped into packages by ``package-dir`` in pyproject.toml
 ``snakepit_harness.conformance``, ...), which mypy cannot follow through an
 editable install's import hook.  So we lay out the packages as symlinks under
 ``build/typecheck`` (directory links, so new modules appear by themselves) and
-point mypy at that tree, then at ``tests/``.
+point mypy at that tree, then at ``tests/``, ``benchmarks/`` and ``setup.py``.
 """
 
 from __future__ import annotations
@@ -47,7 +47,16 @@ def build_tree() -> list[Path]:
 def main() -> int:
     tops = build_tree()
     env = dict(os.environ, MYPYPATH=str(TREE))
-    command = [sys.executable, "-m", "mypy", *map(str, tops), "tests", "setup.py", *sys.argv[1:]]
+    command = [
+        sys.executable,
+        "-m",
+        "mypy",
+        *map(str, tops),
+        "tests",
+        "benchmarks",
+        "setup.py",
+        *sys.argv[1:],
+    ]
     return subprocess.call(command, cwd=ROOT, env=env)
 
 
