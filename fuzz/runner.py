@@ -116,6 +116,9 @@ class _RunState:
     last_failure: PropertyFailed | None = None
     examples: int = 0
     examples_to_failure: int = 0
+    # Set when guard() stopped the run: hypothesis may then report its own
+    # error instead of letting _BudgetSpent through (see run_property).
+    budget_spent: bool = False
 
     def guard(self) -> None:
         """End the run once the search or the shrinking has spent its time, or on a stop."""
@@ -125,8 +128,10 @@ class _RunState:
             raise KeyboardInterrupt
         now = time.monotonic()
         if self.first_failure_at is None and now > self.search_deadline:
+            self.budget_spent = True
             raise _BudgetSpent
         if self.first_failure_at is not None and now > self.first_failure_at + self.shrink_budget:
+            self.budget_spent = True
             raise _BudgetSpent
 
     def record(self, failure: PropertyFailed) -> None:
@@ -143,6 +148,15 @@ class _BudgetSpent(BaseException):
     prefixes (FlakyStrategyDefinition); stopping outright keeps the best
     failure seen so far, which is what shrinking had reached.
     """
+
+
+def _note_budget_spent(outcome: PropertyOutcome, state: _RunState, shrink_budget: float) -> None:
+    """The run was stopped by the time budget: keep the best failure, or say so."""
+    if state.last_failure is not None:
+        outcome.failure = state.last_failure
+        outcome.notes.append(f"shrinking stopped after {shrink_budget:g} s")
+    else:
+        outcome.notes.append("stopped at the time budget")
 
 
 def _is_final_replay() -> bool:
@@ -279,17 +293,20 @@ def run_property(
     except PropertyFailed as exc:
         outcome.failure = exc
     except _BudgetSpent:
-        if state.last_failure is not None:
-            outcome.failure = state.last_failure
-            outcome.notes.append(f"shrinking stopped after {shrink_budget:g} s")
-        else:
-            outcome.notes.append("stopped at the time budget")
+        _note_budget_spent(outcome, state, shrink_budget)
     except Unsatisfiable:
         outcome.notes.append("the time budget ran out before any example ran")
     except HypothesisException as exc:
+        if state.budget_spent:
+            # Measured with hypothesis 6.170: an example stopped by the guard
+            # before its first draw ends "earlier than" every example before it
+            # with the same (empty) prefix, and hypothesis reports that as
+            # inconsistent data generation instead of passing _BudgetSpent on.
+            # We stopped it; it is the budget, not the bridge or the strategies.
+            _note_budget_spent(outcome, state, shrink_budget)
         # Flaky: the failure did not repeat on replay (a bridge whose answers
         # depend on timing or on earlier traffic).  Report the last one seen.
-        if state.last_failure is None:
+        elif state.last_failure is None:
             outcome.error = f"hypothesis: {exc}"
         else:
             outcome.failure = state.last_failure

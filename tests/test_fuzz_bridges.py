@@ -109,6 +109,29 @@ def test_reference_bridge_holds_every_property(profile: str, codec: str) -> None
     assert all(o.examples > 0 for o in outcomes)
 
 
+def test_a_time_boxed_run_stops_cleanly_at_its_budget() -> None:
+    # hypothesis 6.170 reported every budget stop as "inconsistent data
+    # generation", so each --max-time run ended in ERROR on a correct bridge.
+    outcomes = run_session(
+        default_bridge("v2", "json"),
+        "v2",
+        "json",
+        only=("invalid-frames", "split-writes", "pipelined-session"),
+        seed=20261128,
+        max_examples=1_000_000,  # only the budget can end the search
+        max_time=6.0,
+    )
+    assert [o.prop.name for o in outcomes] == [
+        "invalid-frames",
+        "split-writes",
+        "pipelined-session",
+    ]
+    for outcome in outcomes:
+        assert outcome.passed and outcome.error is None, (outcome.prop.name, outcome.error)
+        assert outcome.examples > 0
+    assert any("stopped at the time budget" in o.notes for o in outcomes)
+
+
 # (defect, the property that must catch it, profile, codec, extra options)
 DEFECTS: list[tuple[str, str, str, str, dict[str, float]]] = [
     ("unicode", "echo", "v2", "json", {}),
