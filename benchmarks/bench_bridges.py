@@ -220,59 +220,37 @@ def grpc_call(argv: list[str]) -> Callable[[], Any]:
     return factory
 
 
+# The ping rows: (name pattern, bridge command, target).  Each runs under both
+# codecs against the raw echo of the same frame.
+PING_ROWS: Final = (
+    ("v2 ping ({codec}) vs raw echo", V2_BRIDGE, 1.3),
+    ("v2 ping ({codec}), Python loop only", PURE_V2_BRIDGE, None),
+    ("floor: Python decode+encode ping ({codec})", FLOOR_BRIDGE, None),
+)
+
+
 def cases(batch: dict[str, int], with_grpc: bool) -> list[Pair]:
     raw = baseline_command("stdio")
     pairs = [
         Pair(
-            "v2 ping (msgpack) vs raw echo",
-            1.3,
-            stdio_call(V2_BRIDGE, "ping", "msgpack"),
+            name.format(codec=codec),
+            target,
+            stdio_call(argv, "ping", codec),
             stdio_call(raw, "ping", "raw"),
             batch["ping"],
-        ),
-        Pair(
-            "v2 ping (json) vs raw echo",
-            1.3,
-            stdio_call(V2_BRIDGE, "ping", "json"),
-            stdio_call(raw, "ping", "raw"),
-            batch["ping"],
-        ),
-        Pair(
-            "v2 ping (msgpack), Python loop only",
-            None,
-            stdio_call(PURE_V2_BRIDGE, "ping", "msgpack"),
-            stdio_call(raw, "ping", "raw"),
-            batch["ping"],
-        ),
-        Pair(
-            "v2 ping (json), Python loop only",
-            None,
-            stdio_call(PURE_V2_BRIDGE, "ping", "json"),
-            stdio_call(raw, "ping", "raw"),
-            batch["ping"],
-        ),
-        Pair(
-            "floor: Python decode+encode ping (msgpack)",
-            None,
-            stdio_call(FLOOR_BRIDGE, "ping", "msgpack"),
-            stdio_call(raw, "ping", "raw"),
-            batch["ping"],
-        ),
-        Pair(
-            "floor: Python decode+encode ping (json)",
-            None,
-            stdio_call(FLOOR_BRIDGE, "ping", "json"),
-            stdio_call(raw, "ping", "raw"),
-            batch["ping"],
-        ),
+        )
+        for name, argv, target in PING_ROWS
+        for codec in ("msgpack", "json")
+    ]
+    pairs.append(
         Pair(
             "v2 1 MiB binary echo (msgpack) vs raw echo",
             1.5,
             stdio_call(V2_BRIDGE, "binary", "msgpack"),
             stdio_call(raw, "binary", "raw"),
             batch["binary"],
-        ),
-    ]
+        )
+    )
     if with_grpc:
         pairs.append(
             Pair(
