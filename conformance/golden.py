@@ -233,8 +233,10 @@ def run_steps(ctx: StepContext, steps: list[dict[str, Any]], level: Level, sourc
                 (None, []) if absent else _grade_value(value, _outcomes(step["expect"]))
             )
             if outcome is None and optional is not None and not absent:
-                following = _next_expect(steps, index)
-                absent = following is not None and _grade_value(value, following)[0] is not None
+                absent = any(
+                    _grade_value(value, later)[0] is not None
+                    for later in _later_answers(steps, index)
+                )
             if absent:
                 # The bridge sent nothing for this request: the frame we read
                 # answers the next one.  Keep it for that step.
@@ -290,14 +292,21 @@ class _Nothing:
 _NOTHING: Final = _Nothing()
 
 
-def _next_expect(steps: list[dict[str, Any]], index: int) -> list[_Outcome] | None:
+def _later_answers(steps: list[dict[str, Any]], index: int) -> list[list[_Outcome]]:
+    """What the frame read for step ``index`` may answer instead: each later expect up
+    to the first that is not optional (optional answers can all be missing, so
+    after two silent malformed frames the frame read answers the third step)."""
+    found: list[list[_Outcome]] = []
     for step in steps[index + 1 :]:
         if "expect" in step:
-            return _outcomes(step["expect"])
-        if "alive" in step:
+            found.append(_outcomes(step["expect"]))
+            if "optional" not in step:
+                break
+        elif "alive" in step:
             alive_id = (step["alive"] or {}).get("id", ALIVE_DEFAULT_ID)
-            return [_Outcome(Grade.PASS, _ping_answer_matcher(alive_id), "")]
-    return None
+            found.append([_Outcome(Grade.PASS, _ping_answer_matcher(alive_id), "")])
+            break
+    return found
 
 
 def _alive(ctx: StepContext, spec: dict[str, Any], label: str) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from snakepit_harness.conformance import all_cases
@@ -15,13 +17,19 @@ from snakepit_harness.conformance.golden import (
     golden_files,
     load_case,
     load_document,
+    run_steps,
     wire_hex,
     wire_mismatches,
 )
 from snakepit_harness.conformance.matcher import MatcherError, decode_special, match
+from snakepit_harness.conformance.model import CaseFailed, Grade, Level
 from snakepit_harness.conformance.registry import _ID_PATTERN
 
 FILES = list(golden_files(GOLDEN_DIR))
+# Fuzz regressions (FORMAT.md) hold the exact bytes of a failure, cut as the
+# fuzzer's writes were: raw steps only, and a step need not be one whole frame.
+REGRESSIONS = [p for p in FILES if p.parent.name == "regressions"]
+HANDWRITTEN = [p for p in FILES if p not in REGRESSIONS]
 
 
 def test_golden_directory_holds_the_handwritten_cases() -> None:
@@ -39,7 +47,7 @@ def test_golden_directory_holds_the_handwritten_cases() -> None:
     assert len(FILES) >= 30
 
 
-@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", HANDWRITTEN, ids=lambda p: p.stem)
 def test_golden_file_wire_hex_matches_structured_request(path: Path) -> None:
     doc = load_document(path)
     assert wire_mismatches(doc) == []
@@ -48,6 +56,13 @@ def test_golden_file_wire_hex_matches_structured_request(path: Path) -> None:
     assert sends, "a golden case sends something"
     for step in sends:
         assert set(step["wire"]) >= {"json"}
+
+
+def _after_whole_frames(stream: bytes) -> bytes:
+    """What is left of ``stream`` after its complete frames."""
+    while len(stream) >= 4 and len(stream) >= 4 + int.from_bytes(stream[:4], "big"):
+        stream = stream[4 + int.from_bytes(stream[:4], "big") :]
+    return stream
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
@@ -59,11 +74,31 @@ def test_golden_file_is_a_valid_case(path: Path) -> None:
     assert doc["requirement"].endswith(".")
     case = load_case(path)
     assert case.profiles <= {"v1", "v2", "enhanced", "grpc"}
-    # Raw steps are valid hex, and frames announce exactly the bytes that follow.
+    # Raw steps are valid hex, and frames announce exactly the bytes that follow
+    # (in a regression, across its steps: the writes cut the frames anywhere).
+    streams: dict[str, bytes] = {}
     for step in doc["steps"]:
-        for hex_text in step.get("send_raw", {}).values():
+        for codec, hex_text in step.get("send_raw", {}).items():
             raw = bytes.fromhex(hex_text)
-            assert int.from_bytes(raw[:4], "big") == len(raw) - 4
+            if path in REGRESSIONS:
+                streams[codec] = streams.get(codec, b"") + raw
+            else:
+                assert int.from_bytes(raw[:4], "big") == len(raw) - 4
+    closes_input = any("close_stdin" in step for step in doc["steps"])
+    for stream in streams.values():
+        assert closes_input or _after_whole_frames(stream) == b"", (
+            "a regression that keeps input open sends whole frames"
+        )
+
+
+@pytest.mark.parametrize("path", REGRESSIONS, ids=lambda p: p.stem)
+def test_fuzz_regression_is_raw_bytes_on_a_fresh_bridge_with_its_explanation(path: Path) -> None:
+    doc = load_document(path)
+    assert re.fullmatch(r"fuzz\.[0-9a-f]{8}", doc["id"])
+    assert doc["bridge"] == "fresh"
+    assert all("send" not in step for step in doc["steps"])
+    assert any("expect" in step for step in doc["steps"])
+    assert path.with_suffix(".md").is_file(), "the .md beside it says what broke and how to replay"
 
 
 def test_wire_mismatch_is_detected(tmp_path: Path) -> None:
@@ -159,3 +194,64 @@ def test_decode_special_round_trip() -> None:
         {"b": {"$bytes": "00ff"}, "i": {"$int": "-9"}, "l": [{"$float": "-inf"}]}
     )
     assert value == {"b": b"\x00\xff", "i": -9, "l": [-math.inf]}
+
+
+class ScriptedBridge:
+    """A StepContext whose bridge answers from a script: the golden interpreter
+    is sans-IO, so its reading of optional steps is tested without a process."""
+
+    codec_name = "json"
+
+    def __init__(self, answers: list[object]) -> None:
+        self.answers = list(answers)
+        self.findings: list[tuple[Grade, str]] = []
+
+    def send_value(self, value: object, wire: bytes | None = None) -> None:
+        pass
+
+    def send_raw(self, data: bytes) -> None:
+        pass
+
+    def wait_sent_read(self, timeout: float) -> None:
+        pass
+
+    def read_value(self) -> object:
+        return self.answers.pop(0)
+
+    def close_stdin(self) -> None:
+        pass
+
+    def expect_exit(self, within: float) -> int | None:
+        return 0
+
+    def add_finding(self, grade: Grade, message: str) -> None:
+        self.findings.append((grade, message))
+
+
+def _optional_error() -> dict[str, Any]:
+    return {
+        "expect": {"match": {"id": None, "success": False}},
+        "optional": {"grade": "pass", "why": "answering a malformed frame is a SHOULD"},
+    }
+
+
+def test_several_unanswered_optional_steps_let_the_frame_answer_the_next_required_one() -> None:
+    steps: list[dict[str, Any]] = [
+        {"send_raw": {"json": "0000000100"}},
+        {"send_raw": {"json": "0000000100"}},
+        {"send": {"id": 7, "command": "ping", "args": {}}},
+        _optional_error(),
+        _optional_error(),
+        {"expect": {"match": {"id": 7, "success": True}}},
+    ]
+    silent = ScriptedBridge([{"id": 7, "success": True, "result": {"status": "ok"}}])
+    run_steps(silent, steps, Level.REQUIRED, "test")
+    assert [grade for grade, _ in silent.findings] == [Grade.PASS, Grade.PASS]
+    answering = ScriptedBridge(
+        [{"id": None, "success": False}, {"id": None, "success": False}, {"id": 7, "success": True}]
+    )
+    run_steps(answering, steps, Level.REQUIRED, "test")
+    assert answering.findings == [] and answering.answers == []
+    wrong = ScriptedBridge([{"id": 8, "success": True}])
+    with pytest.raises(CaseFailed, match="unexpected response"):
+        run_steps(wrong, steps, Level.REQUIRED, "test")
