@@ -203,9 +203,10 @@ class _JsonWire:
         return self._decode(str(payload, "utf-8"))
 
     def fast_loop_pieces(self) -> tuple[int, Any, Any] | None:
-        """(codec, decode, encode) for the C fast loop: the C scanner and the C
-        encoder, or None where this Python lacks them (the Python loop then
-        serves every frame)."""
+        """(codec, decode, encode) for the C fast loop: the stdlib's C scanner and
+        C encoder, which it falls back on for what its own JSON reader and writer
+        leave to the stdlib; None where this Python lacks them (the Python loop
+        then serves every frame)."""
         if _fastloop is None or self._c_encoder is None:
             return None
         scanner_type: Any = json.scanner.c_make_scanner  # type: ignore[attr-defined]
