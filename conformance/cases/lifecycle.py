@@ -105,11 +105,14 @@ def sigterm_mid_response(ctx: StdioCaseContext) -> None:
     ctx.send_value(
         {"id": 501, "command": "echo", "args": {"blob": "y" * IN_FLIGHT_BYTES}},
     )
-    # Wait for the answer's first bytes: from then on, it has started.
-    while ctx.bridge.unread_stdout == 0:
-        if ctx.bridge.wait_stdout_eof(0.01):
-            raise BridgeCrashed("the bridge closed stdout before answering")
-        ctx.remaining()
+    # Wait for the answer's first bytes without reading them: the answer is
+    # bigger than the pipe, so the bridge is now blocked mid-frame and stays
+    # so until we read.  (Draining stdout while waiting let a fast bridge
+    # finish before the signal landed, and a cut-short answer pass.)
+    while not ctx.bridge.wait_stdout_readable(min(0.1, ctx.remaining())):
+        pass
+    if ctx.bridge.poll() is not None:
+        raise BridgeCrashed("the bridge exited before answering")
     ctx.send_signal(signal.SIGTERM)
     try:
         payload = ctx.read_frame(EXIT_LIMIT + 1.0)

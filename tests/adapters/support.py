@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -152,12 +151,5 @@ def wait_for_stderr(bridge: StdioBridge, text: bytes, timeout: float = 5.0) -> b
 
 
 def wait_stdout_readable(bridge: StdioBridge, timeout: float) -> bool:
-    """True once the bridge has started writing to its stdout.
-
-    StdioBridge offers no "is there output" query, so this looks at its
-    descriptor directly (tests only).
-    """
-    fd = bridge._stdout_fd
-    assert fd is not None
-    readable, _, _ = select.select([fd], [], [], timeout)
-    return bool(readable)
+    """True once the bridge has started writing to its stdout (nothing is read)."""
+    return bridge.wait_stdout_readable(timeout)

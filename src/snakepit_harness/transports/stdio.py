@@ -348,6 +348,15 @@ class StdioBridge:
                 self._read_available()
         return True
 
+    def wait_stdout_readable(self, timeout: float) -> bool:
+        """True once the bridge has written something not yet read (or closed stdout),
+        within ``timeout`` s.  Reads nothing: a bridge writing more than the pipe
+        holds stays blocked in its write, which is how a case catches it mid-frame."""
+        if self._decoder.buffered or self._stdout_eof or self._stdout_fd is None:
+            return True
+        readable, _, _ = select.select([self._stdout_fd], [], [], max(0.0, timeout))
+        return bool(readable)
+
     @property
     def unread_stdout(self) -> int:
         """Bytes the bridge wrote that are not yet part of a returned frame."""
