@@ -162,6 +162,7 @@ def test_update_baseline_then_xfail_then_stale(
     )
     entries = load_baseline(baseline)
     assert set(entries) == {
+        "framing.split-writes",
         "messages.id-integer",
         "messages.id-string",
         "messages.id-numeric-string",
