@@ -80,6 +80,7 @@ __all__ = [
     "DISCARD_CHUNK",
     "EXIT_TRUNCATED",
     "FAST_FRAME_MAX",
+    "FAST_LOOP_OFF_REASON",
     "PROTOCOL_CHOICES",
     "PURE_PYTHON_ENV",
     "READ_BUFFER_SIZE",
@@ -106,12 +107,16 @@ FAST_FRAME_MAX: Final = 64 * 1024
 PURE_PYTHON_ENV: Final = "SNAKEPIT_BRIDGE_PURE_PYTHON"
 
 _fastloop: Any  # the module (see _fastloop.c), or None
+# Why it is None, in words (for start-up lines and test skip reasons).
+FAST_LOOP_OFF_REASON = ""
 try:
     _fastloop = importlib.import_module(f"{__package__}._fastloop")
 except ImportError:  # not built (no C compiler at install time): the Python loop does it all
     _fastloop = None
+    FAST_LOOP_OFF_REASON = "the optional C fast loop is not built (no C compiler at install time)"
 if os.environ.get(PURE_PYTHON_ENV, "") not in ("", "0"):
     _fastloop = None
+    FAST_LOOP_OFF_REASON = f"the C fast loop is switched off ({PURE_PYTHON_ENV} is set)"
 
 # The payload of an oversize frame is read and dropped in pieces of this size:
 # bounded memory, few enough system calls.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 
 import pytest
-from snakepit_bridge.protocol import PURE_PYTHON_ENV, _fastloop
+from snakepit_bridge.protocol import FAST_LOOP_OFF_REASON, PURE_PYTHON_ENV, _fastloop
 
 with contextlib.suppress(ImportError):  # hypothesis is an optional extra
     from snakepit_harness.fuzz.profiles import register_profiles
@@ -24,7 +24,7 @@ def both_loops(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     if request.param == "python-loop":
         monkeypatch.setenv(PURE_PYTHON_ENV, "1")
     elif _fastloop is None:
-        pytest.skip("the optional C fast loop is not built (no C compiler at install time)")
+        pytest.skip(FAST_LOOP_OFF_REASON)
     else:
         monkeypatch.delenv(PURE_PYTHON_ENV, raising=False)
     return str(request.param)

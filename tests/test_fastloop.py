@@ -30,11 +30,7 @@ from snakepit_harness.transports import StdioBridge
 from .adapters.support import TIMEOUT, V1, V2, adapter_env, negotiate
 
 fastloop = protocol._fastloop
-pytestmark = pytest.mark.skipif(
-    fastloop is None,
-    reason="the optional C fast loop is not built (no C compiler at install time) "
-    f"or {protocol.PURE_PYTHON_ENV} is set",
-)
+pytestmark = pytest.mark.skipif(fastloop is None, reason=protocol.FAST_LOOP_OFF_REASON)
 
 MISBEHAVING = ("--adapter", "misbehaving:MisbehavingHandler")
 
