@@ -20,37 +20,14 @@ import signal
 import sys
 from typing import Final
 
+from snakepit_harness.loadtests.procs import tune_allocator
+
 # The receive buffer starts here and grows to the largest frame seen.  Reads
 # go straight into it (``readv``): ``os.read(fd, 1 MiB)`` would allocate a
 # fresh megabyte per call (an mmap/munmap pair), which made this "minimal"
 # worker slower than the bridges it calibrates.
 _INITIAL_BUFFER: Final = 64 * 1024
 _HEADER_SIZE: Final = 4
-
-
-# glibc allocator settings (mallopt parameter numbers from <malloc.h>): serve
-# blocks up to 32 MiB from the heap and never trim it.  Measured here: 1 MiB
-# echoes take ~580 µs with them and ~920 µs without (the receive buffer then
-# lives in its own mmap); the reference bridges set the same, and a baseline
-# slower than the bridge it calibrates would flatter the bridge.
-_M_TRIM_THRESHOLD: Final = -1
-_M_MMAP_THRESHOLD: Final = -3
-_TRIM_THRESHOLD: Final = 64 * 1024 * 1024
-_MMAP_THRESHOLD: Final = 32 * 1024 * 1024
-
-
-def _tune_allocator() -> None:
-    """Best effort: glibc only; elsewhere the defaults stay."""
-    try:
-        if not os.confstr("CS_GNU_LIBC_VERSION"):
-            return
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
-        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
-    except (ValueError, OSError, AttributeError):
-        pass
 
 
 def _exit_now(signum: int, frame: object) -> None:
@@ -91,7 +68,10 @@ def serve(stdin_fd: int = 0, stdout_fd: int = 1) -> None:
 def main() -> None:
     signal.signal(signal.SIGTERM, _exit_now)
     signal.signal(signal.SIGINT, _exit_now)
-    _tune_allocator()
+    # The same allocator settings as the reference bridges: 1 MiB echoes took
+    # ~580 µs with them and ~920 µs without, and a baseline slower than the
+    # bridge it calibrates would flatter the bridge.
+    tune_allocator()
     with contextlib.suppress(BrokenPipeError):
         serve()
     # Skip interpreter teardown: nothing to flush, and it costs start-stop time.

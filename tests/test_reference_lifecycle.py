@@ -23,7 +23,6 @@ from .adapters.support import (
     adapter_env,
     negotiate,
     wait_for_stderr,
-    wait_stdout_readable,
 )
 
 # Every test here runs against bridges with and without the C fast loop.
@@ -181,7 +180,7 @@ def test_sigterm_while_writing_finishes_the_response() -> None:
     with StdioBridge(MISBEHAVING, env=adapter_env()) as bridge:
         s = Session(bridge, "json")
         bridge.send({"id": 1, "command": "return_size", "args": {"size": size}}, s.codec, TIMEOUT)
-        assert wait_stdout_readable(bridge, TIMEOUT)  # the response has begun
+        assert bridge.wait_stdout_readable(TIMEOUT)  # the response has begun
         bridge.send_signal(signal.SIGTERM)
         response = s.read()
         assert response["id"] == 1 and len(response["result"]) == size
@@ -193,7 +192,7 @@ def test_sigterm_while_the_host_does_not_read_still_exits_in_time() -> None:
     with StdioBridge(MISBEHAVING, env=adapter_env()) as bridge:
         codec = get_codec("json")
         bridge.send({"id": 1, "command": "return_size", "args": {"size": 8_000_000}}, codec, 5)
-        assert wait_stdout_readable(bridge, TIMEOUT)
+        assert bridge.wait_stdout_readable(TIMEOUT)
         bridge.send_signal(signal.SIGTERM)
         ended = bridge.wait_exit(EXIT_DEADLINE + SLACK)
         assert ended is not None and ended.returncode == 0

@@ -148,8 +148,3 @@ def wait_for_stderr(bridge: StdioBridge, text: bytes, timeout: float = 5.0) -> b
     while text not in bridge.stderr_tail() and time.monotonic() < deadline:
         time.sleep(0.02)
     return bridge.stderr_tail()
-
-
-def wait_stdout_readable(bridge: StdioBridge, timeout: float) -> bool:
-    """True once the bridge has started writing to its stdout (nothing is read)."""
-    return bridge.wait_stdout_readable(timeout)
