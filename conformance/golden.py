@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from snakepit_harness.codecs import get_codec
 from snakepit_harness.errors import HarnessError, RemoteProtocolError
-from snakepit_harness.frames import HEADER_SIZE, encode_frame
+from snakepit_harness.protocol import HEADER_SIZE, encode_frame, get_codec
 
 from .matcher import decode_special, describe, match
 from .model import BridgeUse, Case, CaseFailed, CaseSkipped, Grade, Level

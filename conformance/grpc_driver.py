@@ -36,7 +36,7 @@ from .model import BridgeUse, Case, CaseFailed, CaseSkipped, RunSettings, Verdic
 from .runner import CaseContext, TransportDriver, register_transport
 
 if TYPE_CHECKING:
-    from snakepit_bridge.grpc import snakepit_pb2 as pb
+    from snakepit_harness.protos import snakepit_pb2 as pb
 
 __all__ = ["GrpcCaseContext", "GrpcDriver", "StatusOutcome"]
 

@@ -17,9 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final
 
-from snakepit_harness.codecs import get_codec
 from snakepit_harness.errors import BridgeCrashed, BridgeTimeout, RemoteProtocolError
-from snakepit_harness.frames import encode_frame
+from snakepit_harness.protocol import encode_frame, get_codec
 from snakepit_harness.transports import StdioBridge
 
 from .matcher import describe

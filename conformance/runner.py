@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
-from snakepit_harness.codecs import Codec, UnencodableValue, get_codec
 from snakepit_harness.errors import (
     BridgeCrashed,
     BridgeTimeout,
@@ -41,7 +40,7 @@ from snakepit_harness.errors import (
     LocalProtocolError,
     RemoteProtocolError,
 )
-from snakepit_harness.frames import encode_frame
+from snakepit_harness.protocol import Codec, UnencodableValue, encode_frame, get_codec
 from snakepit_harness.transports import StdioBridge
 from snakepit_harness.transports.process import descendants
 

@@ -35,8 +35,7 @@ from typing import Any, Final, TypeVar
 
 from hypothesis import strategies as st
 
-from ..codecs import get_codec
-from ..frames import HEADER_SIZE, encode_header
+from ..protocol import HEADER_SIZE, encode_header, get_codec
 
 T = TypeVar("T")
 

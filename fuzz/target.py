@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, Protocol, Self, TypeVar
 
-from ..codecs import Codec, get_codec
 from ..errors import BridgeCrashed, BridgeTimeout, CodecError, HarnessError, RemoteProtocolError
+from ..protocol import Codec, get_codec
 from ..transports.stdio import StdioBridge, describe_returncode
 from .strategies import Expectation, Step, encode_payload, frame
 

@@ -34,9 +34,8 @@ import gevent.monkey
 import gevent.queue
 from gevent.socket import wait_read, wait_write
 
-from snakepit_harness.codecs import get_codec
 from snakepit_harness.errors import BridgeCrashed, BridgeTimeout, HarnessError, TransportError
-from snakepit_harness.frames import HEADER_SIZE, encode_frame
+from snakepit_harness.protocol import HEADER_SIZE, encode_frame, get_codec
 from snakepit_harness.transports.stdio import PIPE_SIZE, set_pipe_size
 
 from .procs import record_pid

@@ -33,9 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from snakepit_harness.codecs import get_codec
 from snakepit_harness.errors import HarnessError
-from snakepit_harness.frames import encode_header
+from snakepit_harness.protocol import encode_header, get_codec
 
 __all__ = [
     "BUILTIN_PROFILES",

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Final
 
-from snakepit_harness.frames import DEFAULT_MAX_FRAME_SIZE
+from snakepit_harness.protocol import DEFAULT_MAX_FRAME_SIZE
 
 from .adapter import BaseCommandHandler
 from .protocol import PROTOCOL_CHOICES, CodecNotAvailable, ProtocolHandler, claim_stdout

@@ -75,7 +75,8 @@ from snakepit_bridge.bridge_cli import AdapterLoadError, load_adapter
 
 if TYPE_CHECKING:
     import grpc
-    from snakepit_bridge.grpc import snakepit_pb2 as pb
+
+    from snakepit_harness.protos import snakepit_pb2 as pb
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -396,7 +397,7 @@ class BridgeServicer:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         worker_type: str | None = None,
     ) -> None:
-        from snakepit_bridge.grpc import snakepit_pb2
+        from snakepit_harness.protos import snakepit_pb2
 
         self.pb = snakepit_pb2
         self.handler = handler

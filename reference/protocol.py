@@ -72,7 +72,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 
-from snakepit_harness.frames import DEFAULT_MAX_FRAME_SIZE, HEADER, MAX_ENCODABLE_LENGTH
+from snakepit_harness.protocol import DEFAULT_MAX_FRAME_SIZE, HEADER, MAX_ENCODABLE_LENGTH
 
 from .adapter import BaseCommandHandler, CommandError, utc_timestamp
 

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from snakepit_bridge import adapter, protocol
 
 from snakepit_harness import get_codec
-from snakepit_harness.frames import encode_frame
+from snakepit_harness.protocol import encode_frame
 from snakepit_harness.transports import StdioBridge
 
 from .adapters.support import TIMEOUT, V1, V2, adapter_env, negotiate

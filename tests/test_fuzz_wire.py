@@ -29,14 +29,14 @@ from snakepit_harness.fuzz.strategies import (
     values,
 )
 
-from snakepit_harness.codecs import get_codec
 from snakepit_harness.errors import CodecError, FrameTooLarge, TruncatedFrame
-from snakepit_harness.frames import (
+from snakepit_harness.protocol import (
     HEADER_SIZE,
     NEED_DATA,
     FrameDecoder,
     encode_frame,
     encode_header,
+    get_codec,
 )
 
 CODECS = ("json", "msgpack")

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PROTO_DIR = ROOT / "reference" / "grpc"
+PROTO_DIR = ROOT / "src" / "snakepit_harness" / "protos"
 
 pytest.importorskip("grpc_tools", reason="grpcio-tools is needed to regenerate the gRPC code")
 
@@ -66,7 +66,8 @@ def test_committed_code_is_what_the_proto_generates(tmp_path: Path) -> None:
         if not same_tools:
             fresh, old = _without_stamps(fresh), _without_stamps(old)
         assert fresh == old, (
-            f"reference/grpc/{name} is stale: run `python tools/gen_protos.py` (tox -e protos)"
+            f"src/snakepit_harness/protos/{name} is stale: "
+            "run `python tools/gen_protos.py` (tox -e protos)"
         )
 
 
@@ -87,7 +88,7 @@ def test_drift_is_detected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_generated_grpc_module_imports_absolutely() -> None:
     text = (PROTO_DIR / "snakepit_pb2_grpc.py").read_text()
-    assert "from snakepit_bridge.grpc import snakepit_pb2" in text
+    assert "from snakepit_harness.protos import snakepit_pb2" in text
     assert "\nimport snakepit_pb2" not in text
 
 
@@ -183,7 +184,7 @@ def _type_name(field: Any) -> str:
 
 @pytest.mark.parametrize("message", sorted(SPEC_FIELDS))
 def test_message_fields_match_the_spec(message: str) -> None:
-    from snakepit_bridge.grpc import snakepit_pb2
+    from snakepit_harness.protos import snakepit_pb2
 
     descriptor = snakepit_pb2.DESCRIPTOR.message_types_by_name[message]
     assert descriptor.full_name == f"snakepit.{message}"
@@ -193,7 +194,8 @@ def test_message_fields_match_the_spec(message: str) -> None:
 
 def test_map_values_are_bytes_and_keys_strings() -> None:
     from google.protobuf.descriptor import FieldDescriptor
-    from snakepit_bridge.grpc import snakepit_pb2
+
+    from snakepit_harness.protos import snakepit_pb2
 
     for message, field in [
         ("ExecuteRequest", "args"),
@@ -209,7 +211,7 @@ def test_map_values_are_bytes_and_keys_strings() -> None:
 
 
 def test_service_methods_match_the_spec() -> None:
-    from snakepit_bridge.grpc import snakepit_pb2
+    from snakepit_harness.protos import snakepit_pb2
 
     service = snakepit_pb2.DESCRIPTOR.services_by_name["SnakepitBridge"]
     assert service.full_name == "snakepit.SnakepitBridge"

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from snakepit_harness import get_codec
-from snakepit_harness.frames import SPEC_MIN_FRAME_SIZE, encode_frame
+from snakepit_harness.protocol import SPEC_MIN_FRAME_SIZE, encode_frame
 
 from .adapters.support import SETUP_IDS, SETUPS, Session, Setup, session
 

@@ -1,13 +1,13 @@
-"""Regenerate the committed gRPC code from ``reference/grpc/snakepit.proto``.
+"""Regenerate the committed gRPC code from the ``.proto`` files in ``src/snakepit_harness/protos``.
 
-The proto lives in ``reference/grpc/`` (the folder installed as
-``snakepit_bridge.grpc``) but is compiled under the *virtual* path
-``snakepit_bridge/grpc/snakepit.proto`` (protoc's ``-IVIRTUAL=DISK`` mapping),
-so the generated ``snakepit_pb2_grpc.py`` imports its messages absolutely
-(``from snakepit_bridge.grpc import snakepit_pb2``) and works from any working
-directory.  ``generate(out_dir)`` writes the three files into a folder of your
-choice (the drift test compares them with the committed ones); running the
-script copies them into ``reference/grpc/``.
+The protos live in the folder installed as ``snakepit_harness.protos`` and are
+compiled under the *virtual* path ``snakepit_harness/protos/`` (protoc's
+``-IVIRTUAL=DISK`` mapping), so the generated ``*_pb2_grpc.py`` modules import
+their messages absolutely (``from snakepit_harness.protos import
+snakepit_pb2``) and work from any working directory.  ``generate(out_dir)``
+writes every generated file into a folder of your choice (the drift test
+compares them with the committed ones); running the script copies them into
+``src/snakepit_harness/protos/``.
 
 Usage: ``python tools/gen_protos.py [--check]`` (``--check`` only reports
 drift, exit status 1 when the committed code is stale).
@@ -22,10 +22,15 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PROTO_DIR = ROOT / "reference" / "grpc"
-VIRTUAL_DIR = "snakepit_bridge/grpc"
-PROTO_NAME = "snakepit.proto"
-GENERATED = ("snakepit_pb2.py", "snakepit_pb2.pyi", "snakepit_pb2_grpc.py")
+PROTO_DIR = ROOT / "src" / "snakepit_harness" / "protos"
+VIRTUAL_DIR = "snakepit_harness/protos"
+# Every proto compiled, in the order protoc is given them.
+PROTO_NAMES = ("snakepit.proto",)
+# What protoc makes of one proto: messages, their type stubs, the service code.
+_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
+GENERATED = tuple(
+    name.removesuffix(".proto") + suffix for name in PROTO_NAMES for suffix in _SUFFIXES
+)
 
 
 def generate(out_dir: Path) -> dict[str, Path]:
@@ -39,7 +44,7 @@ def generate(out_dir: Path) -> dict[str, Path]:
         f"--python_out={out_dir}",
         f"--pyi_out={out_dir}",
         f"--grpc_python_out={out_dir}",
-        f"{VIRTUAL_DIR}/{PROTO_NAME}",
+        *(f"{VIRTUAL_DIR}/{name}" for name in PROTO_NAMES),
     ]
     status = protoc.main(command)
     if status != 0:
@@ -69,11 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         stale = stale_files(generated)
         if args.check:
             for name in stale:
-                print(f"stale: reference/grpc/{name}", file=sys.stderr)
+                print(f"stale: {PROTO_DIR.relative_to(ROOT) / name}", file=sys.stderr)
             return 1 if stale else 0
         for name, path in generated.items():
             shutil.copyfile(path, PROTO_DIR / name)
-            print(f"wrote reference/grpc/{name}")
+            print(f"wrote {PROTO_DIR.relative_to(ROOT) / name}")
     return 0
 
 

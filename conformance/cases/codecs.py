@@ -25,9 +25,8 @@ from __future__ import annotations
 import math
 from typing import Any, Final
 
-from snakepit_harness.codecs import get_codec
 from snakepit_harness.errors import BridgeTimeout
-from snakepit_harness.frames import encode_frame
+from snakepit_harness.protocol import encode_frame, get_codec
 
 from ..model import CaseFailed
 from ..probes import (

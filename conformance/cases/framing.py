@@ -28,9 +28,8 @@ import functools
 import time
 from typing import Any, Final
 
-from snakepit_harness.codecs import get_codec
 from snakepit_harness.errors import BridgeCrashed, BridgeTimeout, RemoteProtocolError
-from snakepit_harness.frames import HEADER_SIZE, SPEC_MIN_FRAME_SIZE, encode_header
+from snakepit_harness.protocol import HEADER_SIZE, SPEC_MIN_FRAME_SIZE, encode_header, get_codec
 
 from ..model import CaseFailed, CaseSkipped, Grade
 from ..probes import (

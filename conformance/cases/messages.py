@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 from typing import Any, Final
 
-from snakepit_harness.frames import encode_frame
+from snakepit_harness.protocol import encode_frame
 
 from ..model import CaseFailed
 from ..probes import ERROR_TYPES, failure_form

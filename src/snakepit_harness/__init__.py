@@ -6,16 +6,6 @@ transports, the conformance suite, fuzzing and load tests live in subpackages.
 
 from __future__ import annotations
 
-from .codecs import (
-    CODEC_NAMES,
-    Codec,
-    CodecUnavailable,
-    JsonCodec,
-    MsgpackCodec,
-    UnencodableValue,
-    available_codecs,
-    get_codec,
-)
 from .errors import (
     BridgeCrashed,
     BridgeTimeout,
@@ -27,15 +17,23 @@ from .errors import (
     TransportError,
     TruncatedFrame,
 )
-from .frames import (
+from .protocol import (
+    CODEC_NAMES,
     DEFAULT_MAX_FRAME_SIZE,
     HEADER_SIZE,
     NEED_DATA,
     SPEC_MIN_FRAME_SIZE,
+    Codec,
+    CodecUnavailable,
     FrameDecoder,
+    JsonCodec,
+    MsgpackCodec,
     NeedData,
+    UnencodableValue,
+    available_codecs,
     encode_frame,
     encode_header,
+    get_codec,
 )
 
 __version__ = "0.1.0"

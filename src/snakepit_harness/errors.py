@@ -14,6 +14,8 @@ __all__ = [
     "BridgeTimeout",
     "CodecError",
     "FrameTooLarge",
+    "FramingViolation",
+    "HandshakeFailed",
     "HarnessError",
     "LocalProtocolError",
     "RemoteProtocolError",
@@ -45,6 +47,22 @@ class FrameTooLarge(RemoteProtocolError):
         super().__init__(f"frame header announces {announced} bytes; the limit is {limit}")
         self.announced = announced
         self.limit = limit
+
+
+class FramingViolation(RemoteProtocolError):
+    """The bridge wrote bytes that cannot be a frame (§2.1); ``data`` holds them."""
+
+    def __init__(self, message: str, data: bytes = b"") -> None:
+        super().__init__(message)
+        self.data = data
+
+
+class HandshakeFailed(RemoteProtocolError):
+    """The bridge answered the start-up negotiation (§3.4) with something unusable."""
+
+    def __init__(self, message: str, payload: bytes = b"") -> None:
+        super().__init__(message)
+        self.payload = payload
 
 
 class TruncatedFrame(RemoteProtocolError):

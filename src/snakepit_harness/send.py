@@ -18,8 +18,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from .codecs import Codec, UnencodableValue, get_codec
 from .errors import BridgeCrashed, BridgeTimeout, CodecError, RemoteProtocolError
+from .protocol import Codec, UnencodableValue, get_codec
 from .transports.stdio import StdioBridge
 
 __all__ = ["check_envelope", "register", "run_send"]

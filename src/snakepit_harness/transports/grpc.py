@@ -53,7 +53,8 @@ from .stdio import STDERR_TAIL_BYTES
 
 if TYPE_CHECKING:
     import grpc
-    from snakepit_bridge.grpc import snakepit_pb2 as pb
+
+    from snakepit_harness.protos import snakepit_pb2 as pb
 
 __all__ = [
     "DEFAULT_CALL_TIMEOUT",
@@ -451,7 +452,8 @@ class GrpcBridge:
     def _probe_and_connect(self) -> None:
         """One call at once (wait_for_ready off), then wait for a connection if it failed."""
         import grpc
-        from snakepit_bridge.grpc import snakepit_pb2
+
+        from snakepit_harness.protos import snakepit_pb2
 
         probe = self._method(
             "Health", snakepit_pb2.HealthRequest, snakepit_pb2.HealthResponse, stream=False
@@ -594,7 +596,7 @@ class GrpcBridge:
             raise self._call_error(name, exc, began, timeout) from None
 
     def _stream(self, name: str, request: Any, timeout: float) -> GrpcStream:
-        from snakepit_bridge.grpc import snakepit_pb2
+        from snakepit_harness.protos import snakepit_pb2
 
         method = self._method(name, type(request), snakepit_pb2.StreamResponse, stream=True)
         return GrpcStream(self, name, method(request, timeout=timeout), timeout)
@@ -603,7 +605,7 @@ class GrpcBridge:
         self, request: pb.ExecuteRequest, timeout: float = DEFAULT_CALL_TIMEOUT
     ) -> pb.ExecuteResponse:
         """Send a ready-made ``ExecuteRequest`` (args already encoded)."""
-        from snakepit_bridge.grpc import snakepit_pb2
+        from snakepit_harness.protos import snakepit_pb2
 
         response: pb.ExecuteResponse = self._unary(
             "Execute", request, snakepit_pb2.ExecuteResponse, timeout
@@ -620,7 +622,7 @@ class GrpcBridge:
         timeout_ms: int = 0,
     ) -> pb.ExecuteResponse:
         """``Execute``: ``args`` values are JSON-encoded (``bytes`` sent raw)."""
-        from snakepit_bridge.grpc import snakepit_pb2
+        from snakepit_harness.protos import snakepit_pb2
 
         request = snakepit_pb2.ExecuteRequest(
             command=command, args=encode_args(args), timeout_ms=timeout_ms, request_id=request_id
@@ -637,7 +639,7 @@ class GrpcBridge:
         request_id: str = "",
         timeout_ms: int = 0,
     ) -> pb.ExecuteResponse:
-        from snakepit_bridge.grpc import snakepit_pb2
+        from snakepit_harness.protos import snakepit_pb2
 
         request = snakepit_pb2.SessionRequest(
             session_id=session_id,
@@ -660,7 +662,7 @@ class GrpcBridge:
         request_id: str = "",
         timeout_ms: int = 0,
     ) -> GrpcStream:
-        from snakepit_bridge.grpc import snakepit_pb2
+        from snakepit_harness.protos import snakepit_pb2
 
         request = snakepit_pb2.ExecuteRequest(
             command=command, args=encode_args(args), timeout_ms=timeout_ms, request_id=request_id
@@ -677,7 +679,7 @@ class GrpcBridge:
         request_id: str = "",
         timeout_ms: int = 0,
     ) -> GrpcStream:
-        from snakepit_bridge.grpc import snakepit_pb2
+        from snakepit_harness.protos import snakepit_pb2
 
         request = snakepit_pb2.SessionRequest(
             session_id=session_id,
@@ -691,7 +693,7 @@ class GrpcBridge:
     def health(
         self, worker_id: str = "", *, timeout: float = DEFAULT_CALL_TIMEOUT
     ) -> pb.HealthResponse:
-        from snakepit_bridge.grpc import snakepit_pb2
+        from snakepit_harness.protos import snakepit_pb2
 
         response: pb.HealthResponse = self._unary(
             "Health",
@@ -708,7 +710,7 @@ class GrpcBridge:
         include_stats: bool = True,
         timeout: float = DEFAULT_CALL_TIMEOUT,
     ) -> pb.InfoResponse:
-        from snakepit_bridge.grpc import snakepit_pb2
+        from snakepit_harness.protos import snakepit_pb2
 
         response: pb.InfoResponse = self._unary(
             "GetInfo",

@@ -26,9 +26,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Self
 
-from ..codecs import Codec
-from ..errors import BridgeCrashed, BridgeTimeout, FrameTooLarge, RemoteProtocolError
-from ..frames import NEED_DATA, FrameDecoder, encode_frame
+from ..errors import BridgeCrashed, BridgeTimeout, FramingViolation, HandshakeFailed
+from ..protocol import (
+    HOST_MAX_FRAME_SIZE,
+    NEED_DATA,
+    Closed,
+    Codec,
+    Event,
+    FramingError,
+    HostConnection,
+    NegotiationFailed,
+    Response,
+    Selected,
+    encode_frame,
+)
 from .process import (
     BridgeExit,
     StderrDrain,
@@ -59,11 +70,8 @@ PIPE_SIZE: Final = 1024 * 1024
 # print in a failure report.
 STDERR_TAIL_BYTES: Final = 16 * 1024
 
-# The harness accepts responses up to this size.  Larger than any bridge's
-# sensible limit (§2.2 asks for 16 MiB), yet small enough that stdout
-# pollution (ASCII text read as a length, e.g. b"hell" = 1.7 GB) is recognised
-# as garbage instead of being waited for.
-DEFAULT_READ_MAX_FRAME: Final = 256 * 1024 * 1024
+# The harness accepts responses up to this size (see the protocol core).
+DEFAULT_READ_MAX_FRAME: Final = HOST_MAX_FRAME_SIZE
 
 # Bytes of stdout kept for reports (the start of what the bridge wrote).
 STDOUT_RECORD_BYTES: Final = 4096
@@ -97,7 +105,11 @@ class StdioBridge:
     """One bridge process spoken to through length-prefixed frames on stdio.
 
     Use as a context manager; ``close()`` kills the whole process group, so a
-    bridge and everything it spawned are gone when the block ends.
+    bridge and everything it spawned are gone when the block ends.  What the
+    bytes mean is the business of :attr:`connection`, a
+    :class:`~snakepit_harness.protocol.HostConnection` this class feeds:
+    ``codec_mode`` says how it picks its codec (``negotiate``: run
+    :meth:`negotiate` first).
     """
 
     def __init__(
@@ -108,14 +120,14 @@ class StdioBridge:
         cwd: str | Path | None = None,
         read_max_frame: int = DEFAULT_READ_MAX_FRAME,
         stderr_tail_bytes: int = STDERR_TAIL_BYTES,
+        codec_mode: str = "json",
     ) -> None:
         if not argv:
             raise ValueError("a bridge command line is needed")
         self.argv = list(argv)
         self._env = dict(env) if env is not None else None
         self._cwd = cwd
-        self._decoder = FrameDecoder(read_max_frame)
-        self._read_max_frame = read_max_frame
+        self.connection = HostConnection(codec_mode, max_frame_size=read_max_frame)
         self._stderr_tail_bytes = stderr_tail_bytes
         self._proc: subprocess.Popen[bytes] | None = None
         self._stdin_fd: int | None = None
@@ -288,53 +300,91 @@ class StdioBridge:
         self.send_bytes(wire, timeout)
         return wire
 
-    def send(self, value: Any, codec: Codec, timeout: float) -> bytes:
-        """Encode ``value`` with ``codec``, frame and send it; return the wire bytes."""
-        return self.send_frame(codec.encode(value), timeout)
+    def send(self, value: Any, codec: Codec | None, timeout: float) -> bytes:
+        """Encode ``value`` (with ``codec``, or the connection's), frame and send it.
+
+        Returns the wire bytes sent.
+        """
+        if codec is None:
+            wire = self.connection.send(value)
+        else:
+            wire = self.connection.send_payload(codec.encode(value))
+        self.send_bytes(wire, timeout)
+        return wire
 
     # -- reading ------------------------------------------------------------
 
-    def read_frame(self, timeout: float) -> bytes:
-        """Return the next payload the bridge writes, waiting at most ``timeout`` s.
+    def read_event(self, timeout: float) -> Event:
+        """The connection's next event, reading stdout for at most ``timeout`` s.
 
-        Raises :class:`BridgeTimeout` when nothing whole arrives in time,
-        :class:`BridgeCrashed` when stdout ends (with how the process ended),
-        and :class:`RemoteProtocolError` (``FrameTooLarge``) when the header is
-        implausible, which is what text on stdout looks like.
+        Raises :class:`BridgeTimeout` when none is whole in time; every other
+        outcome, framing errors and the end of output included, is an event.
         """
         deadline = time.monotonic() + timeout
         while True:
-            try:
-                frame = self._decoder.next_frame()
-            except FrameTooLarge as exc:
-                raise RemoteProtocolError(
-                    f"the bridge wrote a header announcing {exc.announced} bytes "
-                    f"(over {self._read_max_frame}): not a frame, most likely text on stdout"
-                ) from exc
-            if frame is not NEED_DATA:
-                return frame
-            if self._stdout_eof or self._stdout_fd is None:
-                raise self._crashed_on_eof()
+            event = self.connection.next_event()
+            if event is not NEED_DATA:
+                return event
+            if self._stdout_fd is None or self._stdout_eof:
+                # Our read end is closed: nothing more can arrive.
+                self._end_of_output()
+                continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise BridgeTimeout(
                     f"no complete response within {timeout:.1f} s "
-                    f"({self._decoder.buffered} bytes of a partial frame buffered)",
+                    f"({self.connection.buffered} bytes of a partial frame buffered)",
                     self.stderr_tail(),
                 )
             readable, _, _ = select.select([self._stdout_fd], [], [], remaining)
             if readable:
                 self._read_available()
 
-    def read_value(self, codec: Codec, timeout: float) -> Any:
-        """Read the next frame and decode it (CodecError when it does not decode)."""
-        return codec.decode(self.read_frame(timeout))
+    def read_frame(self, timeout: float) -> bytes:
+        """Return the next payload the bridge writes, waiting at most ``timeout`` s.
 
-    def request(self, value: Any, codec: Codec, timeout: float) -> Any:
+        Raises :class:`BridgeTimeout` when nothing whole arrives in time,
+        :class:`BridgeCrashed` when stdout ends (with how the process ended),
+        :class:`FramingViolation` when the header is implausible (which is
+        what text on stdout looks like), and :class:`HandshakeFailed` when the
+        frame was the unusable answer to a negotiation offer.
+        """
+        event = self.read_event(timeout)
+        if isinstance(event, Response | Selected):
+            return event.payload
+        raise self._failure(event)
+
+    def _failure(self, event: FramingError | NegotiationFailed | Closed) -> Exception:
+        if isinstance(event, FramingError):
+            return FramingViolation(event.reason, event.data)
+        if isinstance(event, NegotiationFailed):
+            return HandshakeFailed(event.reason, event.payload)
+        return self._crashed_on_eof()
+
+    def read_value(self, codec: Codec | None, timeout: float) -> Any:
+        """Read the next frame and decode it (CodecError when it does not decode)."""
+        return (codec or self.connection.codec).decode(self.read_frame(timeout))
+
+    def request(self, value: Any, codec: Codec | None, timeout: float) -> Any:
         """Send one request and return the decoded next response."""
         deadline = time.monotonic() + timeout
         self.send(value, codec, timeout)
         return self.read_value(codec, max(0.0, deadline - time.monotonic()))
+
+    def negotiate(self, timeout: float) -> tuple[str, bytes]:
+        """Run the §3.4 handshake: (the codec the bridge selected, the bytes sent).
+
+        Raises :class:`HandshakeFailed` when the answer is unusable, and what
+        :meth:`read_frame` raises when there is none.
+        """
+        wire = self.connection.send_offer()
+        self.send_bytes(wire, timeout)
+        event = self.read_event(timeout)
+        if isinstance(event, Selected):
+            return event.codec, wire
+        if isinstance(event, Response):  # pragma: no cover - not after an offer
+            raise HandshakeFailed("the answer to the offer was read as a response", event.payload)
+        raise self._failure(event)
 
     def wait_stdout_eof(self, timeout: float) -> bool:
         """Read (and record) stdout until EOF; True if EOF came within ``timeout``."""
@@ -352,7 +402,7 @@ class StdioBridge:
         """True once the bridge has written something not yet read (or closed stdout),
         within ``timeout`` s.  Reads nothing: a bridge writing more than the pipe
         holds stays blocked in its write, which is how a case catches it mid-frame."""
-        if self._decoder.buffered or self._stdout_eof or self._stdout_fd is None:
+        if self.connection.buffered or self._stdout_eof or self._stdout_fd is None:
             return True
         readable, _, _ = select.select([self._stdout_fd], [], [], max(0.0, timeout))
         return bool(readable)
@@ -360,7 +410,7 @@ class StdioBridge:
     @property
     def unread_stdout(self) -> int:
         """Bytes the bridge wrote that are not yet part of a returned frame."""
-        return self._decoder.buffered
+        return self.connection.buffered
 
     def wait_stdin_drained(self, timeout: float) -> bool:
         """Wait until the bridge has read all bytes written to its stdin (Linux FIONREAD).
@@ -385,7 +435,7 @@ class StdioBridge:
 
     def unread_bytes(self, limit: int = STDOUT_RECORD_BYTES) -> bytes:
         """The first ``limit`` unread stdout bytes (garbage to show in hex, a partial frame)."""
-        return self._decoder.peek(limit)
+        return self.connection.unread(limit)
 
     def wait_stderr_eof(self, timeout: float) -> bool:
         """Wait until the bridge's stderr is drained to EOF (so the tail is complete)."""
@@ -405,10 +455,15 @@ class StdioBridge:
                 raise
             chunk = b""
         if not chunk:
-            self._stdout_eof = True
+            self._end_of_output()
             return
         self.record.add_received(chunk)
-        self._decoder.feed(chunk)
+        self.connection.receive_data(chunk)
+
+    def _end_of_output(self) -> None:
+        if not self._stdout_eof:
+            self._stdout_eof = True
+            self.connection.receive_data(b"")
 
     def _crashed(self, what: str) -> BridgeCrashed:
         exit_ = self.wait_exit(1.0)
@@ -418,7 +473,7 @@ class StdioBridge:
         )
 
     def _crashed_on_eof(self) -> BridgeCrashed:
-        partial = self._decoder.buffered
+        partial = self.connection.buffered
         what = "the bridge closed its stdout"
         if partial:
             what += f" in the middle of a frame ({partial} bytes of it received)"

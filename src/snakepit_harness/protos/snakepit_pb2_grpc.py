@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from snakepit_bridge.grpc import snakepit_pb2 as snakepit__bridge_dot_grpc_dot_snakepit__pb2
+from snakepit_harness.protos import snakepit_pb2 as snakepit__harness_dot_protos_dot_snakepit__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in snakepit_bridge/grpc/snakepit_pb2_grpc.py depends on'
+        + ' but the generated code in snakepit_harness/protos/snakepit_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,33 +36,33 @@ class SnakepitBridgeStub:
         """
         self.Execute = channel.unary_unary(
                 '/snakepit.SnakepitBridge/Execute',
-                request_serializer=snakepit__bridge_dot_grpc_dot_snakepit__pb2.ExecuteRequest.SerializeToString,
-                response_deserializer=snakepit__bridge_dot_grpc_dot_snakepit__pb2.ExecuteResponse.FromString,
+                request_serializer=snakepit__harness_dot_protos_dot_snakepit__pb2.ExecuteRequest.SerializeToString,
+                response_deserializer=snakepit__harness_dot_protos_dot_snakepit__pb2.ExecuteResponse.FromString,
                 _registered_method=True)
         self.ExecuteStream = channel.unary_stream(
                 '/snakepit.SnakepitBridge/ExecuteStream',
-                request_serializer=snakepit__bridge_dot_grpc_dot_snakepit__pb2.ExecuteRequest.SerializeToString,
-                response_deserializer=snakepit__bridge_dot_grpc_dot_snakepit__pb2.StreamResponse.FromString,
+                request_serializer=snakepit__harness_dot_protos_dot_snakepit__pb2.ExecuteRequest.SerializeToString,
+                response_deserializer=snakepit__harness_dot_protos_dot_snakepit__pb2.StreamResponse.FromString,
                 _registered_method=True)
         self.ExecuteInSession = channel.unary_unary(
                 '/snakepit.SnakepitBridge/ExecuteInSession',
-                request_serializer=snakepit__bridge_dot_grpc_dot_snakepit__pb2.SessionRequest.SerializeToString,
-                response_deserializer=snakepit__bridge_dot_grpc_dot_snakepit__pb2.ExecuteResponse.FromString,
+                request_serializer=snakepit__harness_dot_protos_dot_snakepit__pb2.SessionRequest.SerializeToString,
+                response_deserializer=snakepit__harness_dot_protos_dot_snakepit__pb2.ExecuteResponse.FromString,
                 _registered_method=True)
         self.ExecuteInSessionStream = channel.unary_stream(
                 '/snakepit.SnakepitBridge/ExecuteInSessionStream',
-                request_serializer=snakepit__bridge_dot_grpc_dot_snakepit__pb2.SessionRequest.SerializeToString,
-                response_deserializer=snakepit__bridge_dot_grpc_dot_snakepit__pb2.StreamResponse.FromString,
+                request_serializer=snakepit__harness_dot_protos_dot_snakepit__pb2.SessionRequest.SerializeToString,
+                response_deserializer=snakepit__harness_dot_protos_dot_snakepit__pb2.StreamResponse.FromString,
                 _registered_method=True)
         self.Health = channel.unary_unary(
                 '/snakepit.SnakepitBridge/Health',
-                request_serializer=snakepit__bridge_dot_grpc_dot_snakepit__pb2.HealthRequest.SerializeToString,
-                response_deserializer=snakepit__bridge_dot_grpc_dot_snakepit__pb2.HealthResponse.FromString,
+                request_serializer=snakepit__harness_dot_protos_dot_snakepit__pb2.HealthRequest.SerializeToString,
+                response_deserializer=snakepit__harness_dot_protos_dot_snakepit__pb2.HealthResponse.FromString,
                 _registered_method=True)
         self.GetInfo = channel.unary_unary(
                 '/snakepit.SnakepitBridge/GetInfo',
-                request_serializer=snakepit__bridge_dot_grpc_dot_snakepit__pb2.InfoRequest.SerializeToString,
-                response_deserializer=snakepit__bridge_dot_grpc_dot_snakepit__pb2.InfoResponse.FromString,
+                request_serializer=snakepit__harness_dot_protos_dot_snakepit__pb2.InfoRequest.SerializeToString,
+                response_deserializer=snakepit__harness_dot_protos_dot_snakepit__pb2.InfoResponse.FromString,
                 _registered_method=True)
 
 
@@ -110,33 +110,33 @@ def add_SnakepitBridgeServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Execute': grpc.unary_unary_rpc_method_handler(
                     servicer.Execute,
-                    request_deserializer=snakepit__bridge_dot_grpc_dot_snakepit__pb2.ExecuteRequest.FromString,
-                    response_serializer=snakepit__bridge_dot_grpc_dot_snakepit__pb2.ExecuteResponse.SerializeToString,
+                    request_deserializer=snakepit__harness_dot_protos_dot_snakepit__pb2.ExecuteRequest.FromString,
+                    response_serializer=snakepit__harness_dot_protos_dot_snakepit__pb2.ExecuteResponse.SerializeToString,
             ),
             'ExecuteStream': grpc.unary_stream_rpc_method_handler(
                     servicer.ExecuteStream,
-                    request_deserializer=snakepit__bridge_dot_grpc_dot_snakepit__pb2.ExecuteRequest.FromString,
-                    response_serializer=snakepit__bridge_dot_grpc_dot_snakepit__pb2.StreamResponse.SerializeToString,
+                    request_deserializer=snakepit__harness_dot_protos_dot_snakepit__pb2.ExecuteRequest.FromString,
+                    response_serializer=snakepit__harness_dot_protos_dot_snakepit__pb2.StreamResponse.SerializeToString,
             ),
             'ExecuteInSession': grpc.unary_unary_rpc_method_handler(
                     servicer.ExecuteInSession,
-                    request_deserializer=snakepit__bridge_dot_grpc_dot_snakepit__pb2.SessionRequest.FromString,
-                    response_serializer=snakepit__bridge_dot_grpc_dot_snakepit__pb2.ExecuteResponse.SerializeToString,
+                    request_deserializer=snakepit__harness_dot_protos_dot_snakepit__pb2.SessionRequest.FromString,
+                    response_serializer=snakepit__harness_dot_protos_dot_snakepit__pb2.ExecuteResponse.SerializeToString,
             ),
             'ExecuteInSessionStream': grpc.unary_stream_rpc_method_handler(
                     servicer.ExecuteInSessionStream,
-                    request_deserializer=snakepit__bridge_dot_grpc_dot_snakepit__pb2.SessionRequest.FromString,
-                    response_serializer=snakepit__bridge_dot_grpc_dot_snakepit__pb2.StreamResponse.SerializeToString,
+                    request_deserializer=snakepit__harness_dot_protos_dot_snakepit__pb2.SessionRequest.FromString,
+                    response_serializer=snakepit__harness_dot_protos_dot_snakepit__pb2.StreamResponse.SerializeToString,
             ),
             'Health': grpc.unary_unary_rpc_method_handler(
                     servicer.Health,
-                    request_deserializer=snakepit__bridge_dot_grpc_dot_snakepit__pb2.HealthRequest.FromString,
-                    response_serializer=snakepit__bridge_dot_grpc_dot_snakepit__pb2.HealthResponse.SerializeToString,
+                    request_deserializer=snakepit__harness_dot_protos_dot_snakepit__pb2.HealthRequest.FromString,
+                    response_serializer=snakepit__harness_dot_protos_dot_snakepit__pb2.HealthResponse.SerializeToString,
             ),
             'GetInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetInfo,
-                    request_deserializer=snakepit__bridge_dot_grpc_dot_snakepit__pb2.InfoRequest.FromString,
-                    response_serializer=snakepit__bridge_dot_grpc_dot_snakepit__pb2.InfoResponse.SerializeToString,
+                    request_deserializer=snakepit__harness_dot_protos_dot_snakepit__pb2.InfoRequest.FromString,
+                    response_serializer=snakepit__harness_dot_protos_dot_snakepit__pb2.InfoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -164,8 +164,8 @@ class SnakepitBridge:
             request,
             target,
             '/snakepit.SnakepitBridge/Execute',
-            snakepit__bridge_dot_grpc_dot_snakepit__pb2.ExecuteRequest.SerializeToString,
-            snakepit__bridge_dot_grpc_dot_snakepit__pb2.ExecuteResponse.FromString,
+            snakepit__harness_dot_protos_dot_snakepit__pb2.ExecuteRequest.SerializeToString,
+            snakepit__harness_dot_protos_dot_snakepit__pb2.ExecuteResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -191,8 +191,8 @@ class SnakepitBridge:
             request,
             target,
             '/snakepit.SnakepitBridge/ExecuteStream',
-            snakepit__bridge_dot_grpc_dot_snakepit__pb2.ExecuteRequest.SerializeToString,
-            snakepit__bridge_dot_grpc_dot_snakepit__pb2.StreamResponse.FromString,
+            snakepit__harness_dot_protos_dot_snakepit__pb2.ExecuteRequest.SerializeToString,
+            snakepit__harness_dot_protos_dot_snakepit__pb2.StreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -218,8 +218,8 @@ class SnakepitBridge:
             request,
             target,
             '/snakepit.SnakepitBridge/ExecuteInSession',
-            snakepit__bridge_dot_grpc_dot_snakepit__pb2.SessionRequest.SerializeToString,
-            snakepit__bridge_dot_grpc_dot_snakepit__pb2.ExecuteResponse.FromString,
+            snakepit__harness_dot_protos_dot_snakepit__pb2.SessionRequest.SerializeToString,
+            snakepit__harness_dot_protos_dot_snakepit__pb2.ExecuteResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -245,8 +245,8 @@ class SnakepitBridge:
             request,
             target,
             '/snakepit.SnakepitBridge/ExecuteInSessionStream',
-            snakepit__bridge_dot_grpc_dot_snakepit__pb2.SessionRequest.SerializeToString,
-            snakepit__bridge_dot_grpc_dot_snakepit__pb2.StreamResponse.FromString,
+            snakepit__harness_dot_protos_dot_snakepit__pb2.SessionRequest.SerializeToString,
+            snakepit__harness_dot_protos_dot_snakepit__pb2.StreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -272,8 +272,8 @@ class SnakepitBridge:
             request,
             target,
             '/snakepit.SnakepitBridge/Health',
-            snakepit__bridge_dot_grpc_dot_snakepit__pb2.HealthRequest.SerializeToString,
-            snakepit__bridge_dot_grpc_dot_snakepit__pb2.HealthResponse.FromString,
+            snakepit__harness_dot_protos_dot_snakepit__pb2.HealthRequest.SerializeToString,
+            snakepit__harness_dot_protos_dot_snakepit__pb2.HealthResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -299,8 +299,8 @@ class SnakepitBridge:
             request,
             target,
             '/snakepit.SnakepitBridge/GetInfo',
-            snakepit__bridge_dot_grpc_dot_snakepit__pb2.InfoRequest.SerializeToString,
-            snakepit__bridge_dot_grpc_dot_snakepit__pb2.InfoResponse.FromString,
+            snakepit__harness_dot_protos_dot_snakepit__pb2.InfoRequest.SerializeToString,
+            snakepit__harness_dot_protos_dot_snakepit__pb2.InfoResponse.FromString,
             options,
             channel_credentials,
             insecure,

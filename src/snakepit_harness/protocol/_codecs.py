@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
-from .errors import CodecError, LocalProtocolError
+from ..errors import CodecError, LocalProtocolError
 
 __all__ = [
     "CODEC_NAMES",
@@ -25,9 +25,11 @@ __all__ = [
     "CodecUnavailable",
     "JsonCodec",
     "MsgpackCodec",
+    "StrictJson",
     "UnencodableValue",
     "available_codecs",
     "get_codec",
+    "reject_constant",
 ]
 
 
@@ -46,11 +48,54 @@ class Codec(Protocol):
 
     def encode(self, value: Any) -> bytes: ...
 
-    def decode(self, payload: bytes) -> Any: ...
+    def decode(self, payload: bytes | bytearray | memoryview) -> Any: ...
 
 
-def _reject_constant(token: str) -> Any:
+def reject_constant(token: str) -> Any:
+    """``parse_constant`` hook: NaN, Infinity and -Infinity are not JSON (§3.1)."""
     raise ValueError(f"non-standard JSON token {token!r}")
+
+
+class StrictJson:
+    """Strict JSON text <-> values (§3.1), with the encoder and decoder built once.
+
+    ``json.dumps``/``json.loads`` with options build a new encoder or decoder
+    per call, which is most of a small message's cost; every strict-JSON user
+    in the tree (the harness's codec, the reference bridges, the gRPC value
+    conversions) shares this one.  Errors are the stdlib's own (``TypeError``,
+    ``ValueError``, ``RecursionError``): each caller says what they mean.
+
+    ``ascii=True`` escapes every non-ASCII character, so the text is valid
+    UTF-8 even for strings holding lone surrogates; ``default`` is the hook for
+    values JSON has no type for.
+    """
+
+    def __init__(self, *, ascii: bool = True, default: Callable[[Any], Any] | None = None) -> None:
+        encoder = json.JSONEncoder(
+            allow_nan=False, separators=(",", ":"), ensure_ascii=ascii, default=default
+        )
+        self.decoder = json.JSONDecoder(parse_constant=reject_constant)
+        self.loads: Callable[[str], Any] = self.decoder.decode
+        self.dumps: Callable[[Any], str] = encoder.encode
+        # JSONEncoder.encode builds a C encoder on every call; build it once.
+        # (No circular-reference markers: a cycle ends in RecursionError, an
+        # unencodable value all the same.)  The C encoder's signature is
+        # CPython's private business, so check it and fall back quietly.
+        self.c_encoder: Any = None
+        make = getattr(json.encoder, "c_make_encoder", None)
+        if make is None:
+            return
+        quote = json.encoder.encode_basestring_ascii if ascii else json.encoder.encode_basestring
+        try:
+            c_encoder = make(None, encoder.default, quote, None, ":", ",", False, False, False)
+            sample = "".join(c_encoder({"k": [1, 2.5, None, True, "\u00e9"]}, 0))
+        except Exception:
+            return
+        escaped = "\\u00e9" if ascii else "\u00e9"
+        expected = '{"k":[1,2.5,null,true,"' + escaped + '"]}'
+        if sample == expected:
+            self.dumps = lambda value: "".join(c_encoder(value, 0))
+            self.c_encoder = c_encoder
 
 
 class JsonCodec:
@@ -58,19 +103,20 @@ class JsonCodec:
 
     name = "json"
 
+    def __init__(self) -> None:
+        self._json = StrictJson()
+
     def encode(self, value: Any) -> bytes:
         try:
-            # ensure_ascii keeps lone surrogates encodable as \\u escapes.
-            return json.dumps(value, allow_nan=False, separators=(",", ":")).encode("ascii")
+            return self._json.dumps(value).encode("ascii")
         except (TypeError, ValueError) as exc:
             raise UnencodableValue(f"cannot encode as JSON: {exc}") from exc
         except RecursionError as exc:
             raise UnencodableValue("cannot encode as JSON: nested too deeply") from exc
 
-    def decode(self, payload: bytes) -> Any:
+    def decode(self, payload: bytes | bytearray | memoryview) -> Any:
         try:
-            text = payload.decode("utf-8")
-            return json.loads(text, parse_constant=_reject_constant)
+            return self._json.loads(str(payload, "utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
             raise CodecError(f"invalid JSON payload: {exc}") from exc
         except RecursionError as exc:
@@ -91,6 +137,9 @@ class MsgpackCodec:
                 "pip install 'snakepit-harness[msgpack]'"
             ) from exc
         self._msgpack = msgpack
+        # packb, not a shared Packer: codec instances are shared between
+        # threads (``check`` runs configurations in parallel), and a Packer
+        # keeps a buffer.
         self._packb: Callable[..., bytes] = msgpack.packb
 
     def encode(self, value: Any) -> bytes:
@@ -99,7 +148,7 @@ class MsgpackCodec:
         except (TypeError, ValueError, OverflowError) as exc:
             raise UnencodableValue(f"cannot encode as MessagePack: {exc}") from exc
 
-    def decode(self, payload: bytes) -> Any:
+    def decode(self, payload: bytes | bytearray | memoryview) -> Any:
         size = len(payload)
         try:
             return self._msgpack.unpackb(

@@ -14,7 +14,7 @@ import enum
 import struct
 from typing import Final
 
-from .errors import FrameTooLarge, LocalProtocolError, TruncatedFrame
+from ..errors import FrameTooLarge, LocalProtocolError, TruncatedFrame
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
