@@ -26,7 +26,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Self
@@ -69,6 +69,8 @@ __all__ = [
     "decode_value",
     "encode_args",
     "encode_value",
+    "listening_sockets",
+    "rpc_failure",
     "with_port_zero",
 ]
 
@@ -143,6 +145,45 @@ def decode_value(raw: bytes) -> Any:
 
 def decode_map(entries: Mapping[str, bytes]) -> dict[str, Any]:
     return {key: decode_value(value) for key, value in entries.items()}
+
+
+def rpc_failure(
+    method: str,
+    exc: grpc.RpcError,
+    began: float,
+    timeout: float,
+    *,
+    proc: subprocess.Popen[bytes] | None,
+    stderr_tail: Callable[[], bytes],
+) -> HarnessError:
+    """What a failed call means: the process died, our deadline passed, or a status.
+
+    ``proc`` is the server's process when the harness started it (None for a
+    target): a call that failed because it died is :class:`BridgeCrashed`.
+    """
+    import grpc
+
+    code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = (exc.details() if isinstance(exc, grpc.Call) else str(exc)) or ""
+    if (
+        proc is not None
+        and proc.poll() is None
+        and code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+    ):
+        # Give a dying process a moment to be seen as dead.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.2)
+    if proc is not None and proc.poll() is not None:
+        return BridgeCrashed(
+            f"{method}: the bridge is gone ({describe_returncode(proc.returncode)}); "
+            f"{code.name}: {details}",
+            stderr_tail(),
+            proc.returncode,
+        )
+    elapsed = time.monotonic() - began
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED and elapsed >= timeout * _OWN_DEADLINE_SHARE:
+        return BridgeTimeout(f"{method}: no answer within {timeout:.1f} s", stderr_tail())
+    return GrpcStatusError(method, code.name, details, stderr_tail())
 
 
 # -- command lines -------------------------------------------------------------
@@ -557,33 +598,9 @@ class GrpcBridge:
     def _call_error(
         self, method: str, exc: grpc.RpcError, began: float, timeout: float
     ) -> HarnessError:
-        import grpc
-
-        code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
-        details = (exc.details() if isinstance(exc, grpc.Call) else str(exc)) or ""
-        if (
-            self._proc is not None
-            and self._proc.poll() is None
-            and code
-            in (
-                grpc.StatusCode.UNAVAILABLE,
-                grpc.StatusCode.CANCELLED,
-            )
-        ):
-            # Give a dying process a moment to be seen as dead.
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(timeout=0.2)
-        if self._proc is not None and self._proc.poll() is not None:
-            return BridgeCrashed(
-                f"{method}: the bridge is gone ({describe_returncode(self._proc.returncode)}); "
-                f"{code.name}: {details}",
-                self.stderr_tail(),
-                self._proc.returncode,
-            )
-        elapsed = time.monotonic() - began
-        if code is grpc.StatusCode.DEADLINE_EXCEEDED and elapsed >= timeout * _OWN_DEADLINE_SHARE:
-            return BridgeTimeout(f"{method}: no answer within {timeout:.1f} s", self.stderr_tail())
-        return GrpcStatusError(method, code.name, details, self.stderr_tail())
+        return rpc_failure(
+            method, exc, began, timeout, proc=self._proc, stderr_tail=self.stderr_tail
+        )
 
     def _unary(self, name: str, request: Any, response_type: Any, timeout: float) -> Any:
         import grpc

@@ -31,6 +31,7 @@ __all__ = [
     "describe_returncode",
     "kill_process_group",
     "process_group_members",
+    "processes_with_env",
     "signal_process",
     "track_until_exit",
     "untrack",
@@ -152,6 +153,24 @@ def descendants(pid: int) -> set[int]:
             if child not in found:
                 found.add(child)
                 todo.append(child)
+    return found
+
+
+def processes_with_env(key: str, value: str) -> set[int]:
+    """Live processes whose environment holds ``key=value`` (children inherit it).
+
+    Finds what a bridge left behind even when it left its group and its
+    parent (setsid, double fork): give each launch a unique value.
+    """
+    wanted = f"{key}={value}".encode()
+    found = set()
+    for p in _live_processes():
+        try:
+            environ = Path(f"/proc/{p.pid}/environ").read_bytes()
+        except OSError:
+            continue  # gone, or not ours to read
+        if wanted in environ.split(b"\0"):
+            found.add(p.pid)
     return found
 
 

@@ -1,0 +1,559 @@
+"""Drive a bridge-service worker (§9): start it as Snakepit does, or connect; call its tools.
+
+:class:`BridgeServiceWorker` launches the user's worker command the way
+Snakepit's GRPCWorker does (§9.2): ``--port 0 --elixir-address <host>
+--snakepit-run-id <id>`` appended, ``SNAKEPIT_READY_FILE`` and the rest of
+Snakepit's environment set, in its own session and process group, stdin a
+pipe that stays open (Snakepit's port), stdout and stderr drained all the
+time (Snakepit merges and logs them; a worker may print span JSON there).
+It waits, bounded, for the ready file to name a port, connects to it on
+127.0.0.1, and on ``close()`` kills the whole group and any descendant that
+left it.  Given ``target`` instead, it connects to a worker already running.
+
+:class:`BridgeServiceClient` is the small client the cases, the fuzzer and
+the load users share: ``ping``, the session calls, ``heartbeat``,
+``execute_tool`` (arguments as Any-JSON, ``bytes`` as binary parameters),
+``execute_streaming_tool``.  A gRPC status other than OK becomes
+:class:`~snakepit_harness.transports.grpc.GrpcStatusError`, our own deadline
+:class:`~snakepit_harness.errors.BridgeTimeout`, a dead worker
+:class:`~snakepit_harness.errors.BridgeCrashed`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final, Self
+
+from ..errors import BridgeCrashed, BridgeTimeout, HarnessError
+from ..protocol import (
+    BRIDGE_LOG_LEVEL,
+    BRIDGE_READY_LIMIT,
+    BridgeEnv,
+    HeartbeatConfig,
+    encode_parameter,
+    launch_argv,
+    parse_ready_file,
+)
+from .grpc import ListeningSocket, listening_sockets, rpc_failure
+from .process import (
+    BridgeExit,
+    StderrDrain,
+    descendants,
+    describe_returncode,
+    kill_process_group,
+    process_group_members,
+    processes_with_env,
+    signal_process,
+    track_until_exit,
+    untrack,
+    wait_for_exit,
+)
+from .stdio import STDERR_TAIL_BYTES
+
+__all__ = [
+    "DEFAULT_CALL_TIMEOUT",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "BridgeServiceClient",
+    "BridgeServiceWorker",
+    "ToolStream",
+    "build_tool_request",
+]
+
+DEFAULT_CALL_TIMEOUT: Final = 10.0
+# The harness takes messages far above any worker's limit, so a large-message
+# case measures the worker's limit, not ours.
+DEFAULT_MAX_MESSAGE_SIZE: Final = 256 * 1024 * 1024
+# How often the ready file is looked at; Snakepit polls every 50 ms.
+READY_POLL: Final = 0.01
+# stdout is logs here (spans, prints): keep a tail like stderr's.
+STDOUT_TAIL_BYTES: Final = STDERR_TAIL_BYTES
+
+# As in the gRPC transport: reconnect fast, never retry a call behind a case's back.
+_CHANNEL_OPTIONS: Final = (
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.min_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 500),
+    ("grpc.enable_retries", 0),
+)
+
+
+def build_tool_request(
+    tool_name: str,
+    arguments: Mapping[str, Any] | None = None,
+    *,
+    session_id: str = "",
+    metadata: Mapping[str, str] | None = None,
+    binary: Mapping[str, bytes] | None = None,
+    stream: bool = False,
+) -> Any:
+    """An ``ExecuteToolRequest`` as Snakepit's host builds it (§9.7).
+
+    Each argument is an Any with the StringValue type URL and its JSON text;
+    a ``bytes`` argument goes into ``binary_parameters`` instead.
+    """
+    from snakepit_harness.protos import snakepit_bridge_pb2 as pb
+
+    request = pb.ExecuteToolRequest(
+        session_id=session_id,
+        tool_name=tool_name,
+        metadata=dict(metadata or {}),
+        stream=stream,
+    )
+    for key, value in (arguments or {}).items():
+        if isinstance(value, bytes | bytearray | memoryview):
+            request.binary_parameters[key] = bytes(value)
+            continue
+        type_url, encoded = encode_parameter(value)
+        request.parameters[key].type_url = type_url
+        request.parameters[key].value = encoded
+    for key, value in (binary or {}).items():
+        request.binary_parameters[key] = value
+    return request
+
+
+class ToolStream:
+    """An open ``ExecuteStreamingTool`` call: iterate for chunks, ``cancel()`` to stop."""
+
+    def __init__(self, client: BridgeServiceClient, call: Any, timeout: float) -> None:
+        self._client = client
+        self._call = call
+        self._timeout = timeout
+        self._began = time.monotonic()
+
+    def __iter__(self) -> Iterator[Any]:
+        import grpc
+
+        try:
+            yield from self._call
+        except grpc.RpcError as exc:
+            raise self._client.failure(
+                "ExecuteStreamingTool", exc, self._began, self._timeout
+            ) from None
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+
+class BridgeServiceClient:
+    """Calls into one worker at ``address`` (``HOST:PORT``), each with a deadline.
+
+    A plain gRPC channel: usable from threads, and from gevent once grpc's
+    gevent support is switched on (``grpc.experimental.gevent.init_gevent``).
+    ``proc`` and ``stderr_tail`` let a failure name a dead worker as such.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        proc: subprocess.Popen[bytes] | None = None,
+        stderr_tail: Callable[[], bytes] = bytes,
+    ) -> None:
+        import grpc
+
+        from snakepit_harness.protos import snakepit_bridge_pb2, snakepit_bridge_pb2_grpc
+
+        self.address = address
+        self.pb = snakepit_bridge_pb2
+        self._proc = proc
+        self._stderr_tail = stderr_tail
+        self.channel = grpc.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_send_message_length", max_message_size),
+                ("grpc.max_receive_message_length", max_message_size),
+                *_CHANNEL_OPTIONS,
+            ],
+        )
+        stub_class: Any = snakepit_bridge_pb2_grpc.BridgeServiceStub  # generated, untyped
+        self.stub: Any = stub_class(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def failure(self, method: str, exc: Any, began: float, timeout: float) -> HarnessError:
+        return rpc_failure(
+            method, exc, began, timeout, proc=self._proc, stderr_tail=self._stderr_tail
+        )
+
+    def call(self, method: str, request: Any, timeout: float = DEFAULT_CALL_TIMEOUT) -> Any:
+        """Any unary method of the service by name."""
+        import grpc
+
+        began = time.monotonic()
+        try:
+            return getattr(self.stub, method)(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            raise self.failure(method, exc, began, timeout) from None
+
+    def wait_connected(self, timeout: float) -> bool:
+        import grpc
+
+        try:
+            grpc.channel_ready_future(self.channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            return False
+        return True
+
+    def ping(self, message: str = "", *, timeout: float = DEFAULT_CALL_TIMEOUT) -> Any:
+        return self.call("Ping", self.pb.PingRequest(message=message), timeout)
+
+    def initialize_session(
+        self,
+        session_id: str,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        timeout: float = DEFAULT_CALL_TIMEOUT,
+    ) -> Any:
+        request = self.pb.InitializeSessionRequest(
+            session_id=session_id, metadata=dict(metadata or {})
+        )
+        return self.call("InitializeSession", request, timeout)
+
+    def get_session(self, session_id: str, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> Any:
+        return self.call("GetSession", self.pb.GetSessionRequest(session_id=session_id), timeout)
+
+    def cleanup_session(
+        self, session_id: str, *, force: bool = False, timeout: float = DEFAULT_CALL_TIMEOUT
+    ) -> Any:
+        request = self.pb.CleanupSessionRequest(session_id=session_id, force=force)
+        return self.call("CleanupSession", request, timeout)
+
+    def heartbeat(self, session_id: str, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> Any:
+        request = self.pb.HeartbeatRequest(session_id=session_id)
+        request.client_time.GetCurrentTime()
+        return self.call("Heartbeat", request, timeout)
+
+    def execute_tool(
+        self,
+        tool_name: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        session_id: str = "",
+        metadata: Mapping[str, str] | None = None,
+        binary: Mapping[str, bytes] | None = None,
+        timeout: float = DEFAULT_CALL_TIMEOUT,
+    ) -> Any:
+        """``ExecuteTool``; returns the ``ExecuteToolResponse``."""
+        request = build_tool_request(
+            tool_name, arguments, session_id=session_id, metadata=metadata, binary=binary
+        )
+        return self.call("ExecuteTool", request, timeout)
+
+    def open_stream(self, request: Any, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> ToolStream:
+        return ToolStream(self, self.stub.ExecuteStreamingTool(request, timeout=timeout), timeout)
+
+    def execute_streaming_tool(
+        self,
+        tool_name: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        session_id: str = "",
+        metadata: Mapping[str, str] | None = None,
+        binary: Mapping[str, bytes] | None = None,
+        timeout: float = DEFAULT_CALL_TIMEOUT,
+    ) -> ToolStream:
+        """``ExecuteStreamingTool`` (``stream=true``); iterate the result for ``ToolChunk``s."""
+        request = build_tool_request(
+            tool_name,
+            arguments,
+            session_id=session_id,
+            metadata=metadata,
+            binary=binary,
+            stream=True,
+        )
+        return self.open_stream(request, timeout=timeout)
+
+
+class BridgeServiceWorker:
+    """A worker process the harness launched (``argv``), or one at ``target``.
+
+    ``host_address`` is where the worker is told its host is (the harness's
+    :class:`~snakepit_harness.transports.bridge_host.HostEmulator`).
+    ``start()`` returns once the ready file named a port and the channel is
+    connected; ``ready_probe`` says whether a call made the moment the file
+    appeared reached a serving server (None: it did).
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str] | None = None,
+        *,
+        target: str | None = None,
+        host_address: str = "",
+        env: Mapping[str, str] | None = None,
+        cwd: str | Path | None = None,
+        heartbeat: HeartbeatConfig | None = None,
+        ready_timeout: float = BRIDGE_READY_LIMIT,
+        run_id: str | None = None,
+        extra_args: Sequence[str] = (),
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> None:
+        if bool(argv) == bool(target):
+            raise ValueError("give either a worker command line or a target HOST:PORT")
+        if argv and not host_address:
+            raise ValueError("a launched worker needs the address of its host")
+        self.run_id = run_id or f"harness{uuid.uuid4().hex[:10]}"
+        self.argv = (
+            launch_argv([*argv, *extra_args], host_address=host_address, run_id=self.run_id)
+            if argv
+            else []
+        )
+        self.target = target
+        self.host_address = host_address
+        self._base_env = dict(os.environ if env is None else env)
+        self._cwd = cwd
+        self.heartbeat = heartbeat
+        self.ready_timeout = ready_timeout
+        self.max_message_size = max_message_size
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stdout: StderrDrain | None = None
+        self._stderr: StderrDrain | None = None
+        self._workdir: Path | None = None
+        self.ready_file: Path | None = None
+        self.client: BridgeServiceClient | None = None
+        self.address = target or ""
+        self.port: int | None = None
+        self.started_at = 0.0
+        self.ready_elapsed: float | None = None
+        self.ready_probe: str | None = None
+
+    # -- life cycle ---------------------------------------------------------
+
+    def environment(self) -> dict[str, str]:
+        """The environment the worker gets: the caller's plus what Snakepit sets."""
+        assert self.ready_file is not None
+        env = dict(self._base_env)
+        env[BridgeEnv.READY_FILE] = str(self.ready_file)
+        env[BridgeEnv.PROCESS_GROUP] = "1"
+        env.setdefault(BridgeEnv.LOG_LEVEL, BRIDGE_LOG_LEVEL)
+        env.setdefault(BridgeEnv.PYTHON, sys.executable)
+        if self.heartbeat is not None:
+            env[BridgeEnv.HEARTBEAT_CONFIG] = self.heartbeat.to_json()
+        return env
+
+    def spawn(self) -> Self:
+        """Start the process (no waiting): for cases about start-up itself."""
+        if self._proc is not None or not self.argv:
+            raise RuntimeError("nothing to spawn (already started, or a target)")
+        self._workdir = Path(tempfile.mkdtemp(prefix="snakepit-harness-"))
+        self.ready_file = self._workdir / f"snakepit_ready_{self.run_id}"
+        try:
+            self._proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=self.environment(),
+                cwd=self._cwd,
+                start_new_session=True,
+                bufsize=0,
+            )
+        except OSError:
+            self._remove_workdir()
+            raise
+        self.started_at = time.monotonic()
+        track_until_exit(self)
+        assert self._proc.stdout and self._proc.stderr
+        self._stdout = StderrDrain(os.dup(self._proc.stdout.fileno()), STDOUT_TAIL_BYTES)
+        self._stderr = StderrDrain(os.dup(self._proc.stderr.fileno()), STDERR_TAIL_BYTES)
+        self._proc.stdout.close()
+        self._proc.stderr.close()
+        self._stdout.start()
+        self._stderr.start()
+        return self
+
+    def start(self) -> Self:
+        if self.client is not None:
+            raise RuntimeError("worker already started")
+        if self.argv:
+            if self._proc is None:
+                self.spawn()
+            self.port = self.wait_ready()
+            self.address = f"127.0.0.1:{self.port}"
+        else:
+            self.started_at = time.monotonic()
+        self.connect()
+        return self
+
+    def __enter__(self) -> Self:
+        if self.client is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def read_ready_file(self) -> int | None:
+        """The port the ready file names now, or None."""
+        if self.ready_file is None:
+            return None
+        try:
+            return parse_ready_file(self.ready_file.read_text("utf-8", "replace"))
+        except OSError:
+            return None
+
+    def wait_ready(self) -> int:
+        """Wait for the ready file to name a port (bounded); the port."""
+        assert self._proc is not None
+        deadline = self.started_at + self.ready_timeout
+        while True:
+            port = self.read_ready_file()
+            if port is not None:
+                self.ready_elapsed = time.monotonic() - self.started_at
+                return port
+            if self._proc.poll() is not None:
+                port = self.read_ready_file()
+                if port is not None:
+                    self.ready_elapsed = time.monotonic() - self.started_at
+                    return port
+                raise BridgeCrashed(
+                    "the worker ended before it wrote its port into SNAKEPIT_READY_FILE "
+                    f"({describe_returncode(self._proc.returncode)}); output: "
+                    f"{self.output_tail()[-400:]!r}",
+                    self.stderr_tail(),
+                    self._proc.returncode,
+                )
+            if time.monotonic() >= deadline:
+                tail = self.stderr_tail()
+                output = self.output_tail()[-400:]
+                self.kill()
+                raise BridgeTimeout(
+                    f"no port in SNAKEPIT_READY_FILE within {self.ready_timeout:.1f} s "
+                    f"(output so far: {output!r})",
+                    tail,
+                )
+            time.sleep(READY_POLL)
+
+    def connect(self) -> None:
+        """Open the client; one call at once (the ready probe), then wait for a connection."""
+        self.client = BridgeServiceClient(
+            self.address,
+            max_message_size=self.max_message_size,
+            proc=self._proc,
+            stderr_tail=self.stderr_tail,
+        )
+        try:
+            self.client.ping("harness-ready-probe", timeout=2.0)
+        except HarnessError as exc:
+            code = getattr(exc, "code", None)
+            if code in ("UNAVAILABLE", "DEADLINE_EXCEEDED") or isinstance(exc, BridgeTimeout):
+                self.ready_probe = str(exc)
+            elif isinstance(exc, BridgeCrashed):
+                raise
+        if self.ready_probe is None:
+            return
+        elapsed = time.monotonic() - self.started_at
+        if not self.client.wait_connected(max(1.0, self.ready_timeout - elapsed)):
+            tail = self.stderr_tail()
+            self.kill()
+            raise BridgeTimeout(
+                f"could not connect to the worker at {self.address} "
+                f"(first call: {self.ready_probe})",
+                tail,
+            )
+
+    # -- the process --------------------------------------------------------
+
+    @property
+    def has_process(self) -> bool:
+        return self._proc is not None
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError("no worker process (a target, or not started)")
+        return self._proc.pid
+
+    def poll(self) -> int | None:
+        return self._proc.poll() if self._proc is not None else None
+
+    def wait_exit(self, timeout: float) -> BridgeExit | None:
+        if self._proc is None:
+            raise RuntimeError("no worker process")
+        return wait_for_exit(self._proc, timeout)
+
+    def send_signal(self, sig: signal.Signals) -> None:
+        if self._proc is not None:
+            signal_process(self._proc, sig)
+
+    def close_stdin(self) -> None:
+        """What Snakepit's port does when the BEAM goes away."""
+        if self._proc is not None and self._proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self._proc.stdin.close()
+
+    def group_members(self) -> list[int]:
+        return process_group_members(self._proc.pid) if self._proc is not None else []
+
+    def related(self) -> set[int]:
+        """Live processes of this launch: the worker, its group, its descendants, and
+        any process that inherited its environment (found however far it strayed)."""
+        if self._proc is None or self.ready_file is None:
+            return set()
+        return (
+            set(self.group_members())
+            | descendants(self._proc.pid)
+            | processes_with_env(BridgeEnv.READY_FILE, str(self.ready_file))
+        )
+
+    def leftovers(self) -> set[int]:
+        """Processes of this launch still alive other than the worker itself."""
+        return self.related() - ({self._proc.pid} if self._proc is not None else set())
+
+    def listening_sockets(self) -> list[ListeningSocket]:
+        pids = sorted(self.related())
+        return listening_sockets(pids)
+
+    def stdout_tail(self) -> bytes:
+        return self._stdout.tail() if self._stdout is not None else b""
+
+    def stderr_tail(self) -> bytes:
+        return self._stderr.tail() if self._stderr is not None else b""
+
+    def output_tail(self) -> str:
+        """The worker's recent stderr and stdout, as text (for failure reports)."""
+        parts = []
+        for name, tail in (("stderr", self.stderr_tail()), ("stdout", self.stdout_tail())):
+            if tail:
+                parts.append(f"[{name}] " + tail[-2000:].decode("utf-8", "replace"))
+        return "\n".join(parts)
+
+    def kill(self) -> None:
+        """SIGKILL the group and everything else of this launch (also what called setsid)."""
+        if self._proc is None:
+            return
+        strays = self.related() - {self._proc.pid}
+        kill_process_group(self._proc)
+        for pid in strays | self.related() - {self._proc.pid}:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+    def _remove_workdir(self) -> None:
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        self.kill()
+        if self._proc is not None and self._proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self._proc.stdin.close()
+        for reader in (self._stdout, self._stderr):
+            if reader is not None:
+                reader.join(timeout=1.0)
+        self._remove_workdir()
+        untrack(self)
