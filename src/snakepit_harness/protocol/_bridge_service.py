@@ -237,9 +237,9 @@ def launch_argv(argv: Sequence[str], *, host_address: str, run_id: str) -> list[
     """
     launched = list(argv)
     for flag, value in ((BridgeFlag.PORT, "0"), (BridgeFlag.ELIXIR_ADDRESS, host_address)):
-        if not any(flag in arg for arg in launched):
-            launched += [flag, value]
-    return [*launched, BridgeFlag.RUN_ID, run_id]
+        if not any(flag.value in arg for arg in launched):
+            launched += [flag.value, value]
+    return [*launched, BridgeFlag.RUN_ID.value, run_id]
 
 
 _LEADING_INTEGER: Final = re.compile(r"^[+-]?\d+")
