@@ -29,8 +29,9 @@ import signal
 import stat
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent import futures
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final
@@ -44,7 +45,7 @@ from .demo import DemoAdapter
 from .host_link import HostLink, HostUnreachable
 from .servicer import WorkerServicer
 
-__all__ = ["load_adapter", "main", "write_ready_file"]
+__all__ = ["Seams", "load_adapter", "main", "write_ready_file"]
 
 PROG: Final = "snakepit-bridge-worker"
 EXIT_USAGE: Final = 2
@@ -186,7 +187,18 @@ class _Worker:
         threading.Thread(target=read, name="stdin-watch", daemon=True).start()
 
 
-def _serve(args: argparse.Namespace, worker: _Worker) -> int:
+@dataclass(frozen=True)
+class Seams:
+    """What the broken sample workers (fixtures/bridge_service/) replace."""
+
+    servicer_class: type[WorkerServicer] = WorkerServicer
+    link_class: type[HostLink] = HostLink
+    write_ready: Callable[[str, int], None] = write_ready_file
+    stop_signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
+    watch_stdin: bool = True
+
+
+def _serve(args: argparse.Namespace, worker: _Worker, seams: Seams) -> int:
     import grpc
 
     from snakepit_harness.protos import snakepit_bridge_pb2_grpc
@@ -195,7 +207,7 @@ def _serve(args: argparse.Namespace, worker: _Worker) -> int:
     adapter.initialize()
     link = None
     if args.elixir_address:
-        link = HostLink(
+        link = seams.link_class(
             args.elixir_address,
             worker_id=f"{PROG}-{os.getpid()}",
             tools=adapter.tools(),
@@ -217,7 +229,7 @@ def _serve(args: argparse.Namespace, worker: _Worker) -> int:
         ],
     )
     add_servicer: Any = snakepit_bridge_pb2_grpc.add_BridgeServiceServicer_to_server
-    add_servicer(WorkerServicer(adapter, link, allow_pickle=args.allow_pickle), server)
+    add_servicer(seams.servicer_class(adapter, link, allow_pickle=args.allow_pickle), server)
     address = f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"
     port = server.add_insecure_port(address)
     if port == 0:
@@ -225,7 +237,7 @@ def _serve(args: argparse.Namespace, worker: _Worker) -> int:
     server.start()
     ready_file = os.environ.get(BridgeEnv.READY_FILE)
     if ready_file:
-        write_ready_file(ready_file, port)
+        seams.write_ready(ready_file, port)
     log.warning("serving %s on %s:%d", type(adapter).__name__, args.host, port)
     while not worker.stop.wait(0.5):
         pass
@@ -237,7 +249,8 @@ def _serve(args: argparse.Namespace, worker: _Worker) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, seams: Seams | None = None) -> int:
+    seams = seams or Seams()
     args, unknown = make_parser().parse_known_args(argv)
     level = os.environ.get(BridgeEnv.LOG_LEVEL, "warning").lower()
     logging.basicConfig(
@@ -259,11 +272,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         worker.end(f"{signal.Signals(signum).name} received")
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in seams.stop_signals:
         signal.signal(sig, on_signal)
-    worker.watch_stdin()
+    if seams.watch_stdin:
+        worker.watch_stdin()
     try:
-        return _serve(args, worker)
+        return _serve(args, worker, seams)
     except AdapterLoadError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_USAGE
