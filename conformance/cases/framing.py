@@ -29,11 +29,17 @@ import time
 from typing import Any, Final
 
 from snakepit_harness.errors import BridgeCrashed, BridgeTimeout, RemoteProtocolError
-from snakepit_harness.protocol import HEADER_SIZE, SPEC_MIN_FRAME_SIZE, encode_header, get_codec
+from snakepit_harness.protocol import (
+    ERROR_TYPES,
+    HEADER_SIZE,
+    SPEC_MIN_FRAME_SIZE,
+    encode_header,
+    get_codec,
+)
 
+from ..drivers.stdio import StdioCaseContext
 from ..model import CaseFailed, CaseSkipped, Grade
 from ..probes import (
-    ERROR_TYPES,
     StartupProbe,
     expect_alive,
     group_memory,
@@ -41,7 +47,6 @@ from ..probes import (
     startup_probe,
 )
 from ..registry import ALL_STDIO, case
-from ..runner import StdioCaseContext
 
 # The most a 4-byte header can announce.
 HUGE_ANNOUNCEMENT: Final = 0xFFFFFFFF

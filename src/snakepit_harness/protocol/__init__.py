@@ -28,6 +28,7 @@ from ._codecs import (
     StrictJson,
     UnencodableValue,
     available_codecs,
+    codec_of_object,
     get_codec,
     reject_constant,
 )
@@ -54,6 +55,7 @@ from ._constants import (
     HOST_COMMAND_TIMEOUT,
     NEGOTIATE,
     NEGOTIATION_TIMEOUT,
+    PROFILE_TRANSPORTS,
     PROFILES,
     READY_PREFIX,
     SHUTDOWN_GRACE,
@@ -61,6 +63,7 @@ from ._constants import (
     STARTUP_RECOMMENDED,
     STDIO_EXIT_LIMIT,
     STDIO_PROFILES,
+    TRANSPORTS,
     ExitCode,
 )
 from ._frames import (
@@ -109,6 +112,7 @@ __all__ = [
     "NEGOTIATION_OFFER",
     "NEGOTIATION_TIMEOUT",
     "PROFILES",
+    "PROFILE_TRANSPORTS",
     "READY_PREFIX",
     "SHUTDOWN_GRACE",
     "SPEC_MIN_FRAME_SIZE",
@@ -116,6 +120,7 @@ __all__ = [
     "STARTUP_RECOMMENDED",
     "STDIO_EXIT_LIMIT",
     "STDIO_PROFILES",
+    "TRANSPORTS",
     "Closed",
     "Codec",
     "CodecUnavailable",
@@ -134,6 +139,7 @@ __all__ = [
     "StrictJson",
     "UnencodableValue",
     "available_codecs",
+    "codec_of_object",
     "decode_map",
     "decode_value",
     "encode_args",
