@@ -276,12 +276,16 @@ def group_memory(bridge: StdioBridge) -> dict[int, dict[str, int]]:
     return out
 
 
-def memory_growth(before: dict[int, dict[str, int]], after: dict[int, dict[str, int]]) -> int:
-    """The largest VmPeak or VmHWM growth of any process in the group, in bytes."""
+def memory_growth(
+    before: dict[int, dict[str, int]],
+    after: dict[int, dict[str, int]],
+    keys: tuple[str, ...] = ("VmPeak", "VmHWM"),
+) -> int:
+    """The largest growth of ``keys`` (default VmPeak or VmHWM) of any process in the group."""
     growth = 0
     for pid, mem in after.items():
         base = before.get(pid, {})
-        for key in ("VmPeak", "VmHWM"):
+        for key in keys:
             if key in mem:
                 growth = max(growth, mem[key] - base.get(key, mem[key]))
     return growth
