@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Final, TextIO
 
 from .model import CaseResult, Verdict
-from .runner import RunReport
+from .session import RunReport
 
 __all__ = [
     "case_line",

@@ -309,7 +309,7 @@ def test_check_splits_long_profiles_and_merges_in_case_order() -> None:
         all_cases,
     )
     from snakepit_harness.conformance.cli import _chunks, _merge_parts
-    from snakepit_harness.conformance.runner import RunReport
+    from snakepit_harness.conformance.session import RunReport
 
     settings = RunSettings(("bridge",), profile="enhanced")
     parts = _chunks(settings, all_cases())

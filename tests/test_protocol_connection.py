@@ -77,7 +77,8 @@ def test_negotiation_selects_the_codec_for_later_frames(split: int) -> None:
 @pytest.mark.parametrize(
     ("reply", "reason"),
     [
-        (b"\x81\xa1a\x01", "not JSON"),
+        (b"\xff\x00", "not JSON"),
+        (b"\x81\xa1a\x01", "answered the negotiation offer in msgpack"),
         (b'{"type": "protocol_selected", "protocol": "cbor"}', "'cbor', which was not offered"),
         (b'{"type": "hello"}', "not protocol_selected"),
         (b'{"id": 1, "success": true}', "not protocol_selected"),
@@ -93,6 +94,7 @@ def test_unusable_negotiation_answers_break_the_connection(reply: bytes, reason:
     assert event.payload == reply
     assert conn.state is ConnectionState.BROKEN
     assert conn.next_event() is event  # it stays broken
+    assert event.answered_in == ("msgpack" if reply.startswith(b"\x81") else None)
 
 
 def test_an_oversize_header_is_refused_before_its_body_is_buffered() -> None:

@@ -61,6 +61,7 @@ from ._codecs import (
     StrictJson,
     UnencodableValue,
     available_codecs,
+    codec_of_object,
     get_codec,
     reject_constant,
 )
@@ -87,6 +88,7 @@ from ._constants import (
     HOST_COMMAND_TIMEOUT,
     NEGOTIATE,
     NEGOTIATION_TIMEOUT,
+    PROFILE_TRANSPORTS,
     PROFILES,
     READY_PREFIX,
     SHUTDOWN_GRACE,
@@ -94,6 +96,7 @@ from ._constants import (
     STARTUP_RECOMMENDED,
     STDIO_EXIT_LIMIT,
     STDIO_PROFILES,
+    TRANSPORTS,
     ExitCode,
 )
 from ._frames import (
@@ -149,6 +152,7 @@ __all__ = [
     "NO_EXAMPLE",
     "PARAMETER_TYPE_URL",
     "PROFILES",
+    "PROFILE_TRANSPORTS",
     "READY_PREFIX",
     "SHUTDOWN_GRACE",
     "SPEC_MIN_FRAME_SIZE",
@@ -156,9 +160,13 @@ __all__ = [
     "STARTUP_RECOMMENDED",
     "STDIO_EXIT_LIMIT",
     "STDIO_PROFILES",
+<<<<<<< HEAD
     "AnyJsonError",
     "BridgeEnv",
     "BridgeFlag",
+=======
+    "TRANSPORTS",
+>>>>>>> main
     "Closed",
     "Codec",
     "CodecUnavailable",
@@ -181,7 +189,11 @@ __all__ = [
     "ToolInfo",
     "UnencodableValue",
     "available_codecs",
+<<<<<<< HEAD
     "decode_any_json",
+=======
+    "codec_of_object",
+>>>>>>> main
     "decode_map",
     "decode_value",
     "encode_args",

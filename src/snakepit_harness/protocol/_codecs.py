@@ -28,6 +28,7 @@ __all__ = [
     "StrictJson",
     "UnencodableValue",
     "available_codecs",
+    "codec_of_object",
     "get_codec",
     "reject_constant",
 ]
@@ -190,6 +191,29 @@ def get_codec(name: str) -> Codec:
             raise LocalProtocolError(f"unknown codec {name!r}; known codecs: {known}") from None
         codec = _instances[name] = factory()
     return codec
+
+
+def codec_of_object(payload: bytes | bytearray | memoryview) -> str | None:
+    """The codec under which ``payload`` is one object (a dict), if exactly one is.
+
+    A frame in the wrong codec is the commonest set-up mistake (a bridge started
+    with ``--protocol msgpack`` while the host speaks JSON, or the reverse);
+    this lets every caller name the fix instead of reporting garbage.  A JSON
+    text never decodes as a MessagePack map (``{`` is a positive fixint with
+    trailing bytes) and a MessagePack map is never UTF-8 JSON, so the answer is
+    unambiguous for objects.
+    """
+    found = None
+    for name in available_codecs():
+        try:
+            value = get_codec(name).decode(payload)
+        except CodecError:
+            continue
+        if isinstance(value, dict):
+            if found is not None:
+                return None
+            found = name
+    return found
 
 
 def available_codecs() -> list[str]:

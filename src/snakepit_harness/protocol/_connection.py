@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from ..errors import CodecError, FrameTooLarge, LocalProtocolError
-from ._codecs import Codec, get_codec
+from ._codecs import Codec, codec_of_object, get_codec
 from ._constants import CODEC_MODES, CODEC_NAMES, NEGOTIATE
 from ._frames import NEED_DATA, FrameDecoder, NeedData, encode_frame
 from ._messages import negotiation_offer, selection_problem
@@ -97,10 +97,16 @@ class Response:
 
 @dataclass(frozen=True, slots=True)
 class NegotiationFailed:
-    """The answer to the offer is not a usable ``protocol_selected`` (§3.4)."""
+    """The answer to the offer is not a usable ``protocol_selected`` (§3.4).
+
+    ``answered_in`` names the codec the answer *is* an object in when that is
+    not JSON: the bridge was started with an explicit codec (``--protocol
+    msgpack``) and answered the offer as an ordinary, undecodable request.
+    """
 
     reason: str
     payload: bytes
+    answered_in: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,9 +268,15 @@ class HostConnection:
         try:
             reply = get_codec("json").decode(payload)
         except CodecError as exc:
-            return self._fail(
-                NegotiationFailed(f"the negotiation answer is not JSON: {exc}", payload)
-            )
+            answered_in = codec_of_object(payload)
+            reason = f"the negotiation answer is not JSON: {exc}"
+            if answered_in is not None:
+                reason = (
+                    f"the bridge answered the negotiation offer in {answered_in}, not in JSON: "
+                    f"it was started with an explicit codec (e.g. --protocol {answered_in}); "
+                    f"use --codec {answered_in}, or start the bridge in auto mode"
+                )
+            return self._fail(NegotiationFailed(reason, payload, answered_in))
         problem = selection_problem(reply, self.offered)
         if problem:
             return self._fail(NegotiationFailed(problem, payload))

@@ -19,6 +19,7 @@ import subprocess
 import threading
 import time
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
@@ -27,10 +28,13 @@ __all__ = [
     "KILL_REAP_TIMEOUT",
     "BridgeExit",
     "StderrDrain",
+    "alive_pids",
     "descendants",
     "describe_returncode",
+    "kill_pids",
     "kill_process_group",
     "process_group_members",
+    "process_memory",
     "processes_with_env",
     "signal_process",
     "track_until_exit",
@@ -172,6 +176,46 @@ def processes_with_env(key: str, value: str) -> set[int]:
         if wanted in environ.split(b"\0"):
             found.add(p.pid)
     return found
+
+
+def alive_pids(pids: Iterable[int]) -> set[int]:
+    """The pids among ``pids`` still running (zombies count as gone)."""
+    out = set()
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        if stat[stat.rfind(")") + 2 :].split()[0] != "Z":
+            out.add(pid)
+    return out
+
+
+def kill_pids(pids: Iterable[int]) -> None:
+    """SIGKILL leftovers a misbehaving bridge left (the harness leaves nothing running)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+# The /proc/PID/status lines process_memory reports: peak virtual size, peak
+# and current resident set.
+_MEMORY_KEYS: Final = ("VmPeak", "VmHWM", "VmRSS")
+
+
+def process_memory(pid: int) -> dict[str, int]:
+    """VmPeak / VmHWM / VmRSS (bytes) of ``pid`` from /proc; empty where unavailable."""
+    out: dict[str, int] = {}
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        if key in _MEMORY_KEYS:
+            with contextlib.suppress(ValueError, IndexError):
+                out[key] = int(rest.split()[0]) * 1024
+    return out
 
 
 def wait_for_exit(proc: subprocess.Popen[bytes], timeout: float) -> BridgeExit | None:

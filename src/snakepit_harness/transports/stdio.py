@@ -30,7 +30,6 @@ from ..errors import BridgeCrashed, BridgeTimeout, FramingViolation, HandshakeFa
 from ..protocol import (
     HOST_MAX_FRAME_SIZE,
     NEED_DATA,
-    Closed,
     Codec,
     Event,
     FramingError,
@@ -46,6 +45,7 @@ from .process import (
     describe_returncode,
     kill_process_group,
     process_group_members,
+    process_memory,
     signal_process,
     track_until_exit,
     untrack,
@@ -258,14 +258,7 @@ class StdioBridge:
 
     def peak_rss_bytes(self) -> int | None:
         """The bridge's peak resident memory (VmHWM) or None where /proc cannot tell."""
-        try:
-            status = Path(f"/proc/{self.pid}/status").read_text()
-        except OSError:
-            return None
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-        return None
+        return process_memory(self.pid).get("VmHWM")
 
     # -- writing ------------------------------------------------------------
 
@@ -349,17 +342,17 @@ class StdioBridge:
         what text on stdout looks like), and :class:`HandshakeFailed` when the
         frame was the unusable answer to a negotiation offer.
         """
-        event = self.read_event(timeout)
+        return self.payload_of(self.read_event(timeout))
+
+    def payload_of(self, event: Event) -> bytes:
+        """The frame an event carries, or the error it stands for, raised (see read_frame)."""
         if isinstance(event, Response | Selected):
             return event.payload
-        raise self._failure(event)
-
-    def _failure(self, event: FramingError | NegotiationFailed | Closed) -> Exception:
         if isinstance(event, FramingError):
-            return FramingViolation(event.reason, event.data)
+            raise FramingViolation(event.reason, event.data)
         if isinstance(event, NegotiationFailed):
-            return HandshakeFailed(event.reason, event.payload)
-        return self._crashed_on_eof()
+            raise HandshakeFailed(event.reason, event.payload)
+        raise self._crashed_on_eof()
 
     def read_value(self, codec: Codec | None, timeout: float) -> Any:
         """Read the next frame and decode it (CodecError when it does not decode)."""
@@ -382,9 +375,9 @@ class StdioBridge:
         event = self.read_event(timeout)
         if isinstance(event, Selected):
             return event.codec, wire
-        if isinstance(event, Response):  # pragma: no cover - not after an offer
-            raise HandshakeFailed("the answer to the offer was read as a response", event.payload)
-        raise self._failure(event)
+        self.payload_of(event)  # raises what the event stands for
+        # A Response cannot follow an offer (the connection reads it as the answer).
+        raise HandshakeFailed("the answer to the offer was read as a response")
 
     def wait_stdout_eof(self, timeout: float) -> bool:
         """Read (and record) stdout until EOF; True if EOF came within ``timeout``."""
