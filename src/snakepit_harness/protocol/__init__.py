@@ -160,13 +160,10 @@ __all__ = [
     "STARTUP_RECOMMENDED",
     "STDIO_EXIT_LIMIT",
     "STDIO_PROFILES",
-<<<<<<< HEAD
+    "TRANSPORTS",
     "AnyJsonError",
     "BridgeEnv",
     "BridgeFlag",
-=======
-    "TRANSPORTS",
->>>>>>> main
     "Closed",
     "Codec",
     "CodecUnavailable",
@@ -189,11 +186,8 @@ __all__ = [
     "ToolInfo",
     "UnencodableValue",
     "available_codecs",
-<<<<<<< HEAD
-    "decode_any_json",
-=======
     "codec_of_object",
->>>>>>> main
+    "decode_any_json",
     "decode_map",
     "decode_value",
     "encode_args",
