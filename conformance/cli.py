@@ -103,6 +103,19 @@ def _add_run_options(parser: argparse.ArgumentParser, *, profile_default: str | 
     )
     parser.add_argument("--target", help="gRPC: HOST:PORT of a running bridge (no -- CMD)")
     parser.add_argument(
+        "--tool-calls",
+        metavar="FILE",
+        help="bridge-service: JSON {tool: [arguments, ...]} naming calls for your own tools",
+    )
+    parser.add_argument(
+        "--host-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="bridge-service: the port of the harness's host emulator (default: any; fix it "
+        "to point a --target worker's --elixir-address at it)",
+    )
+    parser.add_argument(
         "--golden-dir",
         action="append",
         default=[],
@@ -220,6 +233,8 @@ def _settings(args: argparse.Namespace, cmd: tuple[str, ...], profile: str) -> R
         transport=transport,
         target=getattr(args, "target", None),
         startup_timeout=args.startup_timeout,
+        tool_calls=getattr(args, "tool_calls", None),
+        host_port=getattr(args, "host_port", 0) or 0,
     )
 
 
@@ -255,7 +270,7 @@ def run_conformance(args: argparse.Namespace) -> int:
             cases = [c for c in cases if args.profile in c.profiles]
         return _list_cases(cases, sys.stdout)
     if not args.profile:
-        raise HarnessError("--profile is required (v1, v2, enhanced or grpc)")
+        raise HarnessError("--profile is required (v1, v2, enhanced, grpc or bridge-service)")
     if args.update_baseline and not args.baseline:
         raise HarnessError("--update-baseline needs --baseline FILE")
     if args.update_baseline and (args.case or args.exclude):

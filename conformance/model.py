@@ -205,6 +205,10 @@ class RunSettings:
     target: str | None = None  # an address for network transports (gRPC HOST:PORT)
     # §5.1: how long a bridge may take to answer its first request.
     startup_timeout: float = 20.0
+    # bridge-service (§9): example calls for the worker's own tools (a JSON
+    # file, see docs/bridge-service.md), and the host emulator's port (0: any).
+    tool_calls: str | None = None
+    host_port: int = 0
 
 
 @dataclass

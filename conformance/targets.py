@@ -120,6 +120,15 @@ CHECK_TARGETS: Final[list[CheckTarget]] = [
         transport="grpc",
         needs=("grpc",),
     ),
+    CheckTarget(
+        "bridge-service",
+        "-",
+        "snakepit-bridge-worker",
+        "snakepit_bridge.bridge_service",
+        (),
+        transport="bridge-service",
+        needs=("grpc",),
+    ),
 ]
 
 
@@ -137,6 +146,7 @@ USER_CODECS: Final[dict[str, tuple[str, ...]]] = {
     "v2": ("json", "negotiate"),
     "enhanced": ("json", "negotiate"),
     "grpc": ("-",),
+    "bridge-service": ("-",),
 }
 
 

@@ -196,6 +196,8 @@ class Seams:
     write_ready: Callable[[str, int], None] = write_ready_file
     stop_signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
     watch_stdin: bool = True
+    # Called with the parsed options once the host answered, before the server starts.
+    before_serve: Callable[[argparse.Namespace], None] | None = None
 
 
 def _serve(args: argparse.Namespace, worker: _Worker, seams: Seams) -> int:
@@ -220,6 +222,8 @@ def _serve(args: argparse.Namespace, worker: _Worker, seams: Seams) -> int:
             return 0
     else:
         log.warning("no --elixir-address: serving without a host (no callbacks)")
+    if seams.before_serve is not None:
+        seams.before_serve(args)
     server = grpc.server(
         futures.ThreadPoolExecutor(SERVER_THREADS, thread_name_prefix="bridge-worker"),
         options=[
