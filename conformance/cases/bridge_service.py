@@ -208,7 +208,7 @@ def launch_heartbeat_flags(ctx: BridgeServiceCaseContext) -> None:
     except (BridgeCrashed, BridgeTimeout) as exc:
         ctx.recommend(False, f"with upstream's heartbeat flags the worker did not start: {exc}")
         return
-    ctx.ping()
+    ctx.still_serving()
     ctx.note(f"started with {' '.join(HEARTBEAT_FLAGS)} in {worker.ready_elapsed or 0:.2f} s")
 
 
@@ -517,7 +517,7 @@ def execute_valid_calls(ctx: BridgeServiceCaseContext) -> None:
                 f"{call.describe()} ended with {_status_text(call.status)} (a failed tool is "
                 "success=false with status OK)",
             )
-    ctx.ping()
+    ctx.still_serving()
 
 
 @_case(
@@ -699,7 +699,7 @@ def errors_missing_argument(ctx: BridgeServiceCaseContext) -> None:
         not reply.success,
         f"{tool.name} succeeded without {missing.name!r}, which it registered as required",
     )
-    ctx.ping()
+    ctx.still_serving()
 
 
 @_case(
@@ -726,7 +726,7 @@ def errors_wrong_type_argument(ctx: BridgeServiceCaseContext) -> None:
         f"{tool.name} with a string for {target.name!r} ({target.type}) ended with gRPC "
         f"status {status.code if status else ''}: {status.details[:200] if status else ''}",
     )
-    ctx.ping()
+    ctx.still_serving()
 
 
 # -- §9.7 values ------------------------------------------------------------------
@@ -1052,6 +1052,7 @@ def ping_rpc(ctx: BridgeServiceCaseContext) -> None:
 )
 def deadlines_responsive(ctx: BridgeServiceCaseContext) -> None:
     from snakepit_harness.transports.bridge_service import build_tool_request
+    from snakepit_harness.transports.grpc import GrpcStatusError
 
     _need_callbacks(ctx)
     session = ctx.session_id()
@@ -1075,8 +1076,9 @@ def deadlines_responsive(ctx: BridgeServiceCaseContext) -> None:
     asked = time.monotonic()
     try:
         client.ping("while-waiting", timeout=PING_WHILE_WAITING)
-        took = time.monotonic() - asked
-        ctx.event(f"Ping answered in {took:.2f} s")
+        ctx.event(f"Ping answered in {time.monotonic() - asked:.2f} s")
+    except GrpcStatusError as exc:  # an answer all the same (ping.rpc judges it)
+        ctx.event(f"Ping answered {exc.code} in {time.monotonic() - asked:.2f} s")
     except BridgeTimeout:
         ctx.recommend(
             False,

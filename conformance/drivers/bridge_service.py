@@ -42,6 +42,7 @@ from snakepit_harness.protocol import (
 from snakepit_harness.transports.bridge_host import HostEmulator
 from snakepit_harness.transports.bridge_service import BridgeServiceWorker, build_tool_request
 from snakepit_harness.transports.grpc import GrpcStatusError
+from snakepit_harness.transports.process import describe_returncode
 
 from ..context import CaseContext
 from ..model import BridgeUse, Case, CaseFailed, CaseSkipped, RunSettings, Verdict
@@ -208,6 +209,18 @@ class BridgeServiceCaseContext(CaseContext):
         reply = self.guarded("Ping", lambda t: self._client().ping(message, timeout=t))
         self.event(f"<- {_one_line(reply)}")
         return reply
+
+    def still_serving(self) -> None:
+        """The worker is alive and answers (a Heartbeat: any answer will do)."""
+        if self.state is not None and self.state.worker.has_process:
+            code = self.state.worker.poll()
+            if code is not None:
+                raise BridgeCrashed(
+                    f"the worker exited ({describe_returncode(code)})",
+                    self.state.worker.stderr_tail(),
+                    code,
+                )
+        self.session_call("Heartbeat", self.session_id("alive"))
 
     def session_call(self, method: str, session_id: str) -> tuple[Any, StatusOutcome | None]:
         """``InitializeSession``/``GetSession``/``CleanupSession``/``Heartbeat`` of a session."""
