@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,7 @@ def _script(tmp_path: Path, body: str) -> list[str]:
 
 
 @pytest.fixture
-def host() -> HostEmulator:
+def host() -> Iterator[HostEmulator]:
     with HostEmulator() as emulator:
         yield emulator
 

@@ -240,16 +240,16 @@ class BridgeServiceClient:
         tool_name: str,
         arguments: Mapping[str, Any] | None = None,
         *,
-        session_id: str = "",
-        metadata: Mapping[str, str] | None = None,
-        binary: Mapping[str, bytes] | None = None,
         timeout: float = DEFAULT_CALL_TIMEOUT,
+        **request: Any,
     ) -> Any:
-        """``ExecuteTool``; returns the ``ExecuteToolResponse``."""
-        request = build_tool_request(
-            tool_name, arguments, session_id=session_id, metadata=metadata, binary=binary
-        )
-        return self.call("ExecuteTool", request, timeout)
+        """``ExecuteTool``; returns the ``ExecuteToolResponse``.
+
+        ``request`` takes :func:`build_tool_request`'s ``session_id``,
+        ``metadata`` and ``binary``.
+        """
+        built = build_tool_request(tool_name, arguments, **request)
+        return self.call("ExecuteTool", built, timeout)
 
     def open_stream(self, request: Any, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> ToolStream:
         return ToolStream(self, self.stub.ExecuteStreamingTool(request, timeout=timeout), timeout)
@@ -259,21 +259,12 @@ class BridgeServiceClient:
         tool_name: str,
         arguments: Mapping[str, Any] | None = None,
         *,
-        session_id: str = "",
-        metadata: Mapping[str, str] | None = None,
-        binary: Mapping[str, bytes] | None = None,
         timeout: float = DEFAULT_CALL_TIMEOUT,
+        **request: Any,
     ) -> ToolStream:
         """``ExecuteStreamingTool`` (``stream=true``); iterate the result for ``ToolChunk``s."""
-        request = build_tool_request(
-            tool_name,
-            arguments,
-            session_id=session_id,
-            metadata=metadata,
-            binary=binary,
-            stream=True,
-        )
-        return self.open_stream(request, timeout=timeout)
+        built = build_tool_request(tool_name, arguments, stream=True, **request)
+        return self.open_stream(built, timeout=timeout)
 
 
 class BridgeServiceWorker:
