@@ -474,7 +474,7 @@ def callbacks_deadline(ctx: BridgeServiceCaseContext) -> None:
     "callbacks.host-tools",
     section="9.4.5",
     level="required",
-    timeout=120,
+    timeout=180,
     requirement="ExecuteElixirTool calls name a tool the host exposes and send "
     "parameters as Any-JSON.",
 )

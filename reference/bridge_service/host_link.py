@@ -16,6 +16,7 @@ these calls without one).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import threading
@@ -44,6 +45,12 @@ CALLBACK_TIMEOUT: Final = 5.0
 PING_TIMEOUT: Final = 1.0
 PING_BACKOFF_START: Final = 0.05
 PING_BACKOFF_CAP: Final = 1.0
+# Sessions remembered as set up on the host; the least recently used beyond
+# this are forgotten (set up again if they come back), so a host that opens
+# a session per call cannot grow the worker without bound.
+SESSIONS_KEPT: Final = 10_000
+# Heartbeats go for the most recently used sessions only: one RPC each per interval.
+HEARTBEAT_SESSIONS: Final = 64
 
 log = logging.getLogger("snakepit_bridge.bridge_service")
 
@@ -101,7 +108,7 @@ class HostLink:
         self._stub: Any = stub_class(self._channel)
         self._lock = threading.Lock()
         self._session_locks: dict[str, threading.Lock] = {}
-        self._ready_sessions: set[str] = set()
+        self._ready_sessions: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._host_tools: dict[str, list[ToolInfo]] = {}
         self._stop = threading.Event()
         self._beats: threading.Thread | None = None
@@ -164,6 +171,8 @@ class HostLink:
         import grpc
 
         if session_id in self._ready_sessions:
+            with self._lock, contextlib.suppress(KeyError):
+                self._ready_sessions.move_to_end(session_id)
             return
         with self._session_lock(session_id):
             if session_id in self._ready_sessions:
@@ -189,14 +198,19 @@ class HostLink:
                 return
             if not reply.success:
                 log.warning("RegisterTools for %s refused: %s", session_id, reply.error_message)
-            self._ready_sessions.add(session_id)
+            with self._lock:
+                self._ready_sessions[session_id] = None
+                self._session_locks.pop(session_id, None)
+                while len(self._ready_sessions) > SESSIONS_KEPT:
+                    forgotten, _ = self._ready_sessions.popitem(last=False)
+                    self._host_tools.pop(forgotten, None)
         self.start_heartbeats()
 
     def forget_session(self, session_id: str, deadline: float | None) -> None:
         import grpc
 
         with self._lock:
-            self._ready_sessions.discard(session_id)
+            self._ready_sessions.pop(session_id, None)
             self._host_tools.pop(session_id, None)
         with contextlib.suppress(grpc.RpcError, DeadlinePassed):
             self._call(
@@ -275,7 +289,7 @@ class HostLink:
         missed = 0
         while not self._stop.wait(config.interval_ms / 1000.0):
             with self._lock:
-                sessions = sorted(self._ready_sessions)
+                sessions = list(self._ready_sessions)[-HEARTBEAT_SESSIONS:]
             if not sessions:
                 continue
             answered = False

@@ -15,6 +15,7 @@ stream with status INTERNAL and the error JSON as details.
 
 from __future__ import annotations
 
+import collections
 import inspect
 import logging
 import pickle
@@ -35,7 +36,7 @@ from snakepit_harness.protocol import (
 
 from .adapter import BaseAdapter, ToolError
 from .context import SessionContext
-from .host_link import HostLink
+from .host_link import SESSIONS_KEPT, HostLink
 
 if TYPE_CHECKING:
     import grpc
@@ -89,7 +90,7 @@ class WorkerServicer:
         self.adapter = adapter
         self.link = link
         self.allow_pickle = allow_pickle
-        self._sessions: dict[str, _Session] = {}
+        self._sessions: collections.OrderedDict[str, _Session] = collections.OrderedDict()
         self._lock = threading.Lock()
 
     # -- sessions -----------------------------------------------------------
@@ -98,6 +99,9 @@ class WorkerServicer:
         with self._lock:
             session = self._sessions.setdefault(session_id, _Session(time.time()))
             session.metadata.update(metadata or {})
+            self._sessions.move_to_end(session_id)
+            while len(self._sessions) > SESSIONS_KEPT:
+                self._sessions.popitem(last=False)
         if self.link is not None:
             self.link.ensure_session(session_id, deadline)
 
