@@ -409,7 +409,10 @@ class BridgeServiceDriver(TransportDriver):
                 self.tool_calls = parse_tool_calls(Path(settings.tool_calls).read_text())
             except (OSError, ToolCallsError) as exc:
                 raise HarnessError(f"--tool-calls {settings.tool_calls}: {exc}") from None
-        self.host = HostEmulator(port=settings.host_port).start()
+        try:
+            self.host = HostEmulator(port=settings.host_port).start()
+        except OSError as exc:
+            raise HarnessError(f"cannot start the host emulator: {exc}") from None
         self._shared: _WorkerState | None = None
         self._own: dict[int, list[_WorkerState]] = {}
         self._lock = threading.Lock()
