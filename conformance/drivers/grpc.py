@@ -23,12 +23,12 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from snakepit_harness.errors import HarnessError
+from snakepit_harness.protocol import decode_map
 from snakepit_harness.transports.grpc import (
     DEFAULT_STARTUP_TIMEOUT,
     GrpcBridge,
     GrpcStatusError,
     GrpcStream,
-    decode_map,
 )
 
 from ..context import CaseContext
@@ -149,7 +149,7 @@ class GrpcCaseContext(CaseContext):
         request_id: str | None = None,
         timeout_ms: int = 0,
         session_id: str | None = None,
-    ) -> GrpcStream:
+    ) -> GrpcStream[pb.StreamResponse]:
         rid = self.request_id() if request_id is None else request_id
         method = "ExecuteStream" if session_id is None else f"ExecuteInSessionStream[{session_id}]"
         self.event(f"-> {method} {command} args={_short(args)} request_id={rid!r}")
