@@ -125,11 +125,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_handler(args: argparse.Namespace) -> EnhancedCommandHandler:
-    """The handler the parsed options describe."""
+def build_handler(
+    args: argparse.Namespace,
+    *,
+    handler_class: type[EnhancedCommandHandler] = EnhancedCommandHandler,
+    policy_class: type[SafetyPolicy] = SafetyPolicy,
+) -> EnhancedCommandHandler:
+    """The handler the parsed options describe.
+
+    ``handler_class`` and ``policy_class`` are seams for the broken sample
+    bridges in ``fixtures/enhanced_bridges/``.
+    """
     allowed = [] if args.only_modules else list(default_allowed_modules())
     denylist = [entry for entry in DEFAULT_DENYLIST if entry not in set(args.undeny)]
-    policy = SafetyPolicy(
+    policy = policy_class(
         allowed_modules=(*allowed, *args.allow_module),
         denylist=(*denylist, *args.deny),
     )
@@ -139,16 +148,22 @@ def build_handler(args: argparse.Namespace) -> EnhancedCommandHandler:
         head_rows=args.head_rows,
         max_repr=args.max_repr,
     )
-    return EnhancedCommandHandler(policy, max_stored=args.max_stored, limits=limits)
+    return handler_class(policy, max_stored=args.max_stored, limits=limits)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    handler_class: type[EnhancedCommandHandler] = EnhancedCommandHandler,
+    policy_class: type[SafetyPolicy] = SafetyPolicy,
+) -> int:
+    """Run the bridge; ``handler_class`` and ``policy_class`` as in :func:`build_handler`."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.only_modules and not args.allow_module:
         parser.error("--only-modules needs at least one --allow-module")
     if args.show_policy:
-        policy = build_handler(args).policy
+        policy = build_handler(args, handler_class=handler_class, policy_class=policy_class).policy
         lines = ["allowed modules (and their submodules):"]
         lines += [f"  {name}" for name in policy.allowed_modules]
         lines += ["denylist:"] + [f"  {entry}" for entry in policy.denylist]
@@ -156,7 +171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write("\n".join(lines) + "\n")
             sys.stdout.flush()
         return 0
-    return run_bridge(parser, lambda: build_handler(args), argv)
+    return run_bridge(
+        parser,
+        lambda: build_handler(args, handler_class=handler_class, policy_class=policy_class),
+        argv,
+    )
 
 
 if __name__ == "__main__":
