@@ -341,23 +341,10 @@ class GrpcBridge:
         return self._require_channel().unary(name, request, snakepit_pb2.ExecuteResponse, timeout)
 
     def execute_in_session(
-        self,
-        session_id: str,
-        command: str,
-        args: Mapping[str, Any] | None = None,
-        *,
-        timeout: float = DEFAULT_CALL_TIMEOUT,
-        request_id: str = "",
-        timeout_ms: int = 0,
+        self, session_id: str, command: str, args: Mapping[str, Any] | None = None, **options: Any
     ) -> pb.ExecuteResponse:
-        return self.execute(
-            command,
-            args,
-            timeout=timeout,
-            request_id=request_id,
-            timeout_ms=timeout_ms,
-            session_id=session_id,
-        )
+        """``ExecuteInSession``: :meth:`execute` with ``session_id`` first."""
+        return self.execute(command, args, session_id=session_id, **options)
 
     def execute_stream(
         self,
@@ -377,23 +364,10 @@ class GrpcBridge:
         return self._require_channel().stream(name, request, snakepit_pb2.StreamResponse, timeout)
 
     def execute_in_session_stream(
-        self,
-        session_id: str,
-        command: str,
-        args: Mapping[str, Any] | None = None,
-        *,
-        timeout: float = DEFAULT_CALL_TIMEOUT,
-        request_id: str = "",
-        timeout_ms: int = 0,
+        self, session_id: str, command: str, args: Mapping[str, Any] | None = None, **options: Any
     ) -> GrpcStream[pb.StreamResponse]:
-        return self.execute_stream(
-            command,
-            args,
-            timeout=timeout,
-            request_id=request_id,
-            timeout_ms=timeout_ms,
-            session_id=session_id,
-        )
+        """``ExecuteInSessionStream``: :meth:`execute_stream` with ``session_id`` first."""
+        return self.execute_stream(command, args, session_id=session_id, **options)
 
     def health(
         self, worker_id: str = "", *, timeout: float = DEFAULT_CALL_TIMEOUT

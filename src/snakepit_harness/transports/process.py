@@ -151,7 +151,35 @@ class BridgeExit:
         return describe_returncode(self.returncode)
 
 
-class StderrDrain(threading.Thread):
+class _PipeReader(threading.Thread):
+    """A thread that reads a pipe until EOF, handing each chunk to :meth:`consume`."""
+
+    def __init__(self, fd: int, name: str) -> None:
+        super().__init__(name=f"{name}-{fd}", daemon=True)
+        self._fd = fd
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self._fd, _STDERR_READ)
+            except OSError:
+                break
+            if not chunk:
+                break
+            self.consume(chunk)
+        self.finish()
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+    def consume(self, chunk: bytes) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """At EOF, before the descriptor is closed."""
+
+
+class StderrDrain(_PipeReader):
     """Read a pipe until EOF, keeping only the last ``limit`` bytes.
 
     A bridge that fills its stderr pipe would block and look hung, so every
@@ -159,69 +187,49 @@ class StderrDrain(threading.Thread):
     """
 
     def __init__(self, fd: int, limit: int) -> None:
-        super().__init__(name=f"stderr-drain-{fd}", daemon=True)
-        self._fd = fd
+        super().__init__(fd, "stderr-drain")
         self._limit = limit
         self._tail = bytearray()
-        self._lock = threading.Lock()
         self.total = 0
 
-    def run(self) -> None:
-        while True:
-            try:
-                chunk = os.read(self._fd, _STDERR_READ)
-            except OSError:
-                break
-            if not chunk:
-                break
-            with self._lock:
-                self.total += len(chunk)
-                self._tail += chunk
-                if len(self._tail) > self._limit:
-                    del self._tail[: len(self._tail) - self._limit]
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
+    def consume(self, chunk: bytes) -> None:
+        with self._lock:
+            self.total += len(chunk)
+            self._tail += chunk
+            if len(self._tail) > self._limit:
+                del self._tail[: len(self._tail) - self._limit]
 
     def tail(self) -> bytes:
         with self._lock:
             return bytes(self._tail)
 
 
-class LineReader(threading.Thread):
+class LineReader(_PipeReader):
     """Read a process's stdout line by line, keeping the first lines and signalling
     the first one that starts with ``watch`` (a ready line, §8.2)."""
 
     def __init__(self, fd: int, watch: str | None = None) -> None:
-        super().__init__(name=f"stdout-lines-{fd}", daemon=True)
-        self._fd = fd
+        super().__init__(fd, "stdout-lines")
         self._watch = watch
-        self._lock = threading.Lock()
+        self._pending = b""
         self.lines: list[str] = []
         self.total_lines = 0
         self.seen = threading.Event()
         self.seen_line: str | None = None
         self.seen_at = 0.0
 
-    def run(self) -> None:
-        pending = b""
-        while True:
-            try:
-                chunk = os.read(self._fd, _STDERR_READ)
-            except OSError:
-                break
-            if not chunk:
-                break
-            pending += chunk
-            *complete, pending = pending.split(b"\n")
-            for raw in complete:
-                self._add(raw)
-            if len(pending) > LINE_LIMIT:
-                self._add(pending)
-                pending = b""
-        if pending:
-            self._add(pending)
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
+    def consume(self, chunk: bytes) -> None:
+        self._pending += chunk
+        *complete, self._pending = self._pending.split(b"\n")
+        for raw in complete:
+            self._add(raw)
+        if len(self._pending) > LINE_LIMIT:
+            self._add(self._pending)
+            self._pending = b""
+
+    def finish(self) -> None:
+        if self._pending:
+            self._add(self._pending)
 
     def _add(self, raw: bytes) -> None:
         line = raw[:LINE_LIMIT].decode("utf-8", "replace").rstrip("\r")

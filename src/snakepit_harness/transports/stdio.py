@@ -57,9 +57,7 @@ __all__ = [
     "DEFAULT_READ_MAX_FRAME",
     "PIPE_SIZE",
     "STDERR_TAIL_BYTES",
-    "BridgeExit",
     "StdioBridge",
-    "describe_returncode",
     "set_pipe_size",
 ]
 
