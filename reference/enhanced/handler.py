@@ -36,8 +36,10 @@ from typing import Any, ClassVar, Final
 from ..adapter import BadRequestError, CommandError, SerializationError
 from ..generic import GenericCommandHandler
 from .plugins import PLUGINS, Plugin, available_frameworks, plugin_serializers
-from .safety import STORED_PREFIX, SafetyPolicy, SpawnGuard, forbidden
+from .rules import STORED_PREFIX, forbidden
+from .safety import SafetyPolicy
 from .serialize import DEFAULT_LIMITS, SerializationLimits, Serializer
+from .spawn_guard import SpawnGuard
 from .store import (
     DEFAULT_MAX_STORED,
     ObjectStore,
