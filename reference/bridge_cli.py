@@ -33,6 +33,7 @@ __all__ = [
     "make_parser",
     "run_bridge",
     "serve",
+    "whole_number",
 ]
 
 # Exit status for a bridge that cannot start (bad options, adapter not found),
@@ -44,14 +45,19 @@ class AdapterLoadError(ValueError):
     """``--adapter`` does not name a usable adapter class."""
 
 
-def _frame_size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of bytes: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("the maximum frame size must be at least 1 byte")
-    return value
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number of at least ``minimum`` (argparse names the option)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def make_parser(
@@ -80,7 +86,7 @@ def make_parser(
     )
     parser.add_argument(
         "--max-frame-size",
-        type=_frame_size,
+        type=whole_number(1),
         default=DEFAULT_MAX_FRAME_SIZE,
         metavar="BYTES",
         help=f"largest request payload accepted (default: {DEFAULT_MAX_FRAME_SIZE})",

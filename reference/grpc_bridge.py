@@ -91,22 +91,13 @@ __all__ = [
     "serve",
 ]
 
-# Server threads: ThreadPoolExecutor creates them only when all are busy, so a
-# sequential client uses one or two; the cap bounds concurrent RPCs (each open
-# stream holds one) on a small machine.
-SERVER_THREADS: Final = 32
-PRESTARTED_SERVER_THREADS: Final = 2
+# -- the server ----------------------------------------------------------------
+
 
 # SIGTERM: let in-flight RPCs finish for this long, then cancel them; well
 # inside the 5 s of §8.10.
 SHUTDOWN_GRACE_SECONDS: Final = 1.0
 SHUTDOWN_WAIT_SECONDS: Final = 2.0
-
-# Exit status when the bridge cannot listen (the port is taken, the address is wrong).
-EXIT_CANNOT_LISTEN: Final = 1
-
-
-# -- the server ----------------------------------------------------------------
 
 
 class RunningServer:
@@ -123,6 +114,13 @@ class RunningServer:
             self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait(SHUTDOWN_WAIT_SECONDS)
         self.servicer.close()
+
+
+# Server threads: ThreadPoolExecutor creates them only when all are busy, so a
+# sequential client uses one or two; the cap bounds concurrent RPCs (each open
+# stream holds one) on a small machine.
+SERVER_THREADS: Final = 32
+PRESTARTED_SERVER_THREADS: Final = 2
 
 
 def _prestart_workers(pool: futures.ThreadPoolExecutor, count: int) -> None:
@@ -182,6 +180,10 @@ def serve(
 
 
 # -- command line --------------------------------------------------------------
+
+
+# Exit status when the bridge cannot listen (the port is taken, the address is wrong).
+EXIT_CANNOT_LISTEN: Final = 1
 
 
 def make_parser() -> argparse.ArgumentParser:

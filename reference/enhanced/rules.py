@@ -79,6 +79,7 @@ __all__ = [
     "default_allowed_modules",
     "forbidden",
     "installed",
+    "is_module_name",
 ]
 
 # The §7.2 reference allowlist: pure computation, no I/O, no way to run code.
@@ -286,6 +287,11 @@ def installed(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
+
+
+def is_module_name(text: str) -> bool:
+    """True for a dotted name that can name a module (``numpy.linalg``)."""
+    return bool(text) and all(part.isidentifier() for part in text.split("."))
 
 
 def default_allowed_modules() -> tuple[str, ...]:

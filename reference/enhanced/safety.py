@@ -50,6 +50,7 @@ from .rules import (
     default_allowed_modules,
     forbidden,
     installed,
+    is_module_name,
 )
 from .spawn_guard import SpawnGuard
 
@@ -103,7 +104,7 @@ class SafetyPolicy:
 
     def __post_init__(self) -> None:
         for name in self.allowed_modules:
-            if not name or not all(part.isidentifier() for part in name.split(".")):
+            if not is_module_name(name):
                 raise ValueError(f"not a module name: {name!r}")
         self.allowed_modules = tuple(dict.fromkeys(self.allowed_modules))
         self.denylist = tuple(self.denylist)
