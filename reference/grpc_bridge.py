@@ -4,7 +4,7 @@
 ``snakepit.SnakepitBridge`` on 127.0.0.1 (``--host`` to change), prints
 ``GRPC_SERVER_READY_ON_PORT=<port>`` once the server is serving, and exits 0 on
 SIGTERM/SIGINT.  Commands come from an adapter (a
-:class:`~snakepit_bridge.BaseCommandHandler`, ``--adapter module:Class``); the
+:class:`~snakepit_bridge.BaseCommandHandler`, ``--adapter module.Class``); the
 default, :class:`StreamingTestHandler`, is the generic command set plus the
 streaming and timing test commands the conformance suite uses
 (:class:`StreamingCommands`, which :func:`serve` also adds to any adapter that
@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING, Any, Final
 from snakepit_harness.protocol import READY_PREFIX
 
 from .adapter import BaseCommandHandler
-from .bridge_cli import EXIT_USAGE, AdapterLoadError, load_adapter
+from .bridge_cli import EXIT_USAGE, AdapterLoadError, add_adapter_option, load_adapter
 from .grpc_commands import CallScope, StreamingCommands, StreamingTestHandler, current_call
 from .grpc_servicer import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -193,11 +193,8 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--port", type=int, default=0, help="TCP port; 0 = any free port")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument(
-        "--adapter",
-        default=None,
-        metavar="MODULE:CLASS",
-        help="command handler class (default: generic commands plus streaming test commands)",
+    add_adapter_option(
+        parser, "serve this adapter instead of the generic and streaming test commands"
     )
     parser.add_argument(
         "--max-message-size",
