@@ -35,7 +35,11 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from ..adapter import BadRequestError, NotFoundError
-from .rules import (
+
+# The tables this module applies, plus the few it does not (DEFAULT_ALLOWED_MODULES,
+# OPTIONAL_ALLOWED_MODULES, installed, SpawnGuard): everything lived here before
+# the split, and the old import paths still work.  Import from snakepit_bridge.enhanced.
+from .rules import (  # noqa: F401
     DEEP_CHECK_BUDGET,
     DEFAULT_ALLOWED_MODULES,
     DEFAULT_DENYLIST,
@@ -52,25 +56,9 @@ from .rules import (
     installed,
     is_module_name,
 )
-from .spawn_guard import SpawnGuard
+from .spawn_guard import SpawnGuard  # noqa: F401
 
-__all__ = [
-    "DEEP_CHECK_BUDGET",
-    "DEFAULT_ALLOWED_MODULES",
-    "DEFAULT_DENYLIST",
-    "DENIED_DATA_METHODS",
-    "MAX_TARGET_LENGTH",
-    "OPTIONAL_ALLOWED_MODULES",
-    "PLAIN_DATA_TYPES",
-    "STORED_PREFIX",
-    "STRING_DISPATCH_METHODS",
-    "UNSAFE_FLAGS",
-    "Resolved",
-    "SafetyPolicy",
-    "SpawnGuard",
-    "default_allowed_modules",
-    "installed",
-]
+__all__ = ["Resolved", "SafetyPolicy"]
 
 
 def _under(module: str, allowed: Iterable[str]) -> bool:
