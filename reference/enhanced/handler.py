@@ -33,6 +33,8 @@ import inspect as pyinspect
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final
 
+from snakepit_harness.protocol import ENHANCED_COMMANDS
+
 from ..adapter import BadRequestError, CommandError, SerializationError
 from ..generic import GenericCommandHandler
 from .plugins import PLUGINS, Plugin, available_frameworks, plugin_serializers
@@ -57,17 +59,6 @@ MAX_PIPELINE_STEPS: Final = 1000
 MAX_DOCSTRING: Final = 4000
 # Names listed by inspect's ``attributes``.
 MAX_INSPECT_ATTRIBUTES: Final = 200
-
-ENHANCED_COMMANDS: Final = (
-    "call",
-    "store",
-    "retrieve",
-    "list_stored",
-    "delete_stored",
-    "clear_session",
-    "pipeline",
-    "inspect",
-)
 
 
 class EnhancedCommandHandler(GenericCommandHandler):
