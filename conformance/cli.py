@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from snakepit_harness.errors import HarnessError
+from snakepit_harness.protocol import PROFILE_TRANSPORTS, TRANSPORTS, ExitCode
 
 from .baseline import baseline_entries, load_baseline, write_baseline
+from .drivers import transport_driver
 from .model import CODEC_MODES, PROFILES, Case, CaseResult, RunSettings, Verdict
 from .registry import all_cases, select_cases
 from .reports import (
@@ -32,15 +34,13 @@ from .reports import (
     write_junit,
     write_terminal,
 )
-from .runner import RunReport, interrupt_all_runs, run_case, run_suite, transport_driver
+from .session import RunReport, SuiteSession, belongs, interrupt_all_runs, run_suite
 from .targets import CHECK_TARGETS, CheckTarget, user_targets
 
 __all__ = ["register"]
 
-EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
-EXIT_ERROR: Final = 2
-EXIT_INTERRUPTED: Final = 130
+EXIT_OK: Final = ExitCode.OK
+EXIT_ERROR: Final = ExitCode.ERROR
 
 DEFAULT_TIMEOUT: Final = 10.0
 # Configurations `check` runs at once.  Most of a run is waiting (bridge
@@ -95,7 +95,11 @@ def _add_run_options(parser: argparse.ArgumentParser, *, profile_default: str | 
         help="seconds a bridge may take to answer its first request (§5.1: 20)",
     )
     parser.add_argument(
-        "--transport", default="stdio", help="stdio (default) or grpc (with --profile grpc)"
+        "--transport",
+        choices=TRANSPORTS,
+        default=None,
+        help="how to reach the bridge; implied by --profile (stdio for v1/v2/enhanced, "
+        "grpc for grpc, bridge-service for bridge-service)",
     )
     parser.add_argument("--target", help="gRPC: HOST:PORT of a running bridge (no -- CMD)")
     parser.add_argument(
@@ -190,7 +194,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _require_bridge(args: argparse.Namespace) -> tuple[str, ...]:
     cmd = tuple(args.bridge_cmd)
-    if args.transport == "stdio" or not getattr(args, "target", None):
+    if not getattr(args, "target", None):
         if not cmd:
             raise HarnessError("no bridge command: put it after `--`, e.g. `-- ./my-bridge`")
         exe = cmd[0]
@@ -200,9 +204,13 @@ def _require_bridge(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def _settings(args: argparse.Namespace, cmd: tuple[str, ...], profile: str) -> RunSettings:
-    transport = args.transport
-    if profile == "grpc" and transport == "stdio":
-        transport = "grpc"  # the grpc profile only exists over gRPC
+    # Each profile exists over one transport; --transport only has to agree.
+    transport = args.transport or PROFILE_TRANSPORTS[profile]
+    if transport != PROFILE_TRANSPORTS[profile]:
+        raise HarnessError(
+            f"profile {profile} is spoken over the {PROFILE_TRANSPORTS[profile]} transport, "
+            f"not {transport}"
+        )
     return RunSettings(
         bridge_cmd=cmd,
         profile=profile,
@@ -259,9 +267,7 @@ def run_conformance(args: argparse.Namespace) -> int:
     settings = _settings(args, cmd, args.profile)
     transport_driver(settings.transport)  # unknown transport: clear error, exit 2
     selected = select_cases(cases, args.case, args.exclude)
-    in_profile = [
-        c for c in selected if settings.profile in c.profiles and c.transport == settings.transport
-    ]
+    in_profile = [c for c in selected if belongs(c, settings)]
     if not in_profile:
         print(
             "snakepit-harness: no cases selected (check --profile, --case, --exclude)",
@@ -349,14 +355,11 @@ def run_replay(args: argparse.Namespace) -> int:
     if reason is not None:
         print(f"SKIP {case.id}: {reason}")
         return EXIT_ERROR
-    driver = transport_driver(settings.transport)(settings)
     where = f"codec {settings.codec}: {shlex.join(cmd)}"
     print(f"== replay {case.id} (§{case.section}, {case.level}) {where}")
     print(f"   {case.requirement}")
-    try:
-        result = _run_interruptibly(lambda: run_case(driver, case, settings))
-    finally:
-        driver.close()
+    with SuiteSession(settings) as session:
+        result = _run_interruptibly(lambda: session.run(case))
     for line in failure_details(result)[2:]:
         print(line)
     if not result.observed and result.verdict is Verdict.PASS:
@@ -378,7 +381,7 @@ def _check_rows(args: argparse.Namespace) -> list[tuple[str, RunSettings | None,
         if shutil.which(exe) is None and not Path(exe).is_file():
             raise HarnessError(f"cannot start the bridge: {exe!r} is not an executable or on PATH")
         for profile, codec in user_targets(args.profile, tuple(args.codec)):
-            transport = "grpc" if profile == "grpc" else "stdio"
+            transport = PROFILE_TRANSPORTS[profile]
             rows.append(
                 (
                     f"{_label(cmd)} {profile}/{codec}",
@@ -426,9 +429,7 @@ def _chunks(settings: RunSettings, cases: list[Case]) -> list[list[Case]]:
     others; when merging, a failed gate turns the other parts' results into
     SKIP "blocked", as in a single run.
     """
-    mine = [
-        c for c in cases if settings.profile in c.profiles and c.transport == settings.transport
-    ]
+    mine = [c for c in cases if belongs(c, settings)]
     if len(mine) <= CHECK_CHUNK_CASES:
         return [mine]
     gates = [c for c in mine if c.gate]
@@ -520,7 +521,7 @@ def _print_check(
     elapsed: float,
     args: argparse.Namespace,
 ) -> int:
-    worst = EXIT_OK
+    worst: int = EXIT_OK
     header = (
         f"{'bridge / profile / codec':44} {'cases':>5} {'pass':>5} {'fail':>5} "
         f"{'n-s':>4} {'skip':>5} {'time':>6}  result"

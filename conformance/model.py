@@ -23,10 +23,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+# Re-exported: the profiles a bridge may claim, and how the harness speaks to
+# a stdio bridge (a fixed codec from the first frame, or §3.4 negotiation).
+from snakepit_harness.protocol import CODEC_MODES, PROFILES
+
 __all__ = [
     "CODEC_MODES",
     "FAILING_VERDICTS",
     "PROFILES",
+    "VERDICT_MEANINGS",
     "BridgeUse",
     "Case",
     "CaseFailed",
@@ -37,14 +42,8 @@ __all__ = [
     "Level",
     "RunSettings",
     "Verdict",
+    "VerdictMeaning",
 ]
-
-# Profiles a bridge may claim (PROTOCOL.md, table at the top).
-PROFILES: Final = ("v1", "v2", "enhanced", "grpc")
-
-# How the harness speaks to a stdio bridge: a fixed codec from the first
-# frame, or negotiation (§3.4) with MessagePack preferred.
-CODEC_MODES: Final = ("json", "msgpack", "negotiate")
 
 
 class Level(enum.StrEnum):
@@ -77,11 +76,47 @@ class Verdict(enum.StrEnum):
     STALE = "STALE"  # listed in the baseline but passed, or no such case
     ERROR = "ERROR"  # the harness itself could not run the case (exit 2)
 
+    @property
+    def meaning(self) -> VerdictMeaning:
+        return VERDICT_MEANINGS[self]
+
+    def fails(self, strict: bool) -> bool:
+        """Does this verdict make the run fail (NON-STRICT: only under --strict)?"""
+        meaning = VERDICT_MEANINGS[self]
+        return meaning.fails_when_strict if strict else meaning.fails_run
+
+
+@dataclass(frozen=True)
+class VerdictMeaning:
+    """What a verdict does to the run around it; one row of ``VERDICT_MEANINGS``."""
+
+    fails_run: bool  # the run exits 1 (does not conform)
+    fails_when_strict: bool  # ... only under --strict
+    poisons_bridge: bool  # the bridge it ran on is replaced before the next case
+    blocks_as_gate: bool  # a gate case ending so blocks the other cases
+    baselinable: bool  # listed in the baseline, it becomes XFAIL
+    harness_error: bool  # the harness, not the bridge, failed (exit 2)
+
+
+_M = VerdictMeaning
+# The one table of verdict semantics: the runner, the pytest plugin, the
+# baseline and the reports all ask it.  Columns as in VerdictMeaning.
+VERDICT_MEANINGS: Final[dict[Verdict, VerdictMeaning]] = {
+    #                     fails  strict poisons blocks baseline error
+    Verdict.PASS: _M(False, False, False, False, False, False),
+    Verdict.FAIL: _M(True, True, False, True, True, False),
+    Verdict.NON_STRICT: _M(False, True, False, False, True, False),
+    Verdict.TIMEOUT: _M(True, True, True, True, True, False),
+    Verdict.CRASH: _M(True, True, True, True, True, False),
+    Verdict.FRAMING: _M(True, True, True, True, True, False),
+    Verdict.SKIP: _M(False, False, False, False, False, False),
+    Verdict.XFAIL: _M(False, False, False, False, False, False),
+    Verdict.STALE: _M(True, True, False, False, False, False),
+    Verdict.ERROR: _M(False, False, True, True, False, True),
+}
 
 # Verdicts that make a run fail (NON-STRICT only under --strict).
-FAILING_VERDICTS: Final = frozenset(
-    {Verdict.FAIL, Verdict.TIMEOUT, Verdict.CRASH, Verdict.FRAMING, Verdict.STALE}
-)
+FAILING_VERDICTS: Final = frozenset(v for v, m in VERDICT_MEANINGS.items() if m.fails_run)
 
 
 class BridgeUse(enum.StrEnum):
@@ -193,9 +228,7 @@ class CaseResult:
 
     def failed(self, strict: bool) -> bool:
         """Does this result make the run fail?"""
-        if self.verdict in FAILING_VERDICTS:
-            return True
-        return strict and self.verdict is Verdict.NON_STRICT
+        return self.verdict.fails(strict)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -18,16 +18,27 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from snakepit_harness.errors import BridgeCrashed, BridgeTimeout, RemoteProtocolError
-from snakepit_harness.protocol import encode_frame, get_codec
+from snakepit_harness.protocol import (
+    ERROR_TYPES,
+    NEGOTIATE,
+    NegotiationFailed,
+    Response,
+    Selected,
+    codec_of_object,
+    failure_form,
+    get_codec,
+    health_ping,
+    init_ping,
+)
 from snakepit_harness.transports import StdioBridge
+from snakepit_harness.transports.process import process_memory
 
+from .drivers.stdio import WORKER_ID, StdioCaseContext
 from .matcher import describe
 from .model import CaseFailed, Grade
-from .runner import NEGOTIATION_FRAME, StdioCaseContext, proc_memory
 
 __all__ = [
     "EOF_GRACE",
-    "ERROR_TYPES",
     "FLUSH_WAIT",
     "StartupProbe",
     "expect_alive",
@@ -35,21 +46,6 @@ __all__ = [
     "group_memory",
     "startup_probe",
 ]
-
-# §4.2: the error_type vocabulary.
-ERROR_TYPES: Final = frozenset(
-    {
-        "bad_request",
-        "decode_error",
-        "frame_too_large",
-        "unknown_command",
-        "handler_error",
-        "serialization_error",
-        "forbidden",
-        "not_found",
-        "store_full",
-    }
-)
 
 # After end of input, how long an unflushed answer gets to appear (§2.5 gives
 # a bridge 2 s to exit, and it writes pending output on the way).
@@ -82,17 +78,25 @@ class StartupProbe:
         return self.first_answer is not None
 
 
-def _read_or_eof(bridge: StdioBridge, wait: float) -> tuple[str, bytes]:
+def _read_or_eof(
+    bridge: StdioBridge, wait: float
+) -> tuple[str, Response | Selected | NegotiationFailed]:
     """Read one frame within ``wait``; on silence close stdin and give EOF_GRACE.
 
-    Returns ("answered" | "after-eof", payload) or raises what the bridge did.
+    Returns ("answered" | "after-eof", the connection's event), or raises what
+    the bridge did (BridgeTimeout, BridgeCrashed, FramingViolation).
     """
+    how = "answered"
     try:
-        return "answered", bridge.read_frame(wait)
+        event = bridge.read_event(wait)
     except BridgeTimeout:
         bridge.close_stdin()
-        # Raises BridgeTimeout / BridgeCrashed when nothing comes now either.
-        return "after-eof", bridge.read_frame(EOF_GRACE)
+        how = "after-eof"
+        event = bridge.read_event(EOF_GRACE)  # BridgeTimeout when nothing comes now either
+    if isinstance(event, Response | Selected | NegotiationFailed):
+        return how, event
+    bridge.payload_of(event)  # raises what a framing error or the end of output stands for
+    raise AssertionError("payload_of returns only for frames")  # pragma: no cover
 
 
 def startup_probe(ctx: StdioCaseContext) -> tuple[StartupProbe, bool]:
@@ -109,43 +113,43 @@ def startup_probe(ctx: StdioCaseContext) -> tuple[StartupProbe, bool]:
     startup_timeout = ctx.settings.startup_timeout
     probe = StartupProbe()
     bridge = ctx.bridge
-    json_codec = get_codec("json")
-    codec = driver.base_codec()
+    conn = bridge.connection
+    negotiating = driver.settings.codec == NEGOTIATE
     sent = bytearray()
+
+    def send(wire: bytes, timeout: float) -> None:
+        bridge.send_bytes(wire, timeout)
+        sent.extend(wire)
+
     try:
-        if driver.settings.codec == "negotiate":
-            first = encode_frame(json_codec.encode(NEGOTIATION_FRAME))
-        else:
-            first = encode_frame(codec.encode(_init_ping(1)))
-        bridge.send_bytes(first, startup_timeout)
-        sent += first
+        first = conn.send_offer() if negotiating else conn.send(init_ping(1, WORKER_ID))
+        send(first, startup_timeout)
         how, answer = _read_or_eof(bridge, startup_timeout)
         probe.first_answer = time.monotonic() - bridge.started_at
         if how == "after-eof":
             probe.answered_only_after_eof = True
         else:
-            if driver.settings.codec != "negotiate":
-                probe.codec_error = _codec_mismatch(codec.name, answer)
+            if isinstance(answer, NegotiationFailed):
+                if answer.answered_in is not None:
+                    # Not a negotiation defect: the bridge was started with an
+                    # explicit codec.  One start-up failure that names the fix.
+                    probe.codec_error = answer.reason
+                else:
+                    # A bad answer is the negotiation cases' to judge: note it and stop.
+                    probe.negotiation_error = answer.reason
+                raise _StopProbe
+            if not negotiating:
+                probe.codec_error = _codec_mismatch(conn.codec.name, answer.payload)
                 if probe.codec_error:
                     raise _StopProbe
-            if driver.settings.codec == "negotiate":
+            else:
                 # The answer was the negotiation's; the init ping follows in
-                # the selected codec.  A bad answer is the negotiation cases'
-                # to judge: note it and stop here.
-                selected, problem = _selected_codec(answer)
-                if problem:
-                    probe.negotiation_error = problem
-                    raise _StopProbe
-                codec = get_codec(selected)
-                ping = encode_frame(codec.encode(_init_ping(1)))
-                bridge.send_bytes(ping, startup_timeout)
-                sent += ping
+                # the selected codec.
+                send(conn.send(init_ping(1, WORKER_ID)), startup_timeout)
                 if _read_or_eof(bridge, startup_timeout)[0] == "after-eof":
                     probe.steady_unflushed = True
             if not probe.steady_unflushed:
-                second = encode_frame(codec.encode(_health_ping(2)))
-                bridge.send_bytes(second, FLUSH_WAIT)
-                sent += second
+                send(conn.send(health_ping(2)), FLUSH_WAIT)
                 if _read_or_eof(bridge, FLUSH_WAIT)[0] == "after-eof":
                     probe.steady_unflushed = True
             # Text printed after the answers (a banner, a log line).
@@ -164,7 +168,7 @@ def startup_probe(ctx: StdioCaseContext) -> tuple[StartupProbe, bool]:
         probe.garbage_error = str(exc)
     probe.sent = bytes(sent)
     probe.stderr_tail = bridge.stderr_tail()
-    ctx.codec = codec
+    ctx.codec = conn.codec
     ctx.prelude = probe.sent
     # The probe may wait the whole start-up allowance; the case's own
     # deadline starts after it.
@@ -183,44 +187,14 @@ def _codec_mismatch(codec_name: str, answer: bytes) -> str:
         get_codec(codec_name).decode(answer)
     except RemoteProtocolError as exc:
         problem = f"the answer to the first request is not {codec_name}: {exc}"
-        other = "json" if codec_name == "msgpack" else "msgpack"
-        try:
-            decoded = get_codec(other).decode(answer)
-        except RemoteProtocolError:
-            return problem
-        if isinstance(decoded, dict):  # a stray byte decodes as a msgpack int: no hint
+        other = codec_of_object(answer)  # a stray byte decodes as a msgpack int: no hint
+        if other is not None and other != codec_name:
             problem += (
                 f"; it is {other}: start the bridge in {codec_name} mode (e.g. --protocol "
                 f"{codec_name}) or use the matching --codec"
             )
         return problem
     return ""
-
-
-def _selected_codec(answer: bytes) -> tuple[str, str]:
-    """(codec, problem) from a negotiation answer; problem is "" when it is usable."""
-    try:
-        reply = get_codec("json").decode(answer)
-    except RemoteProtocolError:
-        return "json", f"not JSON: {answer[:40].hex()}"
-    selected = reply.get("protocol") if isinstance(reply, dict) else None
-    if not isinstance(reply, dict) or reply.get("type") != "protocol_selected":
-        return "json", f"not a protocol_selected answer: {describe(reply)}"
-    if selected not in ("json", "msgpack"):
-        return "json", f"selected {selected!r}, which was not offered"
-    return str(selected), ""
-
-
-def _init_ping(request_id: int) -> dict[str, Any]:
-    return {
-        "id": request_id,
-        "command": "ping",
-        "args": {"worker_id": "conformance", "initialization": True},
-    }
-
-
-def _health_ping(request_id: int) -> dict[str, Any]:
-    return {"id": request_id, "command": "ping", "args": {"health_check": True}}
 
 
 def is_ping_answer(value: Any, ping_id: int) -> bool:
@@ -252,21 +226,6 @@ def expect_alive(ctx: StdioCaseContext, why: str = "", max_before: int = 0) -> l
     raise CaseFailed(
         f"no answer to a ping{(' ' + why) if why else ''}; instead: {describe(before)}"
     )
-
-
-def is_object(value: Any) -> bool:
-    return isinstance(value, dict)
-
-
-def failure_form(response: Any) -> str:
-    """ "modern" (success false), "legacy" (success true, result.status error) or "none"."""
-    if not isinstance(response, dict):
-        return "none"
-    if response.get("success") is False:
-        return "modern"
-    result = response.get("result")
-    legacy = isinstance(result, dict) and result.get("status") == "error"
-    return "legacy" if response.get("success") is True and legacy else "none"
 
 
 def grade_failure(
@@ -316,18 +275,22 @@ def group_memory(bridge: StdioBridge) -> dict[int, dict[str, int]]:
     out = {}
     with contextlib.suppress(RuntimeError, OSError):
         for pid in bridge.group_members():
-            mem = proc_memory(pid)
+            mem = process_memory(pid)
             if mem:
                 out[pid] = mem
     return out
 
 
-def memory_growth(before: dict[int, dict[str, int]], after: dict[int, dict[str, int]]) -> int:
-    """The largest VmPeak or VmHWM growth of any process in the group, in bytes."""
+def memory_growth(
+    before: dict[int, dict[str, int]],
+    after: dict[int, dict[str, int]],
+    keys: tuple[str, ...] = ("VmPeak", "VmHWM"),
+) -> int:
+    """The largest growth of ``keys`` (default VmPeak or VmHWM) of any process in the group."""
     growth = 0
     for pid, mem in after.items():
         base = before.get(pid, {})
-        for key in ("VmPeak", "VmHWM"):
+        for key in keys:
             if key in mem:
                 growth = max(growth, mem[key] - base.get(key, mem[key]))
     return growth

@@ -103,7 +103,7 @@ def case(
     """Decorator: declare the function as the body of case ``id``.
 
     The function receives the transport's case context (for stdio:
-    :class:`snakepit_harness.conformance.runner.StdioCaseContext`).
+    :class:`snakepit_harness.conformance.drivers.stdio.StdioCaseContext`).
     """
 
     def decorate(fn: CaseFn) -> CaseFn:

@@ -20,7 +20,7 @@ import operator
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from ..send import check_envelope
+from ..protocol import response_problems
 from .strategies import Expectation, Step
 
 __all__ = [
@@ -249,7 +249,7 @@ def _check_expectation(
 def check_response(step: Step, response: Any, codec: str) -> list[str]:
     """Problems with ``response`` as the answer to the valid request in ``step``."""
     assert step.request is not None and step.expect is not None
-    problems = check_envelope(response, step.request_id)
+    problems = response_problems(response, step.request_id)
     if problems:
         return problems
     return _check_expectation(step.expect, step.request, response, codec)
@@ -258,9 +258,9 @@ def check_response(step: Step, response: Any, codec: str) -> list[str]:
 def check_malformed_response(step: Step, response: Any) -> list[str]:
     """Problems with ``response`` as the answer to a malformed frame (§4.3)."""
     if not isinstance(response, dict):
-        return check_envelope(response, None)
+        return response_problems(response, None)
     answered_id = response.get("id")
-    return check_envelope(response, step.loose_id if answered_id is not None else None)
+    return response_problems(response, step.loose_id if answered_id is not None else None)
 
 
 def _response_id(response: Any) -> Any:

@@ -43,8 +43,9 @@ def _nested_bytes_as_text(value: Any) -> Any:
 
 
 def _encode_entry(value: Any) -> bytes:
+    # Compact text, as the bridge has always sent (the harness keeps the stdlib's spacing).
     try:
-        return encode_value(value, default=_nested_bytes_as_text)
+        return encode_value(value, default=_nested_bytes_as_text, compact=True)
     except UnencodableValue as exc:
         raise SerializationError(f"result is not JSON-encodable: {exc}") from None
 

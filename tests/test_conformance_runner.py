@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from snakepit_harness.conformance import RunSettings, Verdict, all_cases, select_cases
-from snakepit_harness.conformance.runner import RunReport, run_suite
+from snakepit_harness.conformance.session import RunReport, run_suite
 
 TINY = Path(__file__).parent / "bridges" / "tiny_bridge.py"
 

@@ -23,11 +23,11 @@ import pytest
 grpc = pytest.importorskip("grpc", reason="the grpc extra is not installed")
 pytest.importorskip("grpc_health", reason="grpcio-health-checking is not installed")
 
+from snakepit_harness.protocol import decode_map  # noqa: E402
 from snakepit_harness.protos import snakepit_pb2, snakepit_pb2_grpc  # noqa: E402
 from snakepit_harness.transports.grpc import (  # noqa: E402
     GrpcBridge,
     GrpcStatusError,
-    decode_map,
 )
 
 from .adapters.support import ADAPTERS_DIR, adapter_env  # noqa: E402

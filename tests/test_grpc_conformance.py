@@ -20,7 +20,7 @@ pytest.importorskip("grpc_health", reason="grpcio-health-checking is not install
 
 from snakepit_harness.conformance.model import BridgeUse, RunSettings, Verdict
 from snakepit_harness.conformance.registry import all_cases
-from snakepit_harness.conformance.runner import run_suite
+from snakepit_harness.conformance.session import run_suite
 
 from snakepit_harness.transports.grpc import GrpcBridge
 

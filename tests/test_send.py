@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from snakepit_harness.send import check_envelope
+from snakepit_harness.protocol import response_problems as check_envelope
 
 PY = sys.executable
 

@@ -26,8 +26,9 @@ import math
 from typing import Any, Final
 
 from snakepit_harness.errors import BridgeTimeout
-from snakepit_harness.protocol import encode_frame, get_codec
+from snakepit_harness.protocol import NEGOTIATION_OFFER, encode_frame, get_codec
 
+from ..drivers.stdio import StdioCaseContext
 from ..model import CaseFailed
 from ..probes import (
     expect_alive,
@@ -37,7 +38,6 @@ from ..probes import (
     memory_growth,
 )
 from ..registry import ALL_STDIO, V2_AND_UP, case
-from ..runner import NEGOTIATION_FRAME, StdioCaseContext
 
 # A float product that overflows to infinity on every IEEE-754 platform.
 OVERFLOW_ARGS: Final = {"operation": "multiply", "a": 1e308, "b": 10}
@@ -320,7 +320,7 @@ def _ping_in(ctx: StdioCaseContext, codec_name: str) -> None:
     bridge="raw",
 )
 def negotiation_preferred(ctx: StdioCaseContext) -> None:
-    selected = _negotiate(ctx, NEGOTIATION_FRAME)
+    selected = _negotiate(ctx, NEGOTIATION_OFFER)
     ctx.require(selected in ("msgpack", "json"), f"selected {selected!r}, which was not offered")
     ctx.recommend(
         selected == "msgpack",

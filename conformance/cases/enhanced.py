@@ -46,9 +46,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from ..drivers.stdio import StdioCaseContext
 from ..probes import expect_alive
 from ..registry import case
-from ..runner import StdioCaseContext
 
 __all__ = ["PROBES", "Probe"]
 

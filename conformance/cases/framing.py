@@ -4,9 +4,11 @@ Spec decisions:
 
 * §2.3 oversize header: "more than the bridge's maximum" cannot be known from
   outside, so ``framing.oversize-header`` announces 0xFFFFFFFF bytes (the most a
-  header can say, beyond any sensible maximum) and sends 1 MiB of it: the
-  bridge must not allocate the announced size (VmPeak/VmHWM of its process
-  group must not grow by ``ALLOCATION_LIMIT``), and may answer
+  header can say, beyond any sensible maximum) and streams 256 MiB of it while
+  sampling memory: the bridge must not buffer what it can never accept (its
+  group's resident memory must not grow by ``BUFFERING_LIMIT`` while the bytes
+  arrive) nor allocate the announced size (VmPeak/VmHWM must not grow by
+  ``ALLOCATION_LIMIT``), and may answer
   ``frame_too_large`` at once, keep waiting to discard the rest, or exit
   non-zero with a message on stderr.  An exit with a memory error on stderr
   counts as having tried to allocate.  ``framing.oversize-discard`` (SHOULD)
@@ -23,17 +25,22 @@ Spec decisions:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import time
 from typing import Any, Final
 
 from snakepit_harness.errors import BridgeCrashed, BridgeTimeout, RemoteProtocolError
-from snakepit_harness.protocol import HEADER_SIZE, SPEC_MIN_FRAME_SIZE, encode_header, get_codec
+from snakepit_harness.protocol import (
+    ERROR_TYPES,
+    HEADER_SIZE,
+    SPEC_MIN_FRAME_SIZE,
+    encode_header,
+    get_codec,
+)
 
+from ..drivers.stdio import StdioCaseContext
 from ..model import CaseFailed, CaseSkipped, Grade
 from ..probes import (
-    ERROR_TYPES,
     StartupProbe,
     expect_alive,
     group_memory,
@@ -41,15 +48,27 @@ from ..probes import (
     startup_probe,
 )
 from ..registry import ALL_STDIO, case
-from ..runner import StdioCaseContext
 
 # The most a 4-byte header can announce.
 HUGE_ANNOUNCEMENT: Final = 0xFFFFFFFF
-# Bytes of the huge frame actually sent: enough to make a bridge that reads
-# into a buffer of the announced size touch memory, little enough to be quick.
-HUGE_SENT: Final = 1024 * 1024
-# Growth of VmPeak/VmHWM that counts as allocating the announced size: far
-# above what reading 1 MiB costs, far below the 4 GiB announced.
+# Bytes of the huge frame's body streamed after its header: enough that a
+# bridge buffering the payload as it arrives (no limit at all, on its way to
+# the 4 GiB announced) grows by far more than any discarding bridge, little
+# enough to take a second or two.
+HUGE_STREAMED: Final = 256 * 1024 * 1024
+# Resident growth (VmHWM) while those bytes arrive that counts as buffering
+# them: a quarter of what was sent.  A bridge that discards in bounded chunks
+# (§2.3) stays within a few MiB.
+BUFFERING_LIMIT: Final = 64 * 1024 * 1024
+# Memory is sampled each time this much more of the body has been written.
+HUGE_SAMPLE_EVERY: Final = 32 * 1024 * 1024
+# The streaming stops after this long whatever was sent (a slow machine).
+HUGE_STREAM_WINDOW: Final = 6.0
+# A write that makes no progress for this long means the bridge stopped
+# reading (it waits, answered, or is busy): streaming ends there.
+HUGE_WRITE_STALL: Final = 1.0
+# Growth of VmPeak/VmHWM that counts as allocating the announced size at
+# once: far above what reading the body costs, far below the 4 GiB announced.
 ALLOCATION_LIMIT: Final = 512 * 1024 * 1024
 # How long to give a bridge to react to the huge header before measuring.
 OVERSIZE_SETTLE: Final = 0.3
@@ -287,11 +306,8 @@ def oversize_header(ctx: StdioCaseContext) -> None:
     if not before:
         ctx.note("no /proc memory figures for the bridge: allocation not measured")
     ctx.send_raw(encode_header(HUGE_ANNOUNCEMENT))
-    chunk = bytes(_CHUNK)
-    with contextlib.suppress(BridgeTimeout, BridgeCrashed):
-        # A bridge may stop reading (it answered, or waits); that is fine here.
-        ctx.bridge.send_bytes(chunk[:HUGE_SENT], min(2.0, ctx.remaining()))
-        ctx.record_sent(chunk[:64])
+    streamed = _stream_body(ctx, before)
+    ctx.event(f"streamed {streamed // (1024 * 1024)} MiB of the announced body")
     # Give the bridge a moment to do whatever it does with the header.
     answer: bytes | None = None
     try:
@@ -341,6 +357,33 @@ def oversize_header(ctx: StdioCaseContext) -> None:
             {"success": False, "id": None, "error_type": "frame_too_large"},
             "the answer to an oversize header",
         )
+
+
+def _stream_body(ctx: StdioCaseContext, before: dict[int, dict[str, int]]) -> int:
+    """Write zeros after the huge header while the bridge reads them; FAIL as soon as
+    its resident memory grows with them.  Returns the bytes written."""
+    chunk = bytes(_CHUNK)
+    streamed = 0
+    window_ends = time.monotonic() + min(HUGE_STREAM_WINDOW, ctx.remaining())
+    while streamed < HUGE_STREAMED and time.monotonic() < window_ends:
+        try:
+            ctx.bridge.send_bytes(chunk, min(HUGE_WRITE_STALL, ctx.remaining()))
+        except (BridgeTimeout, BridgeCrashed):
+            break  # it stopped reading (waits, answered) or ended: judged below
+        ctx.record_sent(chunk)  # counted; the record keeps only its first bytes
+        streamed += len(chunk)
+        if streamed % HUGE_SAMPLE_EVERY == 0 or streamed == HUGE_STREAMED:
+            growth = memory_growth(before, group_memory(ctx.bridge), keys=("VmHWM",))
+            if growth >= BUFFERING_LIMIT:
+                raise CaseFailed(
+                    f"the bridge's resident memory grew by {growth // (1024 * 1024)} MiB while "
+                    f"{streamed // (1024 * 1024)} MiB of a frame announcing "
+                    f"{HUGE_ANNOUNCEMENT} bytes arrived: it buffers a payload it can never "
+                    "accept, on its way to allocating the announced amount"
+                )
+            if ctx.bridge.poll() is not None:
+                break
+    return streamed
 
 
 @case(

@@ -24,11 +24,11 @@ import time
 from typing import Final
 
 from snakepit_harness.errors import BridgeCrashed, BridgeTimeout
-from snakepit_harness.transports.process import descendants
+from snakepit_harness.transports.process import alive_pids, descendants, kill_pids
 
+from ..drivers.stdio import StdioCaseContext
 from ..model import CaseFailed
 from ..registry import ALL_STDIO, case
-from ..runner import StdioCaseContext, alive_pids, kill_pids
 
 # §5.3 and §5.4: the bridge must be gone within 2 s.
 EXIT_LIMIT: Final = 2.0

@@ -21,12 +21,11 @@ from __future__ import annotations
 import itertools
 from typing import Any, Final
 
-from snakepit_harness.protocol import encode_frame
+from snakepit_harness.protocol import ERROR_TYPES, encode_frame, failure_form
 
+from ..drivers.stdio import StdioCaseContext
 from ..model import CaseFailed
-from ..probes import ERROR_TYPES, failure_form
 from ..registry import ALL_STDIO, case
-from ..runner import StdioCaseContext
 
 PIPELINE_DEPTH: Final = 8
 

@@ -57,7 +57,7 @@ def _add(group: Any, names: tuple[str, ...], **kwargs: Any) -> None:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    from snakepit_harness.conformance.model import CODEC_MODES, PROFILES
+    from snakepit_harness.protocol import CODEC_MODES, PROFILES
 
     group = parser.getgroup("snakepit", "Snakepit bridge conformance (snakepit-harness)")
     group.addoption(
@@ -123,11 +123,13 @@ def _strict(config: pytest.Config) -> bool:
 
 
 class _SuiteState:
-    """One run shared by all items: settings, the transport driver, gates, baseline."""
+    """One run shared by all items: the settings, and the suite session (driver, gates,
+    baseline) the CLI uses too, started on the first item."""
 
     def __init__(self, config: pytest.Config) -> None:
         from snakepit_harness.conformance.baseline import load_baseline
         from snakepit_harness.conformance.model import RunSettings
+        from snakepit_harness.protocol import PROFILE_TRANSPORTS
 
         profile = config.getoption("snakepit_profile")
         self.settings = RunSettings(
@@ -136,26 +138,25 @@ class _SuiteState:
             codec=config.getoption("snakepit_codec"),
             strict=_strict(config),
             timeout=config.getoption("snakepit_timeout"),
-            transport="grpc" if profile == "grpc" else "stdio",
+            transport=PROFILE_TRANSPORTS[profile],
             target=config.getoption("snakepit_target"),
         )
         baseline_path = config.getoption("snakepit_baseline")
         self.baseline = load_baseline(Path(baseline_path)) if baseline_path else {}
-        self._driver: Any = None
-        self.blocked_by: str | None = None
+        self._session: Any = None
 
     @property
-    def driver(self) -> Any:
-        if self._driver is None:
-            from snakepit_harness.conformance.runner import transport_driver
+    def session(self) -> Any:
+        if self._session is None:
+            from snakepit_harness.conformance.session import SuiteSession
 
-            self._driver = transport_driver(self.settings.transport)(self.settings)
-        return self._driver
+            self._session = SuiteSession(self.settings, baseline=self.baseline)
+        return self._session
 
     def close(self) -> None:
-        if self._driver is not None:
-            self._driver.close()
-            self._driver = None
+        if self._session is not None:
+            self._session.close()
+            self._session = None
 
 
 class ConformanceItem(pytest.Item):
@@ -169,33 +170,15 @@ class ConformanceItem(pytest.Item):
     def runtest(self) -> None:
         from snakepit_harness.conformance.model import Verdict
         from snakepit_harness.conformance.reports import failure_details
-        from snakepit_harness.conformance.runner import apply_baseline, run_case
 
         state: _SuiteState = self.config.stash[_STATE_KEY]
-        case = self.case
-        settings = state.settings
-        reason = case.applies_to(settings.profile, settings.codec, settings.transport)
-        if reason is None and state.blocked_by and not case.gate:
-            reason = f"blocked: gate case {state.blocked_by} failed (fix it first)"
-        if reason is not None:
-            pytest.skip(reason)
-        result = run_case(state.driver, case, settings)
-        if case.gate and result.verdict in (
-            Verdict.FAIL,
-            Verdict.TIMEOUT,
-            Verdict.CRASH,
-            Verdict.FRAMING,
-            Verdict.ERROR,
-        ):
-            state.blocked_by = state.blocked_by or case.id
-        if case.id in state.baseline:
-            apply_baseline(result, state.baseline[case.id])
+        result = state.session.run(self.case)
         details = "\n".join(failure_details(result))
         if result.verdict is Verdict.SKIP:
             pytest.skip(result.message)
         if result.verdict is Verdict.XFAIL:
             pytest.xfail(result.message)
-        if result.verdict is Verdict.NON_STRICT and not settings.strict:
+        if result.verdict is Verdict.NON_STRICT and not state.settings.strict:
             warnings.warn(ConformanceWarning(details), stacklevel=1)
             return
         if result.verdict is not Verdict.PASS:
@@ -247,12 +230,12 @@ class ConformanceSuite(pytest.Collector):
 
 def _items(session: pytest.Session) -> Iterator[pytest.Item]:
     from snakepit_harness.conformance.registry import all_cases
+    from snakepit_harness.conformance.session import belongs
 
     state: _SuiteState = session.config.stash[_STATE_KEY]
-    settings = state.settings
     suite = ConformanceSuite.from_parent(session, name="conformance", nodeid="conformance")
     for case in all_cases():
-        if settings.profile in case.profiles and case.transport == settings.transport:
+        if belongs(case, state.settings):
             yield ConformanceItem.from_parent(suite, name=case.id, case=case)
     if state.baseline:
         yield BaselineItem.from_parent(suite, name="baseline")

@@ -18,24 +18,33 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from .errors import BridgeCrashed, BridgeTimeout, CodecError, RemoteProtocolError
-from .protocol import Codec, UnencodableValue, get_codec
+from .errors import (
+    BridgeCrashed,
+    BridgeTimeout,
+    CodecError,
+    HandshakeFailed,
+    RemoteProtocolError,
+)
+from .protocol import (
+    CODEC_MODES,
+    NEGOTIATE,
+    STARTUP_LIMIT,
+    ExitCode,
+    UnencodableValue,
+    codec_of_object,
+    request,
+    response_problems,
+)
 from .transports.stdio import StdioBridge
 
-__all__ = ["check_envelope", "register", "run_send"]
-
-EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
-EXIT_ERROR: Final = 2
+__all__ = ["register", "run_send"]
 
 # The default bridge: the bundled reference v2 bridge, run with this interpreter
 # so it works inside any virtual environment without PATH set up.
 DEFAULT_BRIDGE: Final = (sys.executable, "-m", "snakepit_bridge.generic_bridge_v2")
 
 # §5.1 lets a bridge take 20 s to answer its first request.
-DEFAULT_TIMEOUT: Final = 20.0
-
-NEGOTIATE: Final = "negotiate"
+DEFAULT_TIMEOUT: Final = STARTUP_LIMIT
 
 # Bytes shown in hex in a verdict: enough to recognise text or a header.
 HEX_PREVIEW_BYTES: Final = 256
@@ -51,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("command", help="the command to send, e.g. ping")
     parser.add_argument(
         "--codec",
-        choices=("json", "msgpack", NEGOTIATE),
+        choices=CODEC_MODES,
         default="json",
         help="payload codec; 'negotiate' runs the §3.4 handshake preferring msgpack "
         "(default: json)",
@@ -78,27 +87,6 @@ def _to_jsonable(value: Any) -> Any:
     return value
 
 
-def check_envelope(response: Any, request_id: Any) -> list[str]:
-    """The ways ``response`` breaks the response rules of §4.2 (empty when none)."""
-    if not isinstance(response, dict):
-        return [f"the response is a {type(response).__name__}, not an object (§4.2)"]
-    problems = []
-    if "id" not in response:
-        problems.append("no `id` (§4.2)")
-    elif response["id"] != request_id or type(response["id"]) is not type(request_id):
-        problems.append(f"`id` is {response['id']!r}, the request's was {request_id!r} (§4.2)")
-    success = response.get("success")
-    if not isinstance(success, bool):
-        problems.append("`success` is missing or not a boolean (§4.2)")
-    elif success and "result" not in response:
-        problems.append("`success` is true but there is no `result` (§4.2)")
-    elif not success and not (isinstance(response.get("error"), str) and response["error"]):
-        problems.append("`success` is false but `error` is not a non-empty string (§4.2)")
-    if not isinstance(response.get("timestamp"), str):
-        problems.append("`timestamp` is missing or not a string (§4.2)")
-    return problems
-
-
 def _pretty_json(value: Any) -> str:
     """Indented JSON, readable characters kept unless the terminal cannot show them.
 
@@ -113,23 +101,6 @@ def _pretty_json(value: Any) -> str:
     return text
 
 
-def _negotiate(bridge: StdioBridge, timeout: float) -> Codec:
-    json_codec = get_codec("json")
-    offer = {
-        "type": "protocol_negotiation",
-        "supported": ["msgpack", "json"],
-        "preferred": "msgpack",
-    }
-    reply = bridge.request(offer, json_codec, timeout)
-    if not isinstance(reply, dict) or reply.get("type") != "protocol_selected":
-        raise RemoteProtocolError(f"the negotiation reply is not protocol_selected: {reply!r}")
-    chosen = reply.get("protocol")
-    if chosen not in ("json", "msgpack"):
-        raise RemoteProtocolError(f"the bridge selected an unknown codec: {chosen!r}")
-    print(f"negotiated codec: {chosen}", file=sys.stderr)
-    return get_codec(chosen)
-
-
 def _print_bridge_stderr(bridge: StdioBridge) -> None:
     tail = bridge.stderr_tail()
     if tail:
@@ -142,53 +113,61 @@ def run_send(args: argparse.Namespace) -> int:
         request_args = json.loads(args.args)
     except ValueError as exc:
         print(f"snakepit-harness send: --args is not JSON: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return ExitCode.ERROR
     if not isinstance(request_args, dict):
         print("snakepit-harness send: --args must be a JSON object", file=sys.stderr)
-        return EXIT_ERROR
+        return ExitCode.ERROR
     argv = args.bridge_cmd or list(DEFAULT_BRIDGE)
-    request = {
-        "id": args.id,
-        "command": args.command,
-        "args": request_args,
-        "timestamp": datetime.now(UTC).isoformat(),
-    }
+    message = request(args.id, args.command, request_args)
+    message["timestamp"] = datetime.now(UTC).isoformat()
     try:
-        bridge = StdioBridge(argv).start()
+        bridge = StdioBridge(argv, codec_mode=args.codec).start()
     except OSError as exc:
         print(f"snakepit-harness send: cannot start {argv[0]!r}: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return ExitCode.ERROR
     with bridge:
         try:
             if args.codec == NEGOTIATE:
-                codec = _negotiate(bridge, args.timeout)
-            else:
-                codec = get_codec(args.codec)
-            wire = bridge.send(request, codec, args.timeout)
+                chosen, _ = bridge.negotiate(args.timeout)
+                print(f"negotiated codec: {chosen}", file=sys.stderr)
+            wire = bridge.send(message, None, args.timeout)
             payload = bridge.read_frame(args.timeout)
-            response = codec.decode(payload)
+            response = bridge.connection.codec.decode(payload)
         except UnencodableValue as exc:
             print(f"snakepit-harness send: {exc}", file=sys.stderr)
-            return EXIT_ERROR
+            return ExitCode.ERROR
         except BridgeTimeout as exc:
             return _misbehaved(bridge, "TIMEOUT", str(exc))
         except BridgeCrashed as exc:
             return _misbehaved(bridge, "CRASH", str(exc))
         except CodecError as exc:
-            shown = payload[:HEX_PREVIEW_BYTES].hex()
-            return _misbehaved(bridge, "DECODE", f"{exc}; payload (hex): {shown}")
+            return _misbehaved(bridge, "DECODE", _decode_problem(exc, payload, args.codec))
+        except HandshakeFailed as exc:
+            return _misbehaved(bridge, "NEGOTIATION", str(exc))
         except RemoteProtocolError as exc:
             return _misbehaved(bridge, "FRAMING", str(exc))
         print(_pretty_json(response))
-        problems = check_envelope(response, request["id"])
+        problems = response_problems(response, message["id"])
         if problems:
             print(f"request sent (hex): {wire[:HEX_PREVIEW_BYTES].hex()}", file=sys.stderr)
             return _misbehaved(bridge, "INVALID RESPONSE", "; ".join(problems))
         if not response["success"]:
             print(f"the command failed: {response['error']}", file=sys.stderr)
             _print_bridge_stderr(bridge)
-            return EXIT_FAILED
-    return EXIT_OK
+            return ExitCode.FAILED
+    return ExitCode.OK
+
+
+def _decode_problem(exc: CodecError, payload: bytes, codec: str) -> str:
+    """What is wrong with an undecodable answer, with the fix when it is just another codec."""
+    problem = f"{exc}; payload (hex): {payload[:HEX_PREVIEW_BYTES].hex()}"
+    other = codec_of_object(payload)
+    if other is not None:
+        problem += (
+            f"; the answer is {other}: the bridge was started with --protocol {other}, "
+            f"so use --codec {other} (or start the bridge in {codec} mode)"
+        )
+    return problem
 
 
 def _misbehaved(bridge: StdioBridge, verdict: str, detail: str) -> int:
@@ -197,4 +176,4 @@ def _misbehaved(bridge: StdioBridge, verdict: str, detail: str) -> int:
         shown = bytes(bridge.record.received[:HEX_PREVIEW_BYTES]).hex()
         print(f"bytes the bridge wrote (hex, first {HEX_PREVIEW_BYTES}): {shown}", file=sys.stderr)
     _print_bridge_stderr(bridge)
-    return EXIT_FAILED
+    return ExitCode.FAILED

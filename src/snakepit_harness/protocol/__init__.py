@@ -28,6 +28,7 @@ from ._codecs import (
     StrictJson,
     UnencodableValue,
     available_codecs,
+    codec_of_object,
     get_codec,
     reject_constant,
 )
@@ -55,6 +56,7 @@ from ._constants import (
     HOST_COMMAND_TIMEOUT,
     NEGOTIATE,
     NEGOTIATION_TIMEOUT,
+    PROFILE_TRANSPORTS,
     PROFILES,
     READY_PREFIX,
     SHUTDOWN_GRACE,
@@ -62,6 +64,7 @@ from ._constants import (
     STARTUP_RECOMMENDED,
     STDIO_EXIT_LIMIT,
     STDIO_PROFILES,
+    TRANSPORTS,
     ExitCode,
 )
 from ._frames import (
@@ -111,6 +114,7 @@ __all__ = [
     "NEGOTIATION_OFFER",
     "NEGOTIATION_TIMEOUT",
     "PROFILES",
+    "PROFILE_TRANSPORTS",
     "READY_PREFIX",
     "SHUTDOWN_GRACE",
     "SPEC_MIN_FRAME_SIZE",
@@ -118,6 +122,7 @@ __all__ = [
     "STARTUP_RECOMMENDED",
     "STDIO_EXIT_LIMIT",
     "STDIO_PROFILES",
+    "TRANSPORTS",
     "Closed",
     "Codec",
     "CodecUnavailable",
@@ -136,6 +141,7 @@ __all__ = [
     "StrictJson",
     "UnencodableValue",
     "available_codecs",
+    "codec_of_object",
     "decode_map",
     "decode_value",
     "encode_args",

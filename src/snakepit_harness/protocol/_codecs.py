@@ -28,6 +28,7 @@ __all__ = [
     "StrictJson",
     "UnencodableValue",
     "available_codecs",
+    "codec_of_object",
     "get_codec",
     "reject_constant",
 ]
@@ -67,12 +68,20 @@ class StrictJson:
 
     ``ascii=True`` escapes every non-ASCII character, so the text is valid
     UTF-8 even for strings holding lone surrogates; ``default`` is the hook for
-    values JSON has no type for.
+    values JSON has no type for; ``compact=False`` writes the stdlib's default
+    separators (``", "`` and ``": "``).
     """
 
-    def __init__(self, *, ascii: bool = True, default: Callable[[Any], Any] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        ascii: bool = True,
+        default: Callable[[Any], Any] | None = None,
+        compact: bool = True,
+    ) -> None:
+        item, key = (",", ":") if compact else (", ", ": ")
         encoder = json.JSONEncoder(
-            allow_nan=False, separators=(",", ":"), ensure_ascii=ascii, default=default
+            allow_nan=False, separators=(item, key), ensure_ascii=ascii, default=default
         )
         self.decoder = json.JSONDecoder(parse_constant=reject_constant)
         self.loads: Callable[[str], Any] = self.decoder.decode
@@ -87,12 +96,13 @@ class StrictJson:
             return
         quote = json.encoder.encode_basestring_ascii if ascii else json.encoder.encode_basestring
         try:
-            c_encoder = make(None, encoder.default, quote, None, ":", ",", False, False, False)
+            c_encoder = make(None, encoder.default, quote, None, key, item, False, False, False)
             sample = "".join(c_encoder({"k": [1, 2.5, None, True, "\u00e9"]}, 0))
         except Exception:
             return
         escaped = "\\u00e9" if ascii else "\u00e9"
-        expected = '{"k":[1,2.5,null,true,"' + escaped + '"]}'
+        expected = '{"k"' + key + "[1" + item + "2.5" + item + "null" + item + "true" + item
+        expected += '"' + escaped + '"]}'
         if sample == expected:
             self.dumps = lambda value: "".join(c_encoder(value, 0))
             self.c_encoder = c_encoder
@@ -190,6 +200,29 @@ def get_codec(name: str) -> Codec:
             raise LocalProtocolError(f"unknown codec {name!r}; known codecs: {known}") from None
         codec = _instances[name] = factory()
     return codec
+
+
+def codec_of_object(payload: bytes | bytearray | memoryview) -> str | None:
+    """The codec under which ``payload`` is one object (a dict), if exactly one is.
+
+    A frame in the wrong codec is the commonest set-up mistake (a bridge started
+    with ``--protocol msgpack`` while the host speaks JSON, or the reverse);
+    this lets every caller name the fix instead of reporting garbage.  A JSON
+    text never decodes as a MessagePack map (``{`` is a positive fixint with
+    trailing bytes) and a MessagePack map is never UTF-8 JSON, so the answer is
+    unambiguous for objects.
+    """
+    found = None
+    for name in available_codecs():
+        try:
+            value = get_codec(name).decode(payload)
+        except CodecError:
+            continue
+        if isinstance(value, dict):
+            if found is not None:
+                return None
+            found = name
+    return found
 
 
 def available_codecs() -> list[str]:

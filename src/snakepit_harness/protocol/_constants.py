@@ -23,17 +23,30 @@ __all__ = [
     "NEGOTIATE",
     "NEGOTIATION_TIMEOUT",
     "PROFILES",
+    "PROFILE_TRANSPORTS",
     "READY_PREFIX",
     "SHUTDOWN_GRACE",
     "STARTUP_LIMIT",
     "STARTUP_RECOMMENDED",
     "STDIO_EXIT_LIMIT",
     "STDIO_PROFILES",
+    "TRANSPORTS",
     "ExitCode",
 ]
 
 # The profiles a bridge may claim (PROTOCOL.md, the table at the top).
 PROFILES: Final = ("v1", "v2", "enhanced", "grpc", "bridge-service")
+# The transport each profile is spoken over: stdio frames (§2-§7), the
+# SnakepitBridge gRPC service (§8), or the BridgeService worker with its host
+# callbacks (§9).
+PROFILE_TRANSPORTS: Final = {
+    "v1": "stdio",
+    "v2": "stdio",
+    "enhanced": "stdio",
+    "grpc": "grpc",
+    "bridge-service": "bridge-service",
+}
+TRANSPORTS: Final = ("stdio", "grpc", "bridge-service")
 # Those spoken over stdin/stdout with length-prefixed frames (§2-§7).
 STDIO_PROFILES: Final = ("v1", "v2", "enhanced")
 # Those spoken over gRPC (§8 and §9).

@@ -30,7 +30,6 @@ from ..errors import BridgeCrashed, BridgeTimeout, FramingViolation, HandshakeFa
 from ..protocol import (
     HOST_MAX_FRAME_SIZE,
     NEED_DATA,
-    Closed,
     Codec,
     Event,
     FramingError,
@@ -46,7 +45,9 @@ from .process import (
     describe_returncode,
     kill_process_group,
     process_group_members,
+    process_memory,
     signal_process,
+    spawn_in_group,
     track_until_exit,
     untrack,
     wait_for_exit,
@@ -143,43 +144,15 @@ class StdioBridge:
         """Spawn the bridge (in a new session, so it leads its own process group)."""
         if self._proc is not None:
             raise RuntimeError("bridge already started")
-        try:
-            proc = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=self._env,
-                cwd=self._cwd,
-                start_new_session=True,
-                pipesize=PIPE_SIZE,
-                bufsize=0,
-            )
-        except PermissionError:
-            # Raising pipe sizes past /proc/sys/fs/pipe-max-size needs
-            # privileges; fall back to the default size rather than fail.
-            proc = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=self._env,
-                cwd=self._cwd,
-                start_new_session=True,
-                bufsize=0,
-            )
+        spawned = spawn_in_group(self.argv, env=self._env, cwd=self._cwd, pipe_size=PIPE_SIZE)
         self.started_at = time.monotonic()
-        self._proc = proc
+        self._proc = spawned.proc
         track_until_exit(self)
-        assert proc.stdin and proc.stdout and proc.stderr
-        # Take the raw descriptors; the file objects would buffer and block.
-        self._stdin_fd = os.dup(proc.stdin.fileno())
-        self._stdout_fd = os.dup(proc.stdout.fileno())
-        stderr_fd = os.dup(proc.stderr.fileno())
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            stream.close()
+        self._stdin_fd, self._stdout_fd = spawned.stdin_fd, spawned.stdout_fd
         for fd in (self._stdin_fd, self._stdout_fd):
-            os.set_blocking(fd, False)
+            if fd is not None:
+                os.set_blocking(fd, False)
+        stderr_fd = spawned.stderr_fd
         self._drain = StderrDrain(stderr_fd, self._stderr_tail_bytes)
         self._drain.start()
         return self
@@ -258,14 +231,7 @@ class StdioBridge:
 
     def peak_rss_bytes(self) -> int | None:
         """The bridge's peak resident memory (VmHWM) or None where /proc cannot tell."""
-        try:
-            status = Path(f"/proc/{self.pid}/status").read_text()
-        except OSError:
-            return None
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-        return None
+        return process_memory(self.pid).get("VmHWM")
 
     # -- writing ------------------------------------------------------------
 
@@ -349,17 +315,17 @@ class StdioBridge:
         what text on stdout looks like), and :class:`HandshakeFailed` when the
         frame was the unusable answer to a negotiation offer.
         """
-        event = self.read_event(timeout)
+        return self.payload_of(self.read_event(timeout))
+
+    def payload_of(self, event: Event) -> bytes:
+        """The frame an event carries, or the error it stands for, raised (see read_frame)."""
         if isinstance(event, Response | Selected):
             return event.payload
-        raise self._failure(event)
-
-    def _failure(self, event: FramingError | NegotiationFailed | Closed) -> Exception:
         if isinstance(event, FramingError):
-            return FramingViolation(event.reason, event.data)
+            raise FramingViolation(event.reason, event.data)
         if isinstance(event, NegotiationFailed):
-            return HandshakeFailed(event.reason, event.payload)
-        return self._crashed_on_eof()
+            raise HandshakeFailed(event.reason, event.payload)
+        raise self._crashed_on_eof()
 
     def read_value(self, codec: Codec | None, timeout: float) -> Any:
         """Read the next frame and decode it (CodecError when it does not decode)."""
@@ -382,9 +348,9 @@ class StdioBridge:
         event = self.read_event(timeout)
         if isinstance(event, Selected):
             return event.codec, wire
-        if isinstance(event, Response):  # pragma: no cover - not after an offer
-            raise HandshakeFailed("the answer to the offer was read as a response", event.payload)
-        raise self._failure(event)
+        self.payload_of(event)  # raises what the event stands for
+        # A Response cannot follow an offer (the connection reads it as the answer).
+        raise HandshakeFailed("the answer to the offer was read as a response")
 
     def wait_stdout_eof(self, timeout: float) -> bool:
         """Read (and record) stdout until EOF; True if EOF came within ``timeout``."""

@@ -1,4 +1,4 @@
-"""The gRPC transport for the conformance runner: a driver and the case context.
+"""The gRPC transport for the suite (PROTOCOL.md §8): a driver and the case context.
 
 :class:`GrpcDriver` supplies :class:`GrpcCaseContext` objects the way the
 stdio driver does: one long-lived bridge for ``shared`` cases (restarted after
@@ -12,7 +12,6 @@ The context wraps the calls of :class:`~snakepit_harness.transports.grpc.GrpcBri
 with the case's deadline and records each request and reply for the report.
 A non-OK gRPC status a case did not ask for (``allow_status``) fails the case
 (grade FAIL, or NON-STRICT for a ``recommended`` case) with the status named.
-Importing this module registers the driver under ``--transport grpc``.
 """
 
 from __future__ import annotations
@@ -24,21 +23,22 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from snakepit_harness.errors import HarnessError
+from snakepit_harness.protocol import decode_map
 from snakepit_harness.transports.grpc import (
     DEFAULT_STARTUP_TIMEOUT,
     GrpcBridge,
     GrpcStatusError,
     GrpcStream,
-    decode_map,
 )
 
-from .model import BridgeUse, Case, CaseFailed, CaseSkipped, RunSettings, Verdict
-from .runner import CaseContext, TransportDriver, register_transport
+from ..context import CaseContext
+from ..model import BridgeUse, Case, CaseFailed, CaseSkipped, RunSettings, Verdict
+from . import TransportDriver
 
 if TYPE_CHECKING:
     from snakepit_harness.protos import snakepit_pb2 as pb
 
-__all__ = ["GrpcCaseContext", "GrpcDriver", "StatusOutcome"]
+__all__ = ["DRIVER", "GrpcCaseContext", "GrpcDriver", "StatusOutcome"]
 
 # Characters of a map shown per recorded event.
 _EVENT_TEXT: Final = 300
@@ -141,17 +141,6 @@ class GrpcCaseContext(CaseContext):
         )
         return reply
 
-    def execute_raw(self, request: pb.ExecuteRequest) -> pb.ExecuteResponse:
-        """An ``ExecuteRequest`` built by the case (args encoded by hand)."""
-        self.event(f"-> Execute {request.command} raw args={_map_text(request.args)}")
-        reply = self._guard(
-            "Execute", lambda: self.bridge.execute_request(request, timeout=self.remaining())
-        )
-        self.event(
-            f"<- success={reply.success} error={reply.error!r} result={_map_text(reply.result)}"
-        )
-        return reply
-
     def open_stream(
         self,
         command: str,
@@ -160,7 +149,7 @@ class GrpcCaseContext(CaseContext):
         request_id: str | None = None,
         timeout_ms: int = 0,
         session_id: str | None = None,
-    ) -> GrpcStream:
+    ) -> GrpcStream[pb.StreamResponse]:
         rid = self.request_id() if request_id is None else request_id
         method = "ExecuteStream" if session_id is None else f"ExecuteInSessionStream[{session_id}]"
         self.event(f"-> {method} {command} args={_short(args)} request_id={rid!r}")
@@ -339,7 +328,7 @@ class GrpcDriver(TransportDriver):
         if own is not None:
             own.close()
             return
-        if verdict in (Verdict.TIMEOUT, Verdict.CRASH, Verdict.ERROR):
+        if verdict.meaning.poisons_bridge:
             with self._lock:
                 if self._shared is ctx.bridge:
                     self._discard_shared()
@@ -372,4 +361,4 @@ class GrpcDriver(TransportDriver):
         ]
 
 
-register_transport("grpc", GrpcDriver)
+DRIVER = GrpcDriver
