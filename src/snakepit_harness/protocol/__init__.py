@@ -46,6 +46,7 @@ from ._connection import (
 )
 from ._constants import (
     CODEC_MODES,
+    ENHANCED_COMMANDS,
     ERLANG_TERM_TAG,
     ERROR_TYPES,
     GRPC_PROFILES,
@@ -95,6 +96,7 @@ __all__ = [
     "CODEC_MODES",
     "CODEC_NAMES",
     "DEFAULT_MAX_FRAME_SIZE",
+    "ENHANCED_COMMANDS",
     "ERLANG_TERM_TAG",
     "ERROR_TYPES",
     "FRAMING_EVIDENCE_BYTES",
