@@ -31,10 +31,6 @@ __all__ = ["BaselineError", "baseline_entries", "load_baseline", "write_baseline
 
 BASELINE_VERSION: Final = 1
 
-# Verdicts an updated baseline records (NON-STRICT only when it fails the run).
-_RECORDED: Final = frozenset(
-    {Verdict.FAIL, Verdict.TIMEOUT, Verdict.CRASH, Verdict.FRAMING, Verdict.XFAIL}
-)
 
 # A reason line longer than this is cut (reports stay readable).
 REASON_MAX_CHARS: Final = 200
@@ -117,7 +113,12 @@ def baseline_entries(
     """The entries a baseline should hold after this run (old reasons kept)."""
     out: dict[str, str] = {}
     for result in results:
-        failing = result.verdict in _RECORDED or (strict and result.verdict is Verdict.NON_STRICT)
+        # A failure that could be baselined (NON-STRICT only when it fails the
+        # run), or one the old baseline already lists.
+        verdict = result.verdict
+        failing = verdict is Verdict.XFAIL or (
+            verdict.meaning.baselinable and verdict.fails(strict)
+        )
         if failing and result.section:  # section is empty for stale pseudo-results
             out[result.case_id] = previous.get(result.case_id) or _observed_reason(result)
     return out

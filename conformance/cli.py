@@ -64,6 +64,24 @@ def _positive(text: str) -> float:
     return value
 
 
+# Report options: the flag and what it writes (reports.py writes each).
+_REPORTS: Final = (("--junit", "JUnit XML"), ("--json", "JSON"), ("--html", "self-contained HTML"))
+
+
+def _add_reports(parser: argparse.ArgumentParser, help_text: str) -> None:
+    for flag, kind in _REPORTS:
+        parser.add_argument(flag, type=Path, help=help_text.format(kind))
+
+
+def _add_timeout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timeout",
+        type=_positive,
+        default=DEFAULT_TIMEOUT,
+        help=f"per-case deadline in seconds (default {DEFAULT_TIMEOUT:g}; some cases take longer)",
+    )
+
+
 def _add_run_options(parser: argparse.ArgumentParser, *, profile_default: str | None) -> None:
     parser.add_argument(
         "--profile",
@@ -82,12 +100,7 @@ def _add_run_options(parser: argparse.ArgumentParser, *, profile_default: str | 
     parser.add_argument(
         "--strict", action="store_true", help="NON-STRICT (a SHOULD missed) fails the run"
     )
-    parser.add_argument(
-        "--timeout",
-        type=_positive,
-        default=DEFAULT_TIMEOUT,
-        help=f"per-case deadline in seconds (default {DEFAULT_TIMEOUT:g}; some cases take longer)",
-    )
+    _add_timeout(parser)
     parser.add_argument(
         "--startup-timeout",
         type=_positive,
@@ -153,9 +166,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="rewrite --baseline from this run (refused on a run filtered by --case/--exclude)",
     )
-    conf.add_argument("--junit", type=Path, help="write a JUnit XML report here")
-    conf.add_argument("--json", type=Path, help="write a JSON report here")
-    conf.add_argument("--html", type=Path, help="write a self-contained HTML report here")
+    _add_reports(conf, "write a {} report here")
     conf.add_argument("--quiet", action="store_true", help="no per-case lines, only failures")
     conf.set_defaults(handler=run_conformance)
 
@@ -189,15 +200,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     check.add_argument(
         "--strict", action="store_true", help="with -- CMD: NON-STRICT fails (always on without)"
     )
-    check.add_argument(
-        "--timeout",
-        type=_positive,
-        default=DEFAULT_TIMEOUT,
-        help=f"per-case deadline in seconds (default {DEFAULT_TIMEOUT:g})",
-    )
-    check.add_argument("--junit", type=Path, help="one JUnit XML report for every run")
-    check.add_argument("--json", type=Path, help="one JSON report for every run")
-    check.add_argument("--html", type=Path, help="one HTML report for every run")
+    _add_timeout(check)
+    _add_reports(check, "one {} report for every run")
     check.add_argument("--verbose", action="store_true", help="print every case of every run")
     check.set_defaults(handler=run_check)
 

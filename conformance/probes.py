@@ -130,8 +130,13 @@ def startup_probe(ctx: StdioCaseContext) -> tuple[StartupProbe, bool]:
             probe.answered_only_after_eof = True
         else:
             if isinstance(answer, NegotiationFailed):
-                # A bad answer is the negotiation cases' to judge: note it and stop.
-                probe.negotiation_error = answer.reason
+                if answer.answered_in is not None:
+                    # Not a negotiation defect: the bridge was started with an
+                    # explicit codec.  One start-up failure that names the fix.
+                    probe.codec_error = answer.reason
+                else:
+                    # A bad answer is the negotiation cases' to judge: note it and stop.
+                    probe.negotiation_error = answer.reason
                 raise _StopProbe
             if not negotiating:
                 probe.codec_error = _codec_mismatch(conn.codec.name, answer.payload)

@@ -37,18 +37,8 @@ TERMINAL_HEX_BYTES: Final = 256
 # Lines of stderr shown per failure in the terminal.
 TERMINAL_STDERR_LINES: Final = 15
 
-_VERDICT_ORDER: Final = (
-    Verdict.PASS,
-    Verdict.FAIL,
-    Verdict.NON_STRICT,
-    Verdict.TIMEOUT,
-    Verdict.CRASH,
-    Verdict.FRAMING,
-    Verdict.SKIP,
-    Verdict.XFAIL,
-    Verdict.STALE,
-    Verdict.ERROR,
-)
+# Verdicts in the order summaries list them: the enum's own order.
+_VERDICT_ORDER: Final = tuple(Verdict)
 
 
 def _title(report: RunReport) -> str:

@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule
 
 from ..errors import HarnessError, TransportError
-from ..transports.grpc import DEFAULT_STARTUP_TIMEOUT, GrpcBridge, decode_map
+from ..protocol import decode_map
+from ..transports.grpc import DEFAULT_STARTUP_TIMEOUT, GrpcBridge
 from .oracle import expected_compute, same_value
 from .properties import PropertyFailed
 from .strategies import OPERATIONS, numbers, texts, values

@@ -23,7 +23,7 @@ from typing import Any, Final, Generic, Protocol, Self, TypeVar
 
 from ..errors import BridgeCrashed, BridgeTimeout, CodecError, HarnessError, RemoteProtocolError
 from ..protocol import Codec, get_codec
-from ..transports.stdio import StdioBridge, describe_returncode
+from ..transports import StdioBridge, describe_returncode
 from .strategies import Expectation, Step, encode_payload, frame
 
 __all__ = [

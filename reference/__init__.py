@@ -3,7 +3,7 @@
 Write an adapter by subclassing :class:`BaseCommandHandler` and registering
 commands in ``_register_commands()``; serve it with
 ``ProtocolHandler(MyAdapter()).run()`` or
-``snakepit-generic-bridge-v2 --adapter my_module:MyAdapter``.  See
+``snakepit-generic-bridge-v2 --adapter my_module.MyAdapter``.  See
 docs/adapters.md.
 """
 

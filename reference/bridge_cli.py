@@ -2,7 +2,8 @@
 
 ``make_parser`` builds the conventional options (``--protocol``, ``--quiet``,
 ``--mode``, ``--max-frame-size``, ``--adapter``); ``load_adapter`` turns
-``module:Class`` (or ``path/to/file.py:Class``) into an adapter class;
+``module.Class``, ``module:Class`` or ``path/to/file.py:Class`` into an
+adapter class;
 ``serve`` runs a handler with the parsed options; ``run_bridge`` is the whole
 ``main()`` of a bridge.  Nothing here imports msgpack: the v1 bridge must run
 on the standard library alone.
@@ -29,10 +30,13 @@ from .protocol import PROTOCOL_CHOICES, CodecNotAvailable, ProtocolHandler, clai
 __all__ = [
     "EXIT_USAGE",
     "AdapterLoadError",
+    "add_adapter_option",
     "load_adapter",
     "make_parser",
     "run_bridge",
     "serve",
+    "split_adapter_spec",
+    "whole_number",
 ]
 
 # Exit status for a bridge that cannot start (bad options, adapter not found),
@@ -44,14 +48,19 @@ class AdapterLoadError(ValueError):
     """``--adapter`` does not name a usable adapter class."""
 
 
-def _frame_size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of bytes: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("the maximum frame size must be at least 1 byte")
-    return value
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number of at least ``minimum`` (argparse names the option)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def make_parser(
@@ -80,28 +89,62 @@ def make_parser(
     )
     parser.add_argument(
         "--max-frame-size",
-        type=_frame_size,
+        type=whole_number(1),
         default=DEFAULT_MAX_FRAME_SIZE,
         metavar="BYTES",
         help=f"largest request payload accepted (default: {DEFAULT_MAX_FRAME_SIZE})",
     )
     if adapter:
-        parser.add_argument(
-            "--adapter",
-            default=None,
-            metavar="MODULE:CLASS",
-            help="serve this BaseCommandHandler subclass instead of the generic commands "
-            "(MODULE may also be a path to a .py file)",
-        )
+        add_adapter_option(parser, "serve this adapter instead of the generic commands")
     parser.set_defaults(codecs=tuple(p for p in protocols if p != "auto"))
     return parser
 
 
+def add_adapter_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--adapter``, the same on every bridge: ``what`` says what it replaces."""
+    parser.add_argument(
+        "--adapter",
+        default=None,
+        metavar="MODULE.CLASS",
+        help=f"{what}: a BaseCommandHandler subclass, as MODULE.CLASS or MODULE:CLASS "
+        "(or FILE.py:CLASS for a file)",
+    )
+
+
+def _is_path(module_part: str) -> bool:
+    return module_part.endswith(".py") or os.sep in module_part or "/" in module_part
+
+
+def split_adapter_spec(spec: str) -> tuple[str, str]:
+    """``(module, class)`` named by an ``--adapter`` value.
+
+    Three forms: ``module:Class`` (the class part may be dotted, for a nested
+    class), ``path/to/file.py:Class``, and ``module.Class``, the form
+    Snakepit's own documents use, where the last dot splits module from class.
+    Raises :class:`AdapterLoadError` for anything else.
+    """
+    module_part, colon, class_part = spec.rpartition(":")
+    if colon:
+        if module_part and class_part:
+            return module_part, class_part
+    elif _is_path(spec):
+        raise AdapterLoadError(
+            f"--adapter {spec!r} looks like a file: name the class after a colon, FILE.py:CLASS"
+        )
+    else:
+        module_part, dot, class_part = spec.rpartition(".")
+        if dot and module_part and class_part:
+            return module_part, class_part
+    raise AdapterLoadError(
+        f"--adapter wants MODULE.CLASS or MODULE:CLASS (or FILE.py:CLASS), got {spec!r}"
+    )
+
+
 def _import_module(module_part: str) -> object:
-    if module_part.endswith(".py") or os.sep in module_part:
+    if _is_path(module_part):
         path = Path(module_part)
         if not path.is_file():
-            raise AdapterLoadError(f"adapter file {module_part!r} does not exist")
+            raise AdapterLoadError(f"--adapter: the file {module_part!r} does not exist")
         spec = importlib.util.spec_from_file_location(path.stem, path)
         if spec is None or spec.loader is None:
             raise AdapterLoadError(f"cannot load {module_part!r} as a Python module")
@@ -121,31 +164,36 @@ def _import_module(module_part: str) -> object:
 
 
 def load_adapter(spec: str) -> type[BaseCommandHandler]:
-    """Import ``module:Class`` and return the class (a BaseCommandHandler subclass)."""
-    module_part, sep, class_part = spec.rpartition(":")
-    if not sep or not module_part or not class_part:
-        raise AdapterLoadError(f"--adapter wants MODULE:CLASS, got {spec!r}")
+    """Import the class ``spec`` names (see :func:`split_adapter_spec`); it must be
+    a BaseCommandHandler subclass."""
+    module_part, class_part = split_adapter_spec(spec)
     try:
         module = _import_module(module_part)
     except AdapterLoadError:
         raise
     except ModuleNotFoundError as exc:
         raise AdapterLoadError(
-            f"cannot import adapter module {module_part!r}: {exc} "
+            f"--adapter {spec!r}: cannot import module {module_part!r}: {exc} "
             "(is it on PYTHONPATH or in the current directory?)"
         ) from exc
     except Exception as exc:
         raise AdapterLoadError(
-            f"importing adapter module {module_part!r} failed: {type(exc).__name__}: {exc}"
+            f"--adapter {spec!r}: importing module {module_part!r} failed: "
+            f"{type(exc).__name__}: {exc}"
         ) from exc
     target: object = module
     for part in class_part.split("."):
         try:
             target = getattr(target, part)
         except AttributeError:
-            raise AdapterLoadError(f"module {module_part!r} has no {class_part!r}") from None
+            raise AdapterLoadError(
+                f"--adapter {spec!r}: module {module_part!r} has no {class_part!r}"
+            ) from None
     if not isinstance(target, type) or not issubclass(target, BaseCommandHandler):
-        raise AdapterLoadError(f"{spec!r} is not a subclass of snakepit_bridge.BaseCommandHandler")
+        raise AdapterLoadError(
+            f"--adapter {spec!r}: {class_part} is not a subclass of "
+            "snakepit_bridge.BaseCommandHandler"
+        )
     return target
 
 

@@ -14,8 +14,9 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Sequence
+from typing import Final
 
-from .bridge_cli import make_parser, run_bridge
+from .bridge_cli import make_parser, run_bridge, whole_number
 from .enhanced import (
     DEFAULT_DENYLIST,
     DEFAULT_LIMITS,
@@ -25,24 +26,24 @@ from .enhanced import (
     SerializationLimits,
     default_allowed_modules,
 )
+from .enhanced.rules import is_module_name
 
-__all__ = ["build_handler", "build_parser", "main"]
+__all__ = ["LIMIT_OPTIONS", "build_handler", "build_parser", "main"]
 
 
 def _module_name(text: str) -> str:
-    if not text or not all(part.isidentifier() for part in text.split(".")):
+    if not is_module_name(text):
         raise argparse.ArgumentTypeError(f"not a module name: {text!r}")
     return text
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return value
+# The result limits of §7.7 as options: (option, SerializationLimits field, what it bounds).
+LIMIT_OPTIONS: Final = (
+    ("--max-items", "max_items", "items of a list/dict shown in results"),
+    ("--max-depth", "max_depth", "nesting shown in results"),
+    ("--head-rows", "head_rows", "rows of a DataFrame/Series head"),
+    ("--max-repr", "max_repr", "characters of string_repr"),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,66 +90,58 @@ def build_parser() -> argparse.ArgumentParser:
     store = parser.add_argument_group("store and results (PROTOCOL §7.3, §7.7)")
     store.add_argument(
         "--max-stored",
-        type=_count,
+        type=whole_number(0),
         default=DEFAULT_MAX_STORED,
         metavar="N",
         help=f"objects per session before store_full (default: {DEFAULT_MAX_STORED})",
     )
-    store.add_argument(
-        "--max-items",
-        type=_count,
-        default=DEFAULT_LIMITS.max_items,
-        metavar="N",
-        help=f"items of a list/dict shown in results (default: {DEFAULT_LIMITS.max_items})",
-    )
-    store.add_argument(
-        "--max-depth",
-        type=_count,
-        default=DEFAULT_LIMITS.max_depth,
-        metavar="N",
-        help=f"nesting shown in results (default: {DEFAULT_LIMITS.max_depth})",
-    )
-    store.add_argument(
-        "--head-rows",
-        type=_count,
-        default=DEFAULT_LIMITS.head_rows,
-        metavar="N",
-        help=f"rows of a DataFrame/Series head (default: {DEFAULT_LIMITS.head_rows})",
-    )
-    store.add_argument(
-        "--max-repr",
-        type=_count,
-        default=DEFAULT_LIMITS.max_repr,
-        metavar="N",
-        help=f"characters of string_repr (default: {DEFAULT_LIMITS.max_repr})",
-    )
+    for option, name, what in LIMIT_OPTIONS:
+        default = getattr(DEFAULT_LIMITS, name)
+        store.add_argument(
+            option,
+            dest=name,
+            type=whole_number(0),
+            default=default,
+            metavar="N",
+            help=f"{what} (default: {default})",
+        )
     return parser
 
 
-def build_handler(args: argparse.Namespace) -> EnhancedCommandHandler:
-    """The handler the parsed options describe."""
+def build_handler(
+    args: argparse.Namespace,
+    *,
+    handler_class: type[EnhancedCommandHandler] = EnhancedCommandHandler,
+    policy_class: type[SafetyPolicy] = SafetyPolicy,
+) -> EnhancedCommandHandler:
+    """The handler the parsed options describe.
+
+    ``handler_class`` and ``policy_class`` are seams for the broken sample
+    bridges in ``fixtures/enhanced_bridges/``.
+    """
     allowed = [] if args.only_modules else list(default_allowed_modules())
     denylist = [entry for entry in DEFAULT_DENYLIST if entry not in set(args.undeny)]
-    policy = SafetyPolicy(
+    policy = policy_class(
         allowed_modules=(*allowed, *args.allow_module),
         denylist=(*denylist, *args.deny),
     )
-    limits = SerializationLimits(
-        max_items=args.max_items,
-        max_depth=args.max_depth,
-        head_rows=args.head_rows,
-        max_repr=args.max_repr,
-    )
-    return EnhancedCommandHandler(policy, max_stored=args.max_stored, limits=limits)
+    limits = SerializationLimits(**{name: getattr(args, name) for _, name, _ in LIMIT_OPTIONS})
+    return handler_class(policy, max_stored=args.max_stored, limits=limits)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    handler_class: type[EnhancedCommandHandler] = EnhancedCommandHandler,
+    policy_class: type[SafetyPolicy] = SafetyPolicy,
+) -> int:
+    """Run the bridge; ``handler_class`` and ``policy_class`` as in :func:`build_handler`."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.only_modules and not args.allow_module:
         parser.error("--only-modules needs at least one --allow-module")
     if args.show_policy:
-        policy = build_handler(args).policy
+        policy = build_handler(args, handler_class=handler_class, policy_class=policy_class).policy
         lines = ["allowed modules (and their submodules):"]
         lines += [f"  {name}" for name in policy.allowed_modules]
         lines += ["denylist:"] + [f"  {entry}" for entry in policy.denylist]
@@ -156,7 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write("\n".join(lines) + "\n")
             sys.stdout.flush()
         return 0
-    return run_bridge(parser, lambda: build_handler(args), argv)
+    return run_bridge(
+        parser,
+        lambda: build_handler(args, handler_class=handler_class, policy_class=policy_class),
+        argv,
+    )
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 JSON and MessagePack (MessagePack needs the ``msgpack`` extra), §3.4
 negotiation in the default ``--protocol auto``, the generic commands, and
-``--adapter module:Class`` to serve any :class:`~snakepit_bridge.BaseCommandHandler`
-subclass instead.
+``--adapter module.Class`` (or ``module:Class``) to serve any
+:class:`~snakepit_bridge.BaseCommandHandler` subclass instead.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser(
         "snakepit-generic-bridge-v2",
         "Reference Snakepit v2 bridge: JSON or MessagePack frames on stdio, "
-        "generic commands or your adapter (--adapter module:Class).",
+        "generic commands or your adapter (--adapter module.Class).",
     )
     return run_bridge(parser, GenericCommandHandler, argv)
 

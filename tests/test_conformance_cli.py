@@ -334,3 +334,25 @@ def test_check_splits_long_profiles_and_merges_in_case_order() -> None:
     merged = _merge_parts({(0, 0): first, (0, 1): report(parts[1], Verdict.PASS)}, {})
     later = {r.case_id: r for r in merged[0].results}
     assert later[parts[1][0].id].verdict is Verdict.SKIP
+
+
+@pytest.mark.parametrize("harness_codec", ["negotiate", "json"])
+def test_a_bridge_started_in_msgpack_mode_is_one_startup_failure_naming_the_fix(
+    harness_codec: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The trap of issue 14.5: the user chose the codec on the bridge's command line."""
+    report = tmp_path / "r.json"
+    bridge = [sys.executable, "-m", "snakepit_bridge.generic_bridge_v2", "--protocol", "msgpack"]
+    code = conformance(
+        "--profile", "v2", "--codec", harness_codec, "--json", str(report), bridge=bridge
+    )
+    assert code == 1
+    results = json.loads(report.read_text())["results"]
+    failed = [r for r in results if r["verdict"] not in ("PASS", "SKIP")]
+    assert [r["id"] for r in failed] == ["lifecycle.startup"]
+    assert "msgpack" in failed[0]["message"]
+    assert "--protocol" in failed[0]["message"] and "--codec" in failed[0]["message"]
+    gates = {"lifecycle.startup", "framing.flush", "framing.stdout-clean"}
+    others = [r for r in results if r["id"] not in gates]
+    assert others and all(r["verdict"] == "SKIP" for r in others)
+    assert any("blocked: gate case lifecycle.startup" in r["message"] for r in others)

@@ -23,12 +23,14 @@ import pytest
 grpc = pytest.importorskip("grpc", reason="the grpc extra is not installed")
 pytest.importorskip("grpc_health", reason="grpcio-health-checking is not installed")
 
+from snakepit_harness.protocol import decode_map  # noqa: E402
 from snakepit_harness.protos import snakepit_pb2, snakepit_pb2_grpc  # noqa: E402
 from snakepit_harness.transports.grpc import (  # noqa: E402
     GrpcBridge,
     GrpcStatusError,
-    decode_map,
 )
+
+from .adapters.support import ADAPTERS_DIR, adapter_env  # noqa: E402
 
 BRIDGE = [sys.executable, "-m", "snakepit_bridge.grpc_bridge"]
 MIB = 1024 * 1024
@@ -95,6 +97,38 @@ def test_bad_adapter_exits_2_without_a_ready_line() -> None:
     assert proc.returncode == 2
     assert "GRPC_SERVER_READY" not in proc.stdout
     assert "no_such_module_xyz" in proc.stderr
+
+
+ADAPTER_FORMS = {
+    "dotted, as Snakepit's documents write it": "my_module.MyCustomHandler",
+    "module:Class": "my_module:MyCustomHandler",
+    "file.py:Class": f"{ADAPTERS_DIR / 'my_module.py'}:MyCustomHandler",
+}
+
+
+@pytest.mark.parametrize("form", list(ADAPTER_FORMS))
+def test_adapter_is_served_in_every_spec_form(form: str) -> None:
+    with GrpcBridge([*BRIDGE, "--adapter", ADAPTER_FORMS[form]], env=adapter_env()) as running:
+        reply = running.execute("my_command", {"text": "hi"})
+        assert reply.success, reply.error
+        assert decode_map(reply.result) == {"result": "processed", "input": {"text": "hi"}}
+        # §8.5: ping_stream is added to an adapter that lacks it.
+        info = running.get_info()
+        assert {"my_command", "ping", "ping_stream"} <= set(info.supported_commands)
+
+
+def test_adapter_in_neither_form_exits_2_naming_the_forms() -> None:
+    proc = subprocess.run(
+        [*BRIDGE, "--adapter", "my_module"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env=adapter_env(),
+    )
+    assert proc.returncode == 2
+    assert "GRPC_SERVER_READY" not in proc.stdout
+    assert "MODULE.CLASS or MODULE:CLASS" in proc.stderr
 
 
 # -- Execute (§8.3, §8.4, §6) ------------------------------------------------------

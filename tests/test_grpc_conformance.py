@@ -1,16 +1,13 @@
-"""The gRPC conformance suite: passes on the reference bridge, catches each broken sample.
+"""The gRPC conformance suite: passes on the reference bridge, in-process and by --target.
 
-The broken samples live in fixtures/grpc_bridges/ with a catalog naming the
-case that must catch each; every one is run here against that case alone (the
-whole suite on each would cost minutes), and the reference bridge runs the
-whole suite, strict.
+The broken samples in fixtures/grpc_bridges/ are run by
+tests/test_meta_conformance.py, through the command line, with the samples of
+every other profile; here the reference bridge runs the whole suite, strict.
 """
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,9 +21,6 @@ from snakepit_harness.conformance.session import run_suite
 
 from snakepit_harness.transports.grpc import GrpcBridge
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT / "fixtures" / "grpc_bridges"
-CATALOG = json.loads((SAMPLES / "catalog.json").read_text())["bridges"]
 REFERENCE = (sys.executable, "-m", "snakepit_bridge.grpc_bridge")
 
 
@@ -75,23 +69,6 @@ def test_enhanced_adapter_is_servable_and_scopes_its_store_by_session() -> None:
     assert all(v is Verdict.PASS for v in verdicts.values()), {
         r.case_id: r.message for r in report.results if r.verdict is not Verdict.PASS
     }
-
-
-@pytest.mark.parametrize("sample", CATALOG, ids=[s["file"] for s in CATALOG])
-def test_each_broken_sample_is_caught_by_its_case(sample: dict[str, str]) -> None:
-    case_id = sample["case"]
-    chosen = [c for c in grpc_cases() if c.id == case_id]
-    assert chosen, f"catalog names an unknown case {case_id}"
-    report = run_suite(settings((sys.executable, str(SAMPLES / sample["file"]))), chosen)
-    [result] = report.results
-    assert str(result.verdict) == sample["verdict"], (result.verdict, result.message)
-    assert result.message, "a failure must say what went wrong"
-    assert report.exit_code() == 1  # strict: NON-STRICT fails the run too
-
-
-def test_every_sample_file_is_catalogued() -> None:
-    files = {p.name for p in SAMPLES.glob("*.py") if p.name != "__init__.py"}
-    assert files == {s["file"] for s in CATALOG}
 
 
 def test_target_mode_runs_against_a_running_server_and_skips_process_cases() -> None:

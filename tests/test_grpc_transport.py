@@ -18,13 +18,9 @@ from snakepit_harness.errors import (
     LocalProtocolError,
     RemoteProtocolError,
 )
-from snakepit_harness.transports.grpc import (
-    GrpcBridge,
-    _decode_proc_address,
-    decode_value,
-    encode_args,
-    with_port_zero,
-)
+from snakepit_harness.protocol import decode_value, encode_args
+from snakepit_harness.transports.grpc import GrpcBridge, with_port_zero
+from snakepit_harness.transports.process import decode_proc_address as _decode_proc_address
 
 BRIDGE = [sys.executable, "-m", "snakepit_bridge.grpc_bridge"]
 

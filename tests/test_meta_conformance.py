@@ -1,30 +1,36 @@
 """Meta-test: the conformance suite catches every sample defect, and only that.
 
-Each sample bridge in ``fixtures/bridges/`` (listed in ``catalog.json``) runs
+Every sample bridge of the three catalogs (``fixtures/bridges/`` for stdio v1
+and v2, ``fixtures/enhanced_bridges/`` for the enhanced profile,
+``fixtures/grpc_bridges/`` for gRPC; each listed in its ``catalog.json``) runs
 under the real command line, ``snakepit-harness conformance ... --json FILE
 -- CMD``, as a subprocess, and the JSON report is checked:
 
-* the correct bridges (C, Node.js, the Python base) conform under ``--strict``
-  on v1 and on v2 with json, msgpack and negotiation;
+* the correct stdio bridges (C, Node.js, the Python base) conform under
+  ``--strict`` on v1 and on v2 with json, msgpack and negotiation (the
+  reference bridges of every profile are ``snakepit-harness check``'s job);
 * each broken bridge (one defect each) makes the run exit 1 (required defects)
   or exit 0 with NON-STRICT and 1 under ``--strict`` (SHOULD-level defects),
   fails exactly the case ids its catalog entry expects, with the expected
-  verdicts, and no case outside ``expect`` + ``also``;
-* together, the broken bridges' expected cases cover every ``required`` stdio
-  case of ``conformance --list`` (v1/v2) but for ``NOT_COVERED`` below.
+  verdicts and a message saying why, and no case outside ``expect`` + ``also``;
+* together, the broken bridges' expected cases cover every ``required`` and
+  every ``recommended`` case of ``conformance --list`` (every profile and
+  transport), but for the ones a catalog lists as ``not_independently_failable``
+  with the reason.  Info-level cases are exempt.
 
 A catalog entry with ``suite_issue`` names a known suite bug that currently
 gives another verdict; its test is xfail with that reason until fixed.
 
 Runs are many but mostly waiting (deadlines, exits), so every run the
 selected tests need starts at once in a thread pool, the slowest first; each
-test then waits only for its own run.  Broken bridges skip the three 8-16 MiB
-cases unless their defect is about them (``BIG_PAYLOAD_CASES``).
+test then waits only for its own run.  Broken bridges skip the 8-16 MiB cases
+unless their defect is about them (``BIG_PAYLOAD_CASES``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -38,24 +44,23 @@ from typing import Any, Final
 
 import pytest
 from snakepit_harness.fixtures.bridges.build import (
-    BRIDGES_DIR,
     BuildError,
     bridge_argv,
 )
-from snakepit_harness.fixtures.bridges.catalog import README_PATH, load_catalog, readme_table
+from snakepit_harness.fixtures.bridges.catalog import CATALOG_DIRS, load_catalog, readme_table
 
 # Each test waits for its run in a shared pool; under load the queue is long.
 pytestmark = pytest.mark.timeout(600)
 
-CATALOG: Final = load_catalog()
+# The three catalogs by kind: "stdio" (v1/v2, and the correct bridges), "enhanced", "grpc".
+CATALOGS: Final = {
+    kind: load_catalog(folder / "catalog.json") for kind, folder in CATALOG_DIRS.items()
+}
+CATALOG: Final = CATALOGS["stdio"]
 
 # Verdicts that count as "this case failed" in a report.  NON-STRICT is a
 # failure of a recommended case; the run's exit code says whether it counts.
 FAILING: Final = frozenset({"FAIL", "NON-STRICT", "TIMEOUT", "CRASH", "FRAMING", "STALE", "ERROR"})
-
-# Required stdio cases no broken sample is expected to fail, with why.  Empty:
-# every required case has a bridge that must fail it.
-NOT_COVERED: Final[dict[str, str]] = {}
 
 # The codec configurations a v2 bridge claims (§3.4): explicit json, explicit
 # msgpack (the bridge started with --protocol msgpack), and negotiation.
@@ -65,7 +70,12 @@ V2_CONFIGS: Final = (("json", ()), ("msgpack", ("--protocol", "msgpack")), ("neg
 # together (on both sides of the pipe).  A broken bridge's run leaves them out
 # unless its defect is about them; the correct bridges run them all.
 BIG_PAYLOAD_CASES: Final = frozenset(
-    {"framing.large-request", "framing.large-response", "lifecycle.sigterm-mid-response"}
+    {
+        "framing.large-request",
+        "framing.large-response",
+        "lifecycle.sigterm-mid-response",
+        "grpc.limits.large-request",
+    }
 )
 
 # Threads: most runs wait on bridges (deadlines, exits, start-up), not CPU.
@@ -85,6 +95,7 @@ class SuiteRun:
     exit_code: int
     verdicts: dict[str, str]
     output: str
+    messages: dict[str, str]
 
     def failing(self) -> dict[str, str]:
         return {case: v for case, v in self.verdicts.items() if v in FAILING}
@@ -100,8 +111,9 @@ class SuiteRun:
 def run_conformance(
     bridge: list[str],
     profile: str,
-    codec: str,
+    codec: str | None,
     *,
+    transport: str = "stdio",
     strict: bool = False,
     cases: tuple[str, ...] = (),
     exclude: tuple[str, ...] = (),
@@ -117,11 +129,13 @@ def run_conformance(
             "conformance",
             "--profile",
             profile,
-            "--codec",
-            codec,
             "--json",
             str(report),
         ]
+        if codec is not None:  # gRPC has no codec choice
+            command += ["--codec", codec]
+        if transport != "stdio":
+            command += ["--transport", transport]
         if strict:
             command.append("--strict")
         for pattern in cases:
@@ -137,8 +151,9 @@ def run_conformance(
         assert report.exists(), f"no JSON report (exit {returncode}):\n{output[-3000:]}"
         data = json.loads(report.read_text())
     verdicts = {result["id"]: result["verdict"] for result in data["results"]}
+    messages = {result["id"]: result["message"] for result in data["results"]}
     assert data["exit_code"] == returncode, "the report's exit code is not the process's"
-    return SuiteRun(tuple(command), returncode, verdicts, output)
+    return SuiteRun(tuple(command), returncode, verdicts, output, messages)
 
 
 def _run_harness(command: list[str]) -> tuple[int, str]:
@@ -169,33 +184,46 @@ def _run_harness(command: list[str]) -> tuple[int, str]:
 # -- the run plan -------------------------------------------------------------
 
 
-def _broken(name: str) -> dict[str, Any]:
-    for row in CATALOG["broken"]:
-        if row["name"] == name:
-            return dict(row)
-    raise KeyError(name)
+def _sample_id(kind: str, row: dict[str, Any]) -> str:
+    """How tests and runs name a broken bridge: stdio ones by name, others kind/name."""
+    return row["name"] if kind == "stdio" else f"{kind}/{row['name']}"
 
 
-def _broken_argv(row: dict[str, Any]) -> list[str]:
-    return [sys.executable, str(BRIDGES_DIR / row["script"]), *row.get("args", ())]
+BROKEN: Final = {
+    _sample_id(kind, row): (kind, row)
+    for kind, catalog in CATALOGS.items()
+    for row in catalog["broken"]
+}
+assert len(BROKEN) == sum(len(c["broken"]) for c in CATALOGS.values()), "duplicate sample names"
 
 
-def _broken_runs(row: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _broken(sample: str) -> dict[str, Any]:
+    return dict(BROKEN[sample][1])
+
+
+def _broken_argv(sample: str) -> list[str]:
+    kind, row = BROKEN[sample]
+    return [sys.executable, str(CATALOG_DIRS[kind] / row["script"]), *row.get("args", ())]
+
+
+def _broken_runs(sample: str) -> dict[str, dict[str, Any]]:
     """The runs a broken bridge needs: its own, and a --strict one for SHOULD defects."""
+    row = _broken(sample)
     related = set(row["expect"]) | set(row["also"])
     base = {
-        "bridge": _broken_argv(row),
+        "bridge": _broken_argv(sample),
         "profile": row["profile"],
-        "codec": row["codec"],
+        "codec": row.get("codec"),
+        "transport": row.get("transport", "stdio"),
         "cases": tuple(row.get("cases", ())),
         "exclude": () if row.get("cases") else tuple(sorted(BIG_PAYLOAD_CASES - related)),
         "timeout": row.get("timeout"),
         "startup_timeout": row.get("startup_timeout"),
     }
-    runs = {f"broken:{row['name']}": base}
+    runs = {f"broken:{sample}": base}
     if row["level"] != "required":
         # Only the expected cases: the full run already showed nothing else fails.
-        runs[f"broken:{row['name']}:strict"] = {
+        runs[f"broken:{sample}:strict"] = {
             **base,
             "strict": True,
             "cases": tuple(row["expect"]),
@@ -213,8 +241,8 @@ def _correct_argv(name: str, codec_args: tuple[str, ...]) -> list[str] | None:
 
 def _plan() -> dict[str, dict[str, Any]]:
     plan: dict[str, dict[str, Any]] = {}
-    for row in CATALOG["broken"]:
-        plan.update(_broken_runs(row))
+    for sample in BROKEN:
+        plan.update(_broken_runs(sample))
     for entry in CATALOG["correct"]:
         # The Python base is also every broken bridge's v2 baseline; v1 (a
         # subset of the same cases) is proven on the other languages.
@@ -247,19 +275,30 @@ SLOW_FIRST: Final = (
     "broken:ping_not_ok",
     "broken:oversize_allocates",
     "broken:msgpack_unbounded",
+    "broken:grpc/ignores_sigterm",
+    "broken:grpc/stream_ignores_cancel",
+    "broken:grpc/ready_before_serving",
 )
 
 
-def _execute(spec: dict[str, Any]) -> SuiteRun | None:
+def _execute(spec: dict[str, Any]) -> SuiteRun | str:
+    """The run ``spec`` describes, or why it cannot run here."""
     bridge = spec["bridge"]
     if isinstance(bridge, tuple):  # a correct sample, built on demand
         bridge = _correct_argv(*bridge)
         if bridge is None:
-            return None
+            return "the sample bridge cannot be built here (no C compiler or node)"
+    if spec.get("transport") == "grpc":
+        missing = [
+            name for name in ("grpc", "grpc_health") if importlib.util.find_spec(name) is None
+        ]
+        if missing:
+            return f"the grpc extra is not installed (no {', '.join(missing)})"
     return run_conformance(
         bridge,
         spec["profile"],
         spec["codec"],
+        transport=spec.get("transport", "stdio"),
         strict=spec.get("strict", False),
         cases=spec.get("cases", ()),
         exclude=spec.get("exclude", ()),
@@ -269,7 +308,7 @@ def _execute(spec: dict[str, Any]) -> SuiteRun | None:
 
 
 _POOL: ThreadPoolExecutor | None = None
-_FUTURES: dict[str, Future[SuiteRun | None]] = {}
+_FUTURES: dict[str, Future[SuiteRun | str]] = {}
 
 
 def _submit(keys: list[str]) -> None:
@@ -287,10 +326,14 @@ def _submit(keys: list[str]) -> None:
         _FUTURES[key] = _POOL.submit(_execute, plan[key])
 
 
-def _keys_of(name_or_key: str) -> list[str]:
-    if name_or_key.startswith("correct:"):
-        return [name_or_key]
-    return list(_broken_runs(_broken(name_or_key)))
+def _keys_of(sample_or_key: str) -> list[str]:
+    if sample_or_key.startswith("correct:"):
+        return [sample_or_key]
+    return list(_broken_runs(sample_or_key))
+
+
+# Test parameters that name runs (a sample, or a correct bridge's run key).
+RUN_PARAMS: Final = ("sample", "key")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -300,8 +343,9 @@ def _start_selected_runs(request: pytest.FixtureRequest) -> Any:
     for item in request.session.items:
         callspec = getattr(item, "callspec", None)
         if getattr(item, "module", None) is request.module and callspec is not None:
-            for value in callspec.params.values():
-                keys += _keys_of(value)
+            for name, value in callspec.params.items():
+                if name in RUN_PARAMS:
+                    keys += _keys_of(value)
     _submit(keys)
     yield
     if _POOL is not None:
@@ -314,8 +358,8 @@ def result(key: str) -> SuiteRun:
     if key not in _FUTURES:
         _submit([key])
     run = _FUTURES[key].result(timeout=RUN_DEADLINE * 4)
-    if run is None:
-        pytest.skip(f"{key}: the sample bridge cannot be built here (no C compiler or node)")
+    if isinstance(run, str):
+        pytest.skip(f"{key}: {run}")
     return run
 
 
@@ -341,34 +385,49 @@ def test_correct_bridge_conforms_strictly(key: str) -> None:
 
 def _broken_params() -> list[Any]:
     params = []
-    for row in CATALOG["broken"]:
+    for sample, (_, row) in BROKEN.items():
         marks = []
         if row.get("suite_issue"):
             marks.append(pytest.mark.xfail(reason=row["suite_issue"], strict=False))
-        params.append(pytest.param(row["name"], id=row["name"], marks=marks))
+        params.append(pytest.param(sample, id=sample, marks=marks))
     return params
 
 
-@pytest.mark.parametrize("name", _broken_params())
-def test_broken_bridge_fails_exactly_its_cases(name: str) -> None:
-    row = _broken(name)
-    run = result(f"broken:{name}")
+# Frameworks some enhanced probes need; without them the suite SKIPs those probes.
+FRAMEWORKS: Final = ("pandas", "numpy")
+
+
+def _skip_if_framework_absent(run: SuiteRun, case_id: str) -> None:
+    """An expected case SKIPped for a framework this machine lacks is not the sample's doing."""
+    message = run.messages.get(case_id, "")
+    if run.verdicts.get(case_id) == "SKIP" and "frameworks_available" in message:
+        absent = [name for name in FRAMEWORKS if importlib.util.find_spec(name) is None]
+        if any(name in message for name in absent):
+            pytest.skip(f"{case_id}: {message}")
+
+
+@pytest.mark.parametrize("sample", _broken_params())
+def test_broken_bridge_fails_exactly_its_cases(sample: str) -> None:
+    row = _broken(sample)
+    run = result(f"broken:{sample}")
     failing = run.failing()
     for case_id, verdicts in row["expect"].items():
         assert case_id in run.verdicts, f"{case_id} did not run\n{run.describe()}"
+        _skip_if_framework_absent(run, case_id)
         assert run.verdicts[case_id] in verdicts, (
-            f"{name}: {case_id} is {run.verdicts[case_id]}, expected one of {verdicts}\n"
+            f"{sample}: {case_id} is {run.verdicts[case_id]}, expected one of {verdicts}\n"
             f"{run.describe()}"
         )
+        assert run.messages.get(case_id), f"{sample}: {case_id} failed without saying why"
     allowed = set(row["expect"]) | set(row["also"])
     unrelated = {case: v for case, v in failing.items() if case not in allowed}
-    assert not unrelated, f"{name}: unrelated cases failed: {unrelated}\n{run.describe()}"
+    assert not unrelated, f"{sample}: unrelated cases failed: {unrelated}\n{run.describe()}"
     if row["level"] == "required":
         assert run.exit_code == 1, run.describe()
     else:
         # A SHOULD-level defect passes the run, and fails it under --strict.
         assert run.exit_code == 0, run.describe()
-        strict = result(f"broken:{name}:strict")
+        strict = result(f"broken:{sample}:strict")
         assert strict.exit_code == 1, strict.describe()
         for case_id in row["expect"]:
             assert strict.verdicts.get(case_id) == "NON-STRICT", strict.describe()
@@ -396,63 +455,81 @@ def _listed_cases() -> list[dict[str, Any]]:
     return cases
 
 
-def test_every_required_stdio_case_can_fail() -> None:
-    required = {
-        c["id"]
-        for c in _listed_cases()
-        if c["level"] == "required" and c["profiles"] & {"v1", "v2"}
+def _exempt() -> dict[str, str]:
+    """Cases the catalogs declare not independently failable, with the reasons."""
+    return {
+        entry["case"]: entry["reason"]
+        for catalog in CATALOGS.values()
+        for entry in catalog.get("not_independently_failable", [])
     }
+
+
+def test_every_required_case_can_fail() -> None:
+    """Every required case of every profile and transport has a sample that must fail it."""
+    required = {c["id"] for c in _listed_cases() if c["level"] == "required"}
     covered = {
         case_id
-        for row in CATALOG["broken"]
+        for _, row in BROKEN.values()
         if row["level"] == "required"
         for case_id, verdicts in row["expect"].items()
         if set(verdicts) - {"NON-STRICT"}
     }
-    missing = required - covered - set(NOT_COVERED)
+    missing = required - covered - set(_exempt())
     assert not missing, f"required cases no broken sample bridge is expected to fail: {missing}"
-    stale = set(NOT_COVERED) - required
-    assert not stale, f"NOT_COVERED names cases that are not required stdio cases: {stale}"
-    unknown = {c for row in CATALOG["broken"] for c in [*row["expect"], *row["also"]]} - {
-        c["id"] for c in _listed_cases()
-    }
-    assert not unknown, f"the catalog names case ids the suite does not have: {unknown}"
 
 
-# Recommended stdio cases no sample is expected to make NON-STRICT, with why.
-NOT_COVERED_RECOMMENDED: Final[dict[str, str]] = {
-    "codecs.msgpack.no-0x83": "a response map with exactly 3 keys lacks a field §4.2 requires "
-    "(id, success, result/error, timestamp), so only bridges that already fail a MUST send one",
-}
-
-
-def test_every_recommended_stdio_case_can_grade_non_strict() -> None:
-    recommended = {
-        c["id"]
-        for c in _listed_cases()
-        if c["level"] == "recommended" and c["profiles"] & {"v1", "v2"}
-    }
+def test_every_recommended_case_can_grade_non_strict() -> None:
+    """Every recommended case of every profile and transport has a sample it grades NON-STRICT."""
+    recommended = {c["id"] for c in _listed_cases() if c["level"] == "recommended"}
     covered = {
         case_id
-        for row in CATALOG["broken"]
+        for _, row in BROKEN.values()
         for case_id, verdicts in row["expect"].items()
         if "NON-STRICT" in verdicts
     }
-    missing = recommended - covered - set(NOT_COVERED_RECOMMENDED)
+    missing = recommended - covered - set(_exempt())
     assert not missing, f"recommended cases no sample bridge is expected to downgrade: {missing}"
-    stale = set(NOT_COVERED_RECOMMENDED) - recommended
-    assert not stale, f"NOT_COVERED_RECOMMENDED names cases that are not recommended: {stale}"
 
 
-def test_catalog_readme_and_files_agree() -> None:
-    scripts = {p.name for p in (BRIDGES_DIR / "python").glob("*.py")} - {"sample_bridge.py"}
-    listed = {Path(row["script"]).name for row in CATALOG["broken"]}
-    assert scripts == listed, (
-        f"scripts not in catalog.json: {scripts - listed}; gone: {listed - scripts}"
+def test_catalogs_name_only_real_cases_and_justify_every_exemption() -> None:
+    listed = {c["id"]: c for c in _listed_cases()}
+    named = {c for _, row in BROKEN.values() for c in [*row["expect"], *row["also"]]}
+    unknown = named - set(listed)
+    assert not unknown, f"the catalogs name case ids the suite does not have: {unknown}"
+    for kind, catalog in CATALOGS.items():
+        for entry in catalog.get("not_independently_failable", []):
+            case = listed.get(entry["case"])
+            assert case is not None, f"{kind}: exempts {entry['case']}, which the suite lacks"
+            assert case["level"] in ("required", "recommended"), f"{kind}: {entry} is info-level"
+            assert entry.get("reason", "").strip(), f"{kind}: {entry['case']} has no reason"
+    exempt_and_covered = set(_exempt()) & {c for _, row in BROKEN.values() for c in row["expect"]}
+    assert not exempt_and_covered, (
+        f"exempted as not independently failable, yet a sample fails them: {exempt_and_covered}"
     )
-    assert readme_table(CATALOG) in README_PATH.read_text(), (
-        "README.md's table is not catalog.json's: "
+
+
+# Files in a catalog's folder that are not broken bridges.
+NOT_SAMPLES: Final = {
+    "stdio": {"python/sample_bridge.py"},
+    "enhanced": {"__init__.py", "sandbox.py"},
+    "grpc": {"__init__.py"},
+}
+SAMPLE_GLOBS: Final = {"stdio": "python/*.py", "enhanced": "*.py", "grpc": "*.py"}
+
+
+@pytest.mark.parametrize("kind", list(CATALOGS))
+def test_catalog_readme_and_files_agree(kind: str) -> None:
+    folder, catalog = CATALOG_DIRS[kind], CATALOGS[kind]
+    scripts = {
+        p.relative_to(folder).as_posix() for p in folder.glob(SAMPLE_GLOBS[kind])
+    } - NOT_SAMPLES[kind]
+    listed = {row["script"] for row in catalog["broken"]}
+    assert scripts == listed, (
+        f"{kind}: scripts not in catalog.json: {scripts - listed}; gone: {listed - scripts}"
+    )
+    assert readme_table(catalog) in (folder / "README.md").read_text(), (
+        f"{folder / 'README.md'}'s table is not catalog.json's: "
         "run python -m snakepit_harness.fixtures.bridges.catalog"
     )
-    for entry in CATALOG["correct"]:
-        assert (BRIDGES_DIR / entry["source"]).is_file()
+    for entry in catalog.get("correct", []):
+        assert (folder / entry["source"]).is_file()

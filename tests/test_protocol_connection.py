@@ -79,6 +79,10 @@ def test_negotiation_selects_the_codec_for_later_frames(split: int) -> None:
     [
         (b"\xff\x00", "not JSON"),
         (b"\x81\xa1a\x01", "answered the negotiation offer in msgpack"),
+        (
+            b"\x82\xa4type\xb1protocol_selected\xa8protocol\xa7msgpack",
+            "the negotiation answer is msgpack, not JSON",
+        ),
         (b'{"type": "protocol_selected", "protocol": "cbor"}', "'cbor', which was not offered"),
         (b'{"type": "hello"}', "not protocol_selected"),
         (b'{"id": 1, "success": true}', "not protocol_selected"),
@@ -94,7 +98,8 @@ def test_unusable_negotiation_answers_break_the_connection(reply: bytes, reason:
     assert event.payload == reply
     assert conn.state is ConnectionState.BROKEN
     assert conn.next_event() is event  # it stays broken
-    assert event.answered_in == ("msgpack" if reply.startswith(b"\x81") else None)
+    set_up_mistake = reply.startswith(b"\x81")  # an envelope, not a protocol_selected
+    assert event.answered_in == ("msgpack" if set_up_mistake else None)
 
 
 def test_an_oversize_header_is_refused_before_its_body_is_buffered() -> None:

@@ -9,6 +9,7 @@ unimportable.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +27,12 @@ from snakepit_bridge import (
     StoreFullError,
     UnknownCommandError,
 )
-from snakepit_bridge.bridge_cli import AdapterLoadError, load_adapter, make_parser
+from snakepit_bridge.bridge_cli import (
+    AdapterLoadError,
+    load_adapter,
+    make_parser,
+    split_adapter_spec,
+)
 
 from snakepit_harness.transports import StdioBridge
 
@@ -53,6 +59,8 @@ MY_COMMAND_ARGS = {"text": "hello", "n": [1, 2, 3]}
 ADAPTER_LAUNCHES = {
     "script": ((PY, str(ADAPTERS_DIR / "my_script.py")), None),
     "--adapter on PYTHONPATH": ((*V2, "--adapter", "my_module:MyCustomHandler"), None),
+    # The form Snakepit's own documents use: the last dot splits module from class.
+    "--adapter dotted on PYTHONPATH": ((*V2, "--adapter", "my_module.MyCustomHandler"), None),
     "--adapter file path": (
         (*V2, "--adapter", f"{ADAPTERS_DIR / 'my_module.py'}:MyCustomHandler"),
         None,
@@ -60,6 +68,10 @@ ADAPTER_LAUNCHES = {
     # A console script's sys.path lacks the current directory; the bridge adds it.
     "console script in adapter dir": (
         (str(BIN_DIR / "snakepit-generic-bridge-v2"), "--adapter", "my_module:MyCustomHandler"),
+        ADAPTERS_DIR,
+    ),
+    "console script in adapter dir, dotted": (
+        (str(BIN_DIR / "snakepit-generic-bridge-v2"), "--adapter", "my_module.MyCustomHandler"),
         ADAPTERS_DIR,
     ),
 }
@@ -88,6 +100,11 @@ def test_documented_adapter_runs_unchanged(launch: str, codec: str) -> None:
 
 BAD_ADAPTER_SPECS = [
     ("no-colon", "my_module"),
+    ("dotted missing module", "no_such_module_xyz.Handler"),
+    ("dotted missing class", "my_module.NoSuchHandler"),
+    ("dotted not a handler", "json.JSONDecoder"),
+    ("file without a class", "/nonexistent/adapter.py"),
+    ("empty class", "my_module:"),
     ("missing module", "no_such_module_xyz:Handler"),
     ("missing class", "my_module:NoSuchHandler"),
     ("not a handler", "json:JSONDecoder"),
@@ -281,6 +298,51 @@ def test_generic_handler_answers_the_generic_commands() -> None:
     assert ping["status"] == "ok" and ping["worker_id"] == 7 and ping["bridge_type"] == "generic"
     with pytest.raises(BadRequestError, match="division by zero"):
         handler.process_command("compute", {"operation": "divide", "a": 1, "b": 0})
+
+
+ADAPTER_SPEC_FORMS = {
+    "my_module:MyCustomHandler": ("my_module", "MyCustomHandler"),
+    "my_module.MyCustomHandler": ("my_module", "MyCustomHandler"),
+    "pkg.sub.mod.Handler": ("pkg.sub.mod", "Handler"),
+    "pkg.sub.mod:Outer.Inner": ("pkg.sub.mod", "Outer.Inner"),
+    "adapters/my_module.py:MyCustomHandler": ("adapters/my_module.py", "MyCustomHandler"),
+}
+
+
+@pytest.mark.parametrize("spec", list(ADAPTER_SPEC_FORMS))
+def test_adapter_spec_forms_split_as_documented(spec: str) -> None:
+    assert split_adapter_spec(spec) == ADAPTER_SPEC_FORMS[spec]
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ("just_a_module", "MODULE.CLASS or MODULE:CLASS"),
+        ("", "MODULE.CLASS or MODULE:CLASS"),
+        (".Handler", "MODULE.CLASS or MODULE:CLASS"),
+        ("my_module.", "MODULE.CLASS or MODULE:CLASS"),
+        (":Handler", "MODULE.CLASS or MODULE:CLASS"),
+        ("adapters/my_module.py", "FILE.py:CLASS"),
+        ("my_module.py", "FILE.py:CLASS"),
+    ],
+)
+def test_an_adapter_spec_in_neither_form_says_which_forms_work(spec: str, says: str) -> None:
+    with pytest.raises(AdapterLoadError, match=re.escape(says)):
+        split_adapter_spec(spec)
+
+
+def test_both_adapter_forms_load_the_same_class() -> None:
+    sys.path.insert(0, str(ADAPTERS_DIR))
+    try:
+        dotted = load_adapter("my_module.MyCustomHandler")
+        colon = load_adapter("my_module:MyCustomHandler")
+        nested_package = load_adapter("snakepit_bridge.enhanced.EnhancedCommandHandler")
+    finally:
+        sys.path.remove(str(ADAPTERS_DIR))
+    assert dotted is colon and dotted.__name__ == "MyCustomHandler"
+    assert nested_package.__module__ == "snakepit_bridge.enhanced.handler"
+    with pytest.raises(AdapterLoadError, match="has no 'NoSuchHandler'"):
+        load_adapter("snakepit_bridge.generic.NoSuchHandler")
 
 
 def test_load_adapter_and_parser() -> None:

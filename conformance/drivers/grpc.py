@@ -23,12 +23,12 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from snakepit_harness.errors import HarnessError
+from snakepit_harness.protocol import decode_map
 from snakepit_harness.transports.grpc import (
     DEFAULT_STARTUP_TIMEOUT,
     GrpcBridge,
     GrpcStatusError,
     GrpcStream,
-    decode_map,
 )
 
 from ..context import CaseContext
@@ -116,25 +116,17 @@ class GrpcCaseContext(CaseContext):
         rid = self.request_id() if request_id is None else request_id
         method = "Execute" if session_id is None else f"ExecuteInSession[{session_id}]"
         self.event(f"-> {method} {command} args={_short(args)} request_id={rid!r}")
-        if session_id is None:
-            reply = self._guard(
-                method,
-                lambda: self.bridge.execute(
-                    command, args, timeout=self.remaining(), request_id=rid, timeout_ms=timeout_ms
-                ),
-            )
-        else:
-            reply = self._guard(
-                method,
-                lambda: self.bridge.execute_in_session(
-                    session_id,
-                    command,
-                    args,
-                    timeout=self.remaining(),
-                    request_id=rid,
-                    timeout_ms=timeout_ms,
-                ),
-            )
+        reply = self._guard(
+            method,
+            lambda: self.bridge.execute(
+                command,
+                args,
+                timeout=self.remaining(),
+                request_id=rid,
+                timeout_ms=timeout_ms,
+                session_id=session_id,
+            ),
+        )
         self.event(
             f"<- success={reply.success} error={reply.error!r} request_id={reply.request_id!r} "
             f"result={_map_text(reply.result)}"
@@ -149,21 +141,17 @@ class GrpcCaseContext(CaseContext):
         request_id: str | None = None,
         timeout_ms: int = 0,
         session_id: str | None = None,
-    ) -> GrpcStream:
+    ) -> GrpcStream[pb.StreamResponse]:
         rid = self.request_id() if request_id is None else request_id
         method = "ExecuteStream" if session_id is None else f"ExecuteInSessionStream[{session_id}]"
         self.event(f"-> {method} {command} args={_short(args)} request_id={rid!r}")
-        if session_id is None:
-            return self.bridge.execute_stream(
-                command, args, timeout=self.remaining(), request_id=rid, timeout_ms=timeout_ms
-            )
-        return self.bridge.execute_in_session_stream(
-            session_id,
+        return self.bridge.execute_stream(
             command,
             args,
             timeout=self.remaining(),
             request_id=rid,
             timeout_ms=timeout_ms,
+            session_id=session_id,
         )
 
     def stream(

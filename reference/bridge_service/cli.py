@@ -39,7 +39,7 @@ from typing import Any, Final
 from snakepit_harness.protocol import BridgeEnv, BridgeFlag, HeartbeatConfig
 
 from ..adapter import BaseCommandHandler
-from ..bridge_cli import _import_module
+from ..bridge_cli import AdapterLoadError, _import_module, split_adapter_spec
 from .adapter import BaseAdapter, CommandHandlerAdapter
 from .demo import DemoAdapter
 from .host_link import HostLink, HostUnreachable
@@ -66,20 +66,13 @@ _LOG_LEVELS: Final = {
 log = logging.getLogger("snakepit_bridge.bridge_service")
 
 
-class AdapterLoadError(ValueError):
-    """``--adapter`` does not name a usable adapter."""
-
-
 def load_adapter(spec: str) -> BaseAdapter:
     """``module.Class``, ``module:Class`` or ``file.py:Class``, made into an adapter."""
-    if ":" in spec:
-        module_part, _, class_part = spec.rpartition(":")
-    else:
-        module_part, _, class_part = spec.rpartition(".")
-    if not module_part or not class_part:
-        raise AdapterLoadError(f"--adapter wants module.Class or module:Class, got {spec!r}")
+    module_part, class_part = split_adapter_spec(spec)
     try:
         module = _import_module(module_part)
+    except AdapterLoadError:
+        raise
     except Exception as exc:
         raise AdapterLoadError(
             f"cannot import adapter module {module_part!r}: {type(exc).__name__}: {exc}"

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from .handler import ENHANCED_COMMANDS, MAX_PIPELINE_STEPS, EnhancedCommandHandler
 from .plugins import PLUGINS, Plugin, available_frameworks
-from .safety import (
+from .rules import (
     DEFAULT_ALLOWED_MODULES,
     DEFAULT_DENYLIST,
     OPTIONAL_ALLOWED_MODULES,
-    SafetyPolicy,
-    SpawnGuard,
     default_allowed_modules,
 )
+from .safety import SafetyPolicy
 from .serialize import DEFAULT_LIMITS, SerializationLimits, Serializer
+from .spawn_guard import SpawnGuard
 from .store import DEFAULT_MAX_STORED, ObjectStore
 
 __all__ = [

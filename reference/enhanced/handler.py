@@ -33,11 +33,15 @@ import inspect as pyinspect
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final
 
+from snakepit_harness.protocol import ENHANCED_COMMANDS
+
 from ..adapter import BadRequestError, CommandError, SerializationError
 from ..generic import GenericCommandHandler
 from .plugins import PLUGINS, Plugin, available_frameworks, plugin_serializers
-from .safety import STORED_PREFIX, SafetyPolicy, SpawnGuard, forbidden
+from .rules import STORED_PREFIX, forbidden
+from .safety import SafetyPolicy
 from .serialize import DEFAULT_LIMITS, SerializationLimits, Serializer
+from .spawn_guard import SpawnGuard
 from .store import (
     DEFAULT_MAX_STORED,
     ObjectStore,
@@ -55,17 +59,6 @@ MAX_PIPELINE_STEPS: Final = 1000
 MAX_DOCSTRING: Final = 4000
 # Names listed by inspect's ``attributes``.
 MAX_INSPECT_ATTRIBUTES: Final = 200
-
-ENHANCED_COMMANDS: Final = (
-    "call",
-    "store",
-    "retrieve",
-    "list_stored",
-    "delete_stored",
-    "clear_session",
-    "pipeline",
-    "inspect",
-)
 
 
 class EnhancedCommandHandler(GenericCommandHandler):

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .safety import installed
+from .rules import installed
 from .serialize import PluginSerializer, Serializer
 
 __all__ = ["PLUGINS", "Plugin", "available_frameworks", "plugin_serializers"]

@@ -79,6 +79,7 @@ from ._connection import (
 )
 from ._constants import (
     CODEC_MODES,
+    ENHANCED_COMMANDS,
     ERLANG_TERM_TAG,
     ERROR_TYPES,
     GRPC_PROFILES,
@@ -133,6 +134,7 @@ __all__ = [
     "CODEC_MODES",
     "CODEC_NAMES",
     "DEFAULT_MAX_FRAME_SIZE",
+    "ENHANCED_COMMANDS",
     "ERLANG_TERM_TAG",
     "ERROR_TYPES",
     "FRAMING_EVIDENCE_BYTES",

@@ -68,12 +68,20 @@ class StrictJson:
 
     ``ascii=True`` escapes every non-ASCII character, so the text is valid
     UTF-8 even for strings holding lone surrogates; ``default`` is the hook for
-    values JSON has no type for.
+    values JSON has no type for; ``compact=False`` writes the stdlib's default
+    separators (``", "`` and ``": "``).
     """
 
-    def __init__(self, *, ascii: bool = True, default: Callable[[Any], Any] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        ascii: bool = True,
+        default: Callable[[Any], Any] | None = None,
+        compact: bool = True,
+    ) -> None:
+        item, key = (",", ":") if compact else (", ", ": ")
         encoder = json.JSONEncoder(
-            allow_nan=False, separators=(",", ":"), ensure_ascii=ascii, default=default
+            allow_nan=False, separators=(item, key), ensure_ascii=ascii, default=default
         )
         self.decoder = json.JSONDecoder(parse_constant=reject_constant)
         self.loads: Callable[[str], Any] = self.decoder.decode
@@ -88,12 +96,13 @@ class StrictJson:
             return
         quote = json.encoder.encode_basestring_ascii if ascii else json.encoder.encode_basestring
         try:
-            c_encoder = make(None, encoder.default, quote, None, ":", ",", False, False, False)
+            c_encoder = make(None, encoder.default, quote, None, key, item, False, False, False)
             sample = "".join(c_encoder({"k": [1, 2.5, None, True, "\u00e9"]}, 0))
         except Exception:
             return
         escaped = "\\u00e9" if ascii else "\u00e9"
-        expected = '{"k":[1,2.5,null,true,"' + escaped + '"]}'
+        expected = '{"k"' + key + "[1" + item + "2.5" + item + "null" + item + "true" + item
+        expected += '"' + escaped + '"]}'
         if sample == expected:
             self.dumps = lambda value: "".join(c_encoder(value, 0))
             self.c_encoder = c_encoder

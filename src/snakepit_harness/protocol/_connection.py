@@ -268,21 +268,39 @@ class HostConnection:
         try:
             reply = get_codec("json").decode(payload)
         except CodecError as exc:
-            answered_in = codec_of_object(payload)
-            reason = f"the negotiation answer is not JSON: {exc}"
-            if answered_in is not None:
-                reason = (
-                    f"the bridge answered the negotiation offer in {answered_in}, not in JSON: "
-                    f"it was started with an explicit codec (e.g. --protocol {answered_in}); "
-                    f"use --codec {answered_in}, or start the bridge in auto mode"
-                )
-            return self._fail(NegotiationFailed(reason, payload, answered_in))
+            return self._fail(self._unreadable_selection(payload, exc))
         problem = selection_problem(reply, self.offered)
         if problem:
             return self._fail(NegotiationFailed(problem, payload))
         self._move(Selected)
         self.codec = get_codec(reply["protocol"])
         return Selected(reply["protocol"], payload)
+
+    @staticmethod
+    def _unreadable_selection(payload: bytes, exc: CodecError) -> NegotiationFailed:
+        """The answer to the offer is not JSON: a negotiation defect, or a set-up mistake?
+
+        A ``protocol_selected`` in another codec is the bridge's defect (§3.4:
+        the answer MUST be JSON).  Any other object in another codec is a
+        bridge started with an explicit codec answering the offer as an
+        ordinary (undecodable) request: ``answered_in`` names it, and the
+        reason names the fix.
+        """
+        other = codec_of_object(payload)
+        if other is None:
+            return NegotiationFailed(f"the negotiation answer is not JSON: {exc}", payload)
+        reply = get_codec(other).decode(payload)
+        if reply.get("type") == "protocol_selected":
+            return NegotiationFailed(
+                f"the negotiation answer is {other}, not JSON as §3.4 requires", payload
+            )
+        return NegotiationFailed(
+            f"the bridge answered the negotiation offer in {other}, not in JSON: it was "
+            f"started with an explicit codec (e.g. --protocol {other}); use --codec {other}, "
+            "or start the bridge in auto mode",
+            payload,
+            other,
+        )
 
     def _fail(self, event: _Failure) -> _Failure:
         self._move(type(event))

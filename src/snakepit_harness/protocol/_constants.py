@@ -12,6 +12,7 @@ from typing import Final
 __all__ = [
     "CODEC_MODES",
     "CODEC_NAMES",
+    "ENHANCED_COMMANDS",
     "ERLANG_TERM_TAG",
     "ERROR_TYPES",
     "GRPC_PROFILES",
@@ -70,6 +71,18 @@ ERROR_TYPES: Final = frozenset(
         "not_found",
         "store_full",
     }
+)
+
+# §7.1-§7.5: what an enhanced bridge answers besides the generic commands (§6).
+ENHANCED_COMMANDS: Final = (
+    "call",
+    "store",
+    "retrieve",
+    "list_stored",
+    "delete_stored",
+    "clear_session",
+    "pipeline",
+    "inspect",
 )
 
 # §1, §3.5: Snakepit rejects a response payload that starts with this byte

@@ -16,11 +16,15 @@ from ._codecs import StrictJson, UnencodableValue
 
 __all__ = ["decode_map", "decode_value", "encode_args", "encode_value"]
 
-_UTF8_JSON = StrictJson(ascii=False)
-_WITH_DEFAULT: dict[Callable[[Any], Any], StrictJson] = {}
+# The harness writes the stdlib's default separators (what it always sent);
+# a bridge asks for compact text.  Decoding does not care.
+_UTF8_JSON = StrictJson(ascii=False, compact=False)
+_ENCODERS: dict[tuple[Callable[[Any], Any] | None, bool], StrictJson] = {}
 
 
-def encode_value(value: Any, default: Callable[[Any], Any] | None = None) -> bytes:
+def encode_value(
+    value: Any, default: Callable[[Any], Any] | None = None, *, compact: bool = False
+) -> bytes:
     """One map value: ``bytes`` go raw, anything else as strict UTF-8 JSON (§8.3).
 
     Raises :class:`~snakepit_harness.protocol.UnencodableValue` for a value
@@ -29,9 +33,10 @@ def encode_value(value: Any, default: Callable[[Any], Any] | None = None) -> byt
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
     encoder = _UTF8_JSON
-    if default is not None:
-        encoder = _WITH_DEFAULT.get(default) or _WITH_DEFAULT.setdefault(
-            default, StrictJson(ascii=False, default=default)
+    if default is not None or compact:
+        key = (default, compact)
+        encoder = _ENCODERS.get(key) or _ENCODERS.setdefault(
+            key, StrictJson(ascii=False, default=default, compact=compact)
         )
     try:
         # A lone surrogate has no UTF-8 form: UnicodeEncodeError, a ValueError.

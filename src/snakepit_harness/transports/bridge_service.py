@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Self
 
@@ -38,22 +38,31 @@ from ..errors import BridgeCrashed, BridgeTimeout, HarnessError
 from ..protocol import (
     BRIDGE_LOG_LEVEL,
     BRIDGE_READY_LIMIT,
+    BRIDGE_SERVICE,
     BridgeEnv,
     HeartbeatConfig,
     encode_parameter,
     launch_argv,
     parse_ready_file,
 )
-from .grpc import ListeningSocket, listening_sockets, rpc_failure
+from .grpc_channel import (
+    DEFAULT_CALL_TIMEOUT,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    BridgeChannel,
+    GrpcStream,
+)
 from .process import (
     BridgeExit,
+    ListeningSocket,
     StderrDrain,
     descendants,
     describe_returncode,
     kill_process_group,
+    listening_sockets,
     process_group_members,
     processes_with_env,
     signal_process,
+    spawn_in_group,
     track_until_exit,
     untrack,
     wait_for_exit,
@@ -69,22 +78,10 @@ __all__ = [
     "build_tool_request",
 ]
 
-DEFAULT_CALL_TIMEOUT: Final = 10.0
-# The harness takes messages far above any worker's limit, so a large-message
-# case measures the worker's limit, not ours.
-DEFAULT_MAX_MESSAGE_SIZE: Final = 256 * 1024 * 1024
 # How often the ready file is looked at; Snakepit polls every 50 ms.
 READY_POLL: Final = 0.01
 # stdout is logs here (spans, prints): keep a tail like stderr's.
 STDOUT_TAIL_BYTES: Final = STDERR_TAIL_BYTES
-
-# As in the gRPC transport: reconnect fast, never retry a call behind a case's back.
-_CHANNEL_OPTIONS: Final = (
-    ("grpc.initial_reconnect_backoff_ms", 50),
-    ("grpc.min_reconnect_backoff_ms", 50),
-    ("grpc.max_reconnect_backoff_ms", 500),
-    ("grpc.enable_retries", 0),
-)
 
 
 def build_tool_request(
@@ -121,27 +118,8 @@ def build_tool_request(
     return request
 
 
-class ToolStream:
-    """An open ``ExecuteStreamingTool`` call: iterate for chunks, ``cancel()`` to stop."""
-
-    def __init__(self, client: BridgeServiceClient, call: Any, timeout: float) -> None:
-        self._client = client
-        self._call = call
-        self._timeout = timeout
-        self._began = time.monotonic()
-
-    def __iter__(self) -> Iterator[Any]:
-        import grpc
-
-        try:
-            yield from self._call
-        except grpc.RpcError as exc:
-            raise self._client.failure(
-                "ExecuteStreamingTool", exc, self._began, self._timeout
-            ) from None
-
-    def cancel(self) -> None:
-        self._call.cancel()
+# An open ``ExecuteStreamingTool`` call: iterate for ToolChunks, ``cancel()`` to stop.
+ToolStream = GrpcStream
 
 
 class BridgeServiceClient:
@@ -160,51 +138,36 @@ class BridgeServiceClient:
         proc: subprocess.Popen[bytes] | None = None,
         stderr_tail: Callable[[], bytes] = bytes,
     ) -> None:
-        import grpc
-
-        from snakepit_harness.protos import snakepit_bridge_pb2, snakepit_bridge_pb2_grpc
+        from snakepit_harness.protos import snakepit_bridge_pb2
 
         self.address = address
         self.pb = snakepit_bridge_pb2
-        self._proc = proc
-        self._stderr_tail = stderr_tail
-        self.channel = grpc.insecure_channel(
+        self.bridge_channel = BridgeChannel(
             address,
-            options=[
-                ("grpc.max_send_message_length", max_message_size),
-                ("grpc.max_receive_message_length", max_message_size),
-                *_CHANNEL_OPTIONS,
-            ],
+            BRIDGE_SERVICE,
+            max_message_size=max_message_size,
+            process=proc,
+            stderr_tail=stderr_tail,
         )
-        stub_class: Any = snakepit_bridge_pb2_grpc.BridgeServiceStub  # generated, untyped
-        self.stub: Any = stub_class(self.channel)
+        # Each method's reply type, from the service's own descriptor.
+        service = snakepit_bridge_pb2.DESCRIPTOR.services_by_name["BridgeService"]
+        self._replies: dict[str, Any] = {
+            m.name: getattr(snakepit_bridge_pb2, m.output_type.name) for m in service.methods
+        }
+
+    @property
+    def channel(self) -> Any:
+        return self.bridge_channel.channel
 
     def close(self) -> None:
-        self.channel.close()
-
-    def failure(self, method: str, exc: Any, began: float, timeout: float) -> HarnessError:
-        return rpc_failure(
-            method, exc, began, timeout, proc=self._proc, stderr_tail=self._stderr_tail
-        )
+        self.bridge_channel.close()
 
     def call(self, method: str, request: Any, timeout: float = DEFAULT_CALL_TIMEOUT) -> Any:
         """Any unary method of the service by name."""
-        import grpc
-
-        began = time.monotonic()
-        try:
-            return getattr(self.stub, method)(request, timeout=timeout)
-        except grpc.RpcError as exc:
-            raise self.failure(method, exc, began, timeout) from None
+        return self.bridge_channel.unary(method, request, self._replies[method], timeout)
 
     def wait_connected(self, timeout: float) -> bool:
-        import grpc
-
-        try:
-            grpc.channel_ready_future(self.channel).result(timeout=timeout)
-        except grpc.FutureTimeoutError:
-            return False
-        return True
+        return self.bridge_channel.wait_connected(timeout)
 
     def ping(self, message: str = "", *, timeout: float = DEFAULT_CALL_TIMEOUT) -> Any:
         return self.call("Ping", self.pb.PingRequest(message=message), timeout)
@@ -251,8 +214,12 @@ class BridgeServiceClient:
         built = build_tool_request(tool_name, arguments, **request)
         return self.call("ExecuteTool", built, timeout)
 
-    def open_stream(self, request: Any, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> ToolStream:
-        return ToolStream(self, self.stub.ExecuteStreamingTool(request, timeout=timeout), timeout)
+    def open_stream(
+        self, request: Any, *, timeout: float = DEFAULT_CALL_TIMEOUT
+    ) -> GrpcStream[Any]:
+        return self.bridge_channel.stream(
+            "ExecuteStreamingTool", request, self.pb.ToolChunk, timeout
+        )
 
     def execute_streaming_tool(
         self,
@@ -261,7 +228,7 @@ class BridgeServiceClient:
         *,
         timeout: float = DEFAULT_CALL_TIMEOUT,
         **request: Any,
-    ) -> ToolStream:
+    ) -> GrpcStream[Any]:
         """``ExecuteStreamingTool`` (``stream=true``); iterate the result for ``ToolChunk``s."""
         built = build_tool_request(tool_name, arguments, stream=True, **request)
         return self.open_stream(built, timeout=timeout)
@@ -309,6 +276,7 @@ class BridgeServiceWorker:
         self.ready_timeout = ready_timeout
         self.max_message_size = max_message_size
         self._proc: subprocess.Popen[bytes] | None = None
+        self._stdin_fd: int | None = None
         self._stdout: StderrDrain | None = None
         self._stderr: StderrDrain | None = None
         self._workdir: Path | None = None
@@ -341,26 +309,16 @@ class BridgeServiceWorker:
         self._workdir = Path(tempfile.mkdtemp(prefix="snakepit-harness-"))
         self.ready_file = self._workdir / f"snakepit_ready_{self.run_id}"
         try:
-            self._proc = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=self.environment(),
-                cwd=self._cwd,
-                start_new_session=True,
-                bufsize=0,
-            )
+            spawned = spawn_in_group(self.argv, env=self.environment(), cwd=self._cwd)
         except OSError:
             self._remove_workdir()
             raise
+        self._proc = spawned.proc
+        self._stdin_fd = spawned.stdin_fd
         self.started_at = time.monotonic()
         track_until_exit(self)
-        assert self._proc.stdout and self._proc.stderr
-        self._stdout = StderrDrain(os.dup(self._proc.stdout.fileno()), STDOUT_TAIL_BYTES)
-        self._stderr = StderrDrain(os.dup(self._proc.stderr.fileno()), STDERR_TAIL_BYTES)
-        self._proc.stdout.close()
-        self._proc.stderr.close()
+        self._stdout = StderrDrain(spawned.stdout_fd, STDOUT_TAIL_BYTES)
+        self._stderr = StderrDrain(spawned.stderr_fd, STDERR_TAIL_BYTES)
         self._stdout.start()
         self._stderr.start()
         return self
@@ -481,9 +439,10 @@ class BridgeServiceWorker:
 
     def close_stdin(self) -> None:
         """What Snakepit's port does when the BEAM goes away."""
-        if self._proc is not None and self._proc.stdin is not None:
+        fd, self._stdin_fd = self._stdin_fd, None
+        if fd is not None:
             with contextlib.suppress(OSError):
-                self._proc.stdin.close()
+                os.close(fd)
 
     def group_members(self) -> list[int]:
         return process_group_members(self._proc.pid) if self._proc is not None else []
@@ -540,9 +499,7 @@ class BridgeServiceWorker:
         if self.client is not None:
             self.client.close()
         self.kill()
-        if self._proc is not None and self._proc.stdin is not None:
-            with contextlib.suppress(OSError):
-                self._proc.stdin.close()
+        self.close_stdin()
         for reader in (self._stdout, self._stderr):
             if reader is not None:
                 reader.join(timeout=1.0)

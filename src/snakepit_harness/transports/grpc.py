@@ -9,42 +9,40 @@ Like :class:`~snakepit_harness.transports.stdio.StdioBridge` it drains stderr
 all the time (a full pipe would hang the bridge), keeps the tail for error
 reports, and kills the whole group on ``close()`` and at interpreter exit.
 
-The harness builds its messages from the generated ``snakepit_pb2`` but
-encodes and decodes the JSON values of the ``map<string, bytes>`` fields
-itself (§8.3), independently of the reference bridge's code.  Client-side
-deadlines that pass become :class:`BridgeTimeout`; a call that fails because
-the process died becomes :class:`BridgeCrashed`; any other non-OK status is a
-:class:`GrpcStatusError` carrying the status code name, for cases to judge.
+Messages are the generated ``snakepit_harness.protos.snakepit_pb2``; the JSON
+values of their ``map<string, bytes>`` fields go through the protocol core
+(§8.3).  Failed calls become the harness's errors as
+:class:`~.grpc_channel.BridgeChannel` says.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import signal
-import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Self
 
-from ..errors import (
-    BridgeCrashed,
-    BridgeTimeout,
-    HarnessError,
-    LocalProtocolError,
-    RemoteProtocolError,
+from ..errors import BridgeCrashed, BridgeTimeout, RemoteProtocolError
+from ..protocol import GRPC_READY_LIMIT, READY_PREFIX, encode_args
+from .grpc_channel import (
+    DEFAULT_CALL_TIMEOUT,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    BridgeChannel,
+    GrpcStatusError,
+    GrpcStream,
 )
 from .process import (
     BridgeExit,
+    LineReader,
+    ListeningSocket,
     StderrDrain,
     describe_returncode,
     kill_process_group,
+    listening_sockets,
     process_group_members,
     signal_process,
+    spawn_in_group,
     track_until_exit,
     untrack,
     wait_for_exit,
@@ -52,7 +50,7 @@ from .process import (
 from .stdio import STDERR_TAIL_BYTES
 
 if TYPE_CHECKING:
-    import grpc
+    import subprocess
 
     from snakepit_harness.protos import snakepit_pb2 as pb
 
@@ -65,125 +63,17 @@ __all__ = [
     "GrpcStatusError",
     "GrpcStream",
     "ListeningSocket",
-    "decode_map",
-    "decode_value",
-    "encode_args",
-    "encode_value",
-    "listening_sockets",
-    "rpc_failure",
     "with_port_zero",
 ]
 
-READY_PREFIX: Final = "GRPC_SERVER_READY_ON_PORT="
 SERVICE: Final = "snakepit.SnakepitBridge"
 
 # §8.2: the ready line MUST come within 10 s.
-DEFAULT_STARTUP_TIMEOUT: Final = 10.0
-DEFAULT_CALL_TIMEOUT: Final = 10.0
+DEFAULT_STARTUP_TIMEOUT: Final = GRPC_READY_LIMIT
 
-# The harness accepts messages up to this size both ways: far above the 16 MiB
-# of §8.9, so the bridge's own limit is what a large-message case measures.
-DEFAULT_MAX_MESSAGE_SIZE: Final = 256 * 1024 * 1024
-
-# Stdout lines kept (a bridge that floods stdout must not grow our memory).
-STDOUT_LINES_KEPT: Final = 200
-_STDOUT_LINE_LIMIT: Final = 4096
-
-# Reconnect quickly: a bridge that is not yet serving should become reachable
-# as soon as it is, not after gRPC's default 1 s (then 1.6 s, ...) backoff.
-_CHANNEL_OPTIONS: Final = (
-    ("grpc.initial_reconnect_backoff_ms", 50),
-    ("grpc.min_reconnect_backoff_ms", 50),
-    ("grpc.max_reconnect_backoff_ms", 500),
-    ("grpc.enable_retries", 0),  # a case must see each failure, not a retried success
-)
-
-# A client deadline counts as ours (BridgeTimeout) when the call lasted at
-# least this share of it; a DEADLINE_EXCEEDED that comes sooner is the bridge's.
-_OWN_DEADLINE_SHARE: Final = 0.95
-
-
-class GrpcStatusError(HarnessError):
-    """A call ended with a non-OK gRPC status that is not our own deadline or a dead bridge."""
-
-    def __init__(self, method: str, code: str, details: str, stderr_tail: bytes = b"") -> None:
-        super().__init__(f"{method} failed with {code}: {details}")
-        self.method = method
-        self.code = code  # grpc.StatusCode name, e.g. "DEADLINE_EXCEEDED"
-        self.details = details
-        self.stderr_tail = stderr_tail
-
-
-# -- values (§8.3), written from the spec, independent of the bridge's code ----
-
-
-def encode_value(value: Any) -> bytes:
-    """One map value: ``bytes`` go raw, anything else as strict UTF-8 JSON."""
-    if isinstance(value, bytes | bytearray):
-        return bytes(value)
-    try:
-        return json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
-    except (TypeError, ValueError) as exc:
-        raise LocalProtocolError(f"cannot send {type(value).__name__} as JSON: {exc}") from None
-
-
-def encode_args(args: Mapping[str, Any] | None) -> dict[str, bytes]:
-    return {key: encode_value(value) for key, value in (args or {}).items()}
-
-
-def _no_constants(token: str) -> Any:
-    raise ValueError(f"{token} is not JSON")
-
-
-def decode_value(raw: bytes) -> Any:
-    """A map value's JSON meaning, or the raw bytes when it is not UTF-8 JSON."""
-    try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
-    except ValueError:
-        return bytes(raw)
-
-
-def decode_map(entries: Mapping[str, bytes]) -> dict[str, Any]:
-    return {key: decode_value(value) for key, value in entries.items()}
-
-
-def rpc_failure(
-    method: str,
-    exc: grpc.RpcError,
-    began: float,
-    timeout: float,
-    *,
-    proc: subprocess.Popen[bytes] | None,
-    stderr_tail: Callable[[], bytes],
-) -> HarnessError:
-    """What a failed call means: the process died, our deadline passed, or a status.
-
-    ``proc`` is the server's process when the harness started it (None for a
-    target): a call that failed because it died is :class:`BridgeCrashed`.
-    """
-    import grpc
-
-    code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
-    details = (exc.details() if isinstance(exc, grpc.Call) else str(exc)) or ""
-    if (
-        proc is not None
-        and proc.poll() is None
-        and code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
-    ):
-        # Give a dying process a moment to be seen as dead.
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=0.2)
-    if proc is not None and proc.poll() is not None:
-        return BridgeCrashed(
-            f"{method}: the bridge is gone ({describe_returncode(proc.returncode)}); "
-            f"{code.name}: {details}",
-            stderr_tail(),
-            proc.returncode,
-        )
-    elapsed = time.monotonic() - began
-    if code is grpc.StatusCode.DEADLINE_EXCEEDED and elapsed >= timeout * _OWN_DEADLINE_SHARE:
-        return BridgeTimeout(f"{method}: no answer within {timeout:.1f} s", stderr_tail())
-    return GrpcStatusError(method, code.name, details, stderr_tail())
+# The first call after the ready line (wait_for_ready off) tells whether the
+# line came only once the server was serving (§8.2).
+_READY_PROBE_TIMEOUT: Final = 2.0
 
 
 # -- command lines -------------------------------------------------------------
@@ -218,149 +108,6 @@ def _connect_host(argv: Sequence[str]) -> str:
     return host
 
 
-# -- /proc: which sockets a process group listens on ----------------------------
-
-
-@dataclass(frozen=True)
-class ListeningSocket:
-    """A TCP socket in LISTEN state owned by the bridge's process group."""
-
-    address: str  # "127.0.0.1", "0.0.0.0", "::1", "::"
-    port: int
-
-    @property
-    def loopback_only(self) -> bool:
-        return self.address.startswith("127.") or self.address in ("::1", "::ffff:127.0.0.1")
-
-
-_TCP_LISTEN: Final = "0A"
-
-
-def _decode_proc_address(hex_address: str) -> str:
-    raw = bytes.fromhex(hex_address)
-    if len(raw) == 4:
-        return ".".join(str(b) for b in raw[::-1])
-    # IPv6: four 32-bit words, each in host (little-endian) order.
-    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
-    import ipaddress
-
-    address = ipaddress.IPv6Address(words)
-    mapped = address.ipv4_mapped
-    return f"::ffff:{mapped}" if mapped else str(address)
-
-
-def listening_sockets(pids: Sequence[int]) -> list[ListeningSocket]:
-    """TCP sockets in LISTEN state held open by any of ``pids`` (Linux /proc)."""
-    inodes: set[str] = set()
-    for pid in pids:
-        fd_dir = Path(f"/proc/{pid}/fd")
-        with contextlib.suppress(OSError):
-            for fd in fd_dir.iterdir():
-                with contextlib.suppress(OSError):
-                    target = os.readlink(fd)
-                    if target.startswith("socket:["):
-                        inodes.add(target[8:-1])
-    found = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError):
-            lines = Path(table).read_text().splitlines()[1:]
-            for line in lines:
-                fields = line.split()
-                if len(fields) < 10 or fields[3] != _TCP_LISTEN or fields[9] not in inodes:
-                    continue
-                address, port = fields[1].split(":")
-                found.append(ListeningSocket(_decode_proc_address(address), int(port, 16)))
-    return found
-
-
-# -- the stdout reader ---------------------------------------------------------
-
-
-class _StdoutLines(threading.Thread):
-    """Read a bridge's stdout line by line; signal the first ready line."""
-
-    def __init__(self, fd: int) -> None:
-        super().__init__(name=f"grpc-stdout-{fd}", daemon=True)
-        self._fd = fd
-        self._lock = threading.Lock()
-        self.lines: list[str] = []
-        self.total_lines = 0
-        self.ready = threading.Event()
-        self.ready_line: str | None = None
-        self.ready_at = 0.0
-
-    def run(self) -> None:
-        pending = b""
-        while True:
-            try:
-                chunk = os.read(self._fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            pending += chunk
-            *complete, pending = pending.split(b"\n")
-            for raw in complete:
-                self._add(raw)
-            if len(pending) > _STDOUT_LINE_LIMIT:
-                self._add(pending)
-                pending = b""
-        if pending:
-            self._add(pending)
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
-
-    def _add(self, raw: bytes) -> None:
-        line = raw[:_STDOUT_LINE_LIMIT].decode("utf-8", "replace").rstrip("\r")
-        with self._lock:
-            self.total_lines += 1
-            if len(self.lines) < STDOUT_LINES_KEPT:
-                self.lines.append(line)
-            if self.ready_line is None and line.startswith(READY_PREFIX):
-                self.ready_line = line
-                self.ready_at = time.monotonic()
-                self.ready.set()
-
-    def snapshot(self) -> list[str]:
-        with self._lock:
-            return list(self.lines)
-
-
-# -- streams -------------------------------------------------------------------
-
-
-class GrpcStream:
-    """An open server stream: iterate for messages, ``cancel()`` to stop it early."""
-
-    def __init__(self, bridge: GrpcBridge, method: str, call: Any, timeout: float) -> None:
-        self._bridge = bridge
-        self._method = method
-        self._call = call
-        self._timeout = timeout
-        self._began = time.monotonic()
-
-    def __iter__(self) -> Iterator[pb.StreamResponse]:
-        import grpc
-
-        try:
-            yield from self._call
-        except grpc.RpcError as exc:
-            raise self._bridge._call_error(self._method, exc, self._began, self._timeout) from None
-
-    def cancel(self) -> None:
-        self._call.cancel()
-
-    def collect(self, limit: int = 100_000) -> list[pb.StreamResponse]:
-        """Every message until the stream ends (at most ``limit``; then it is cancelled)."""
-        messages = []
-        for message in self:
-            messages.append(message)
-            if len(messages) >= limit:
-                self.cancel()
-                break
-        return messages
-
-
 # -- the bridge ----------------------------------------------------------------
 
 
@@ -393,10 +140,9 @@ class GrpcBridge:
         self.startup_timeout = startup_timeout
         self.max_message_size = max_message_size
         self._proc: subprocess.Popen[bytes] | None = None
-        self._stdout: _StdoutLines | None = None
+        self._stdout: LineReader | None = None
         self._drain: StderrDrain | None = None
-        self._channel: grpc.Channel | None = None
-        self._methods: dict[str, Any] = {}
+        self._channel: BridgeChannel | None = None
         self.address = target or ""
         self.port: int | None = None
         self.started_at = 0.0
@@ -413,7 +159,13 @@ class GrpcBridge:
             self._wait_ready()
         else:
             self.started_at = time.monotonic()
-        self._open_channel()
+        self._channel = BridgeChannel(
+            self.address,
+            SERVICE,
+            max_message_size=self.max_message_size,
+            process=self._proc,
+            stderr_tail=self.stderr_tail,
+        )
         self._probe_and_connect()
         return self
 
@@ -426,35 +178,22 @@ class GrpcBridge:
         self.close()
 
     def _spawn(self) -> None:
-        self._proc = subprocess.Popen(
-            self.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=self._env,
-            cwd=self._cwd,
-            start_new_session=True,
-            bufsize=0,
-        )
+        spawned = spawn_in_group(self.argv, env=self._env, cwd=self._cwd, stdin=False)
         self.started_at = time.monotonic()
+        self._proc = spawned.proc
         track_until_exit(self)
-        assert self._proc.stdout and self._proc.stderr
-        stdout_fd = os.dup(self._proc.stdout.fileno())
-        stderr_fd = os.dup(self._proc.stderr.fileno())
-        self._proc.stdout.close()
-        self._proc.stderr.close()
-        self._stdout = _StdoutLines(stdout_fd)
+        self._stdout = LineReader(spawned.stdout_fd, watch=READY_PREFIX)
         self._stdout.start()
-        self._drain = StderrDrain(stderr_fd, STDERR_TAIL_BYTES)
+        self._drain = StderrDrain(spawned.stderr_fd, STDERR_TAIL_BYTES)
         self._drain.start()
 
     def _wait_ready(self) -> None:
         assert self._proc is not None and self._stdout is not None
         deadline = self.started_at + self.startup_timeout
-        while not self._stdout.ready.wait(0.02):
+        while not self._stdout.seen.wait(0.02):
             if self._proc.poll() is not None:
                 self._stdout.join(timeout=1.0)
-                if self._stdout.ready.is_set():
+                if self._stdout.seen.is_set():
                     break
                 raise BridgeCrashed(
                     f"the bridge ended before printing {READY_PREFIX}<port> "
@@ -471,8 +210,8 @@ class GrpcBridge:
                     f"(stdout so far: {self._stdout.snapshot()[-5:]})",
                     tail,
                 )
-        line = self._stdout.ready_line or ""
-        self.ready_elapsed = self._stdout.ready_at - self.started_at
+        line = self._stdout.seen_line or ""
+        self.ready_elapsed = self._stdout.seen_at - self.started_at
         value = line[len(READY_PREFIX) :].strip()
         if not value.isdigit() or not 0 < int(value) < 65536:
             self.kill()
@@ -480,48 +219,40 @@ class GrpcBridge:
         self.port = int(value)
         self.address = f"{_connect_host(self.argv)}:{self.port}"
 
-    def _open_channel(self) -> None:
-        import grpc
-
-        options = [
-            ("grpc.max_send_message_length", self.max_message_size),
-            ("grpc.max_receive_message_length", self.max_message_size),
-            *_CHANNEL_OPTIONS,
-        ]
-        self._channel = grpc.insecure_channel(self.address, options=options)
-
     def _probe_and_connect(self) -> None:
         """One call at once (wait_for_ready off), then wait for a connection if it failed."""
-        import grpc
-
         from snakepit_harness.protos import snakepit_pb2
 
-        probe = self._method(
-            "Health", snakepit_pb2.HealthRequest, snakepit_pb2.HealthResponse, stream=False
-        )
+        channel = self._require_channel()
         try:
-            probe(snakepit_pb2.HealthRequest(worker_id="harness-probe"), timeout=2.0)
-        except grpc.RpcError as exc:
-            code = exc.code() if isinstance(exc, grpc.Call) else None
-            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                self.ready_probe = (
-                    f"{code.name}: {exc.details() if isinstance(exc, grpc.Call) else exc}"
-                )
+            channel.unary(
+                "Health",
+                snakepit_pb2.HealthRequest(worker_id="harness-probe"),
+                snakepit_pb2.HealthResponse,
+                _READY_PROBE_TIMEOUT,
+            )
+        except GrpcStatusError as exc:
+            if exc.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+                self.ready_probe = f"{exc.code}: {exc.details}"
             # Any other status (UNIMPLEMENTED, ...) still came from a serving server.
+        except BridgeTimeout as exc:
+            self.ready_probe = f"DEADLINE_EXCEEDED: {exc}"
         if self.ready_probe is None:
             return
         remaining = max(1.0, self.startup_timeout - (time.monotonic() - self.started_at))
-        assert self._channel is not None
-        try:
-            grpc.channel_ready_future(self._channel).result(timeout=remaining)
-        except grpc.FutureTimeoutError:
+        if not channel.wait_connected(remaining):
             tail = self.stderr_tail()
             self.kill()
             raise BridgeTimeout(
                 f"could not connect to {self.address} within {remaining:.1f} s "
                 f"(first call: {self.ready_probe})",
                 tail,
-            ) from None
+            )
+
+    def _require_channel(self) -> BridgeChannel:
+        if self._channel is None:
+            raise RuntimeError("bridge not started")
+        return self._channel
 
     @property
     def pid(self) -> int:
@@ -581,53 +312,15 @@ class GrpcBridge:
 
     # -- calls --------------------------------------------------------------
 
-    def _method(self, name: str, request_type: Any, response_type: Any, *, stream: bool) -> Any:
-        method = self._methods.get(name)
-        if method is None:
-            if self._channel is None:
-                raise RuntimeError("bridge not started")
-            factory = self._channel.unary_stream if stream else self._channel.unary_unary
-            method = factory(
-                f"/{SERVICE}/{name}",
-                request_serializer=request_type.SerializeToString,
-                response_deserializer=response_type.FromString,
-            )
-            self._methods[name] = method
-        return method
-
-    def _call_error(
-        self, method: str, exc: grpc.RpcError, began: float, timeout: float
-    ) -> HarnessError:
-        return rpc_failure(
-            method, exc, began, timeout, proc=self._proc, stderr_tail=self.stderr_tail
-        )
-
-    def _unary(self, name: str, request: Any, response_type: Any, timeout: float) -> Any:
-        import grpc
-
-        method = self._method(name, type(request), response_type, stream=False)
-        began = time.monotonic()
-        try:
-            return method(request, timeout=timeout)
-        except grpc.RpcError as exc:
-            raise self._call_error(name, exc, began, timeout) from None
-
-    def _stream(self, name: str, request: Any, timeout: float) -> GrpcStream:
-        from snakepit_harness.protos import snakepit_pb2
-
-        method = self._method(name, type(request), snakepit_pb2.StreamResponse, stream=True)
-        return GrpcStream(self, name, method(request, timeout=timeout), timeout)
-
     def execute_request(
         self, request: pb.ExecuteRequest, timeout: float = DEFAULT_CALL_TIMEOUT
     ) -> pb.ExecuteResponse:
         """Send a ready-made ``ExecuteRequest`` (args already encoded)."""
         from snakepit_harness.protos import snakepit_pb2
 
-        response: pb.ExecuteResponse = self._unary(
+        return self._require_channel().unary(
             "Execute", request, snakepit_pb2.ExecuteResponse, timeout
         )
-        return response
 
     def execute(
         self,
@@ -637,38 +330,21 @@ class GrpcBridge:
         timeout: float = DEFAULT_CALL_TIMEOUT,
         request_id: str = "",
         timeout_ms: int = 0,
+        session_id: str | None = None,
     ) -> pb.ExecuteResponse:
-        """``Execute``: ``args`` values are JSON-encoded (``bytes`` sent raw)."""
+        """``Execute`` (``ExecuteInSession`` with ``session_id``): ``args`` values are
+        JSON-encoded, ``bytes`` sent raw (§8.3)."""
         from snakepit_harness.protos import snakepit_pb2
 
-        request = snakepit_pb2.ExecuteRequest(
-            command=command, args=encode_args(args), timeout_ms=timeout_ms, request_id=request_id
-        )
-        return self.execute_request(request, timeout)
+        request = _request(command, args, request_id, timeout_ms, session_id)
+        name = "Execute" if session_id is None else "ExecuteInSession"
+        return self._require_channel().unary(name, request, snakepit_pb2.ExecuteResponse, timeout)
 
     def execute_in_session(
-        self,
-        session_id: str,
-        command: str,
-        args: Mapping[str, Any] | None = None,
-        *,
-        timeout: float = DEFAULT_CALL_TIMEOUT,
-        request_id: str = "",
-        timeout_ms: int = 0,
+        self, session_id: str, command: str, args: Mapping[str, Any] | None = None, **options: Any
     ) -> pb.ExecuteResponse:
-        from snakepit_harness.protos import snakepit_pb2
-
-        request = snakepit_pb2.SessionRequest(
-            session_id=session_id,
-            command=command,
-            args=encode_args(args),
-            timeout_ms=timeout_ms,
-            request_id=request_id,
-        )
-        response: pb.ExecuteResponse = self._unary(
-            "ExecuteInSession", request, snakepit_pb2.ExecuteResponse, timeout
-        )
-        return response
+        """``ExecuteInSession``: :meth:`execute` with ``session_id`` first."""
+        return self.execute(command, args, session_id=session_id, **options)
 
     def execute_stream(
         self,
@@ -678,47 +354,32 @@ class GrpcBridge:
         timeout: float = DEFAULT_CALL_TIMEOUT,
         request_id: str = "",
         timeout_ms: int = 0,
-    ) -> GrpcStream:
+        session_id: str | None = None,
+    ) -> GrpcStream[pb.StreamResponse]:
+        """``ExecuteStream`` (``ExecuteInSessionStream`` with ``session_id``)."""
         from snakepit_harness.protos import snakepit_pb2
 
-        request = snakepit_pb2.ExecuteRequest(
-            command=command, args=encode_args(args), timeout_ms=timeout_ms, request_id=request_id
-        )
-        return self._stream("ExecuteStream", request, timeout)
+        request = _request(command, args, request_id, timeout_ms, session_id)
+        name = "ExecuteStream" if session_id is None else "ExecuteInSessionStream"
+        return self._require_channel().stream(name, request, snakepit_pb2.StreamResponse, timeout)
 
     def execute_in_session_stream(
-        self,
-        session_id: str,
-        command: str,
-        args: Mapping[str, Any] | None = None,
-        *,
-        timeout: float = DEFAULT_CALL_TIMEOUT,
-        request_id: str = "",
-        timeout_ms: int = 0,
-    ) -> GrpcStream:
-        from snakepit_harness.protos import snakepit_pb2
-
-        request = snakepit_pb2.SessionRequest(
-            session_id=session_id,
-            command=command,
-            args=encode_args(args),
-            timeout_ms=timeout_ms,
-            request_id=request_id,
-        )
-        return self._stream("ExecuteInSessionStream", request, timeout)
+        self, session_id: str, command: str, args: Mapping[str, Any] | None = None, **options: Any
+    ) -> GrpcStream[pb.StreamResponse]:
+        """``ExecuteInSessionStream``: :meth:`execute_stream` with ``session_id`` first."""
+        return self.execute_stream(command, args, session_id=session_id, **options)
 
     def health(
         self, worker_id: str = "", *, timeout: float = DEFAULT_CALL_TIMEOUT
     ) -> pb.HealthResponse:
         from snakepit_harness.protos import snakepit_pb2
 
-        response: pb.HealthResponse = self._unary(
+        return self._require_channel().unary(
             "Health",
             snakepit_pb2.HealthRequest(worker_id=worker_id),
             snakepit_pb2.HealthResponse,
             timeout,
         )
-        return response
 
     def get_info(
         self,
@@ -729,7 +390,7 @@ class GrpcBridge:
     ) -> pb.InfoResponse:
         from snakepit_harness.protos import snakepit_pb2
 
-        response: pb.InfoResponse = self._unary(
+        return self._require_channel().unary(
             "GetInfo",
             snakepit_pb2.InfoRequest(
                 include_capabilities=include_capabilities, include_stats=include_stats
@@ -737,23 +398,40 @@ class GrpcBridge:
             snakepit_pb2.InfoResponse,
             timeout,
         )
-        return response
 
     def health_v1(self, service: str = "", *, timeout: float = DEFAULT_CALL_TIMEOUT) -> str:
         """The standard ``grpc.health.v1.Health/Check`` status name, e.g. ``"SERVING"``."""
-        import grpc
         from grpc_health.v1 import health_pb2
 
-        if self._channel is None:
-            raise RuntimeError("bridge not started")
-        check = self._channel.unary_unary(
-            "/grpc.health.v1.Health/Check",
-            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
-            response_deserializer=health_pb2.HealthCheckResponse.FromString,
+        reply = self._require_channel().unary(
+            "Check",
+            health_pb2.HealthCheckRequest(service=service),
+            health_pb2.HealthCheckResponse,
+            timeout,
+            service="grpc.health.v1.Health",
         )
-        began = time.monotonic()
-        try:
-            reply = check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
-        except grpc.RpcError as exc:
-            raise self._call_error("grpc.health.v1.Health/Check", exc, began, timeout) from None
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+def _request(
+    command: str,
+    args: Mapping[str, Any] | None,
+    request_id: str,
+    timeout_ms: int,
+    session_id: str | None,
+) -> pb.ExecuteRequest | pb.SessionRequest:
+    """An ``ExecuteRequest``, or a ``SessionRequest`` when ``session_id`` is given (§8.1)."""
+    from snakepit_harness.protos import snakepit_pb2
+
+    encoded = encode_args(args)
+    if session_id is None:
+        return snakepit_pb2.ExecuteRequest(
+            command=command, args=encoded, timeout_ms=timeout_ms, request_id=request_id
+        )
+    return snakepit_pb2.SessionRequest(
+        session_id=session_id,
+        command=command,
+        args=encoded,
+        timeout_ms=timeout_ms,
+        request_id=request_id,
+    )

@@ -1,25 +1,28 @@
 """Supervision of bridge processes, shared by every transport.
 
 A bridge runs in its own session and process group so that one ``killpg``
-reaches every child it started.  This module holds what the stdio and gRPC
-transports (and the conformance runner) need alike: how a process ended, in
-words; a thread that drains stderr and keeps its tail; one scan of ``/proc``
-to find a group's members or a process's descendants; killing and reaping a
-whole group; and a registry that kills every bridge still alive when the
-interpreter exits, however the harness was stopped.
+reaches every child it started.  This module holds what every transport needs
+alike: starting a command in its own group with raw pipe descriptors; how a
+process ended, in words; threads that drain stderr (keeping its tail) and
+stdout lines (watching for a ready line); scans of ``/proc`` for a group's
+members, a process's descendants, its memory and the sockets it listens on;
+killing and reaping a whole group; and a registry that kills every bridge
+still alive when the interpreter exits, however the harness was stopped.
+This and the transports beside it are the only modules that touch processes.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import ipaddress
 import os
 import signal
 import subprocess
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
@@ -27,16 +30,22 @@ from typing import Final, Protocol
 __all__ = [
     "KILL_REAP_TIMEOUT",
     "BridgeExit",
+    "LineReader",
+    "ListeningSocket",
+    "SpawnedProcess",
     "StderrDrain",
     "alive_pids",
+    "decode_proc_address",
     "descendants",
     "describe_returncode",
     "kill_pids",
     "kill_process_group",
+    "listening_sockets",
     "process_group_members",
     "process_memory",
     "processes_with_env",
     "signal_process",
+    "spawn_in_group",
     "track_until_exit",
     "untrack",
     "wait_for_exit",
@@ -47,6 +56,69 @@ __all__ = [
 KILL_REAP_TIMEOUT: Final = 5.0
 
 _STDERR_READ: Final = 65536
+
+# Stdout lines a LineReader keeps (a bridge that floods stdout must not grow
+# our memory), and the longest line kept whole.
+LINES_KEPT: Final = 200
+LINE_LIMIT: Final = 4096
+
+
+@dataclass
+class SpawnedProcess:
+    """A command started by :func:`spawn_in_group`, with our ends of its pipes."""
+
+    proc: subprocess.Popen[bytes]
+    stdin_fd: int | None  # None when its stdin is /dev/null
+    stdout_fd: int
+    stderr_fd: int
+
+
+def spawn_in_group(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+    stdin: bool = True,
+    pipe_size: int | None = None,
+) -> SpawnedProcess:
+    """Start ``argv`` in a new session (so it leads its own process group).
+
+    Returns raw descriptors (duplicated from the pipes, which are closed: file
+    objects would buffer and block).  ``stdin=False`` gives it /dev/null.
+    ``pipe_size`` asks for bigger pipes; where the kernel refuses (raising a
+    pipe past /proc/sys/fs/pipe-max-size needs privileges), the default size is
+    used rather than failing.  Raises OSError when the command cannot start.
+    """
+
+    def popen(size: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+            bufsize=0,
+            pipesize=size,
+        )
+
+    try:
+        proc = popen(pipe_size or -1)  # -1: the kernel's default size
+    except PermissionError:
+        if not pipe_size:
+            raise
+        proc = popen(-1)
+    assert proc.stdout is not None and proc.stderr is not None
+    stdin_fd = None
+    if proc.stdin is not None:
+        stdin_fd = os.dup(proc.stdin.fileno())
+        proc.stdin.close()
+    stdout_fd = os.dup(proc.stdout.fileno())
+    stderr_fd = os.dup(proc.stderr.fileno())
+    proc.stdout.close()
+    proc.stderr.close()
+    return SpawnedProcess(proc, stdin_fd, stdout_fd, stderr_fd)
 
 
 def describe_returncode(returncode: int | None) -> str:
@@ -80,20 +152,13 @@ class BridgeExit:
         return describe_returncode(self.returncode)
 
 
-class StderrDrain(threading.Thread):
-    """Read a pipe until EOF, keeping only the last ``limit`` bytes.
+class _PipeReader(threading.Thread):
+    """A thread that reads a pipe until EOF, handing each chunk to :meth:`consume`."""
 
-    A bridge that fills its stderr pipe would block and look hung, so every
-    transport drains stderr all the time; the tail goes into failure reports.
-    """
-
-    def __init__(self, fd: int, limit: int) -> None:
-        super().__init__(name=f"stderr-drain-{fd}", daemon=True)
+    def __init__(self, fd: int, name: str) -> None:
+        super().__init__(name=f"{name}-{fd}", daemon=True)
         self._fd = fd
-        self._limit = limit
-        self._tail = bytearray()
         self._lock = threading.Lock()
-        self.total = 0
 
     def run(self) -> None:
         while True:
@@ -103,17 +168,84 @@ class StderrDrain(threading.Thread):
                 break
             if not chunk:
                 break
-            with self._lock:
-                self.total += len(chunk)
-                self._tail += chunk
-                if len(self._tail) > self._limit:
-                    del self._tail[: len(self._tail) - self._limit]
+            self.consume(chunk)
+        self.finish()
         with contextlib.suppress(OSError):
             os.close(self._fd)
+
+    def consume(self, chunk: bytes) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """At EOF, before the descriptor is closed."""
+
+
+class StderrDrain(_PipeReader):
+    """Read a pipe until EOF, keeping only the last ``limit`` bytes.
+
+    A bridge that fills its stderr pipe would block and look hung, so every
+    transport drains stderr all the time; the tail goes into failure reports.
+    """
+
+    def __init__(self, fd: int, limit: int) -> None:
+        super().__init__(fd, "stderr-drain")
+        self._limit = limit
+        self._tail = bytearray()
+        self.total = 0
+
+    def consume(self, chunk: bytes) -> None:
+        with self._lock:
+            self.total += len(chunk)
+            self._tail += chunk
+            if len(self._tail) > self._limit:
+                del self._tail[: len(self._tail) - self._limit]
 
     def tail(self) -> bytes:
         with self._lock:
             return bytes(self._tail)
+
+
+class LineReader(_PipeReader):
+    """Read a process's stdout line by line, keeping the first lines and signalling
+    the first one that starts with ``watch`` (a ready line, §8.2)."""
+
+    def __init__(self, fd: int, watch: str | None = None) -> None:
+        super().__init__(fd, "stdout-lines")
+        self._watch = watch
+        self._pending = b""
+        self.lines: list[str] = []
+        self.total_lines = 0
+        self.seen = threading.Event()
+        self.seen_line: str | None = None
+        self.seen_at = 0.0
+
+    def consume(self, chunk: bytes) -> None:
+        self._pending += chunk
+        *complete, self._pending = self._pending.split(b"\n")
+        for raw in complete:
+            self._add(raw)
+        if len(self._pending) > LINE_LIMIT:
+            self._add(self._pending)
+            self._pending = b""
+
+    def finish(self) -> None:
+        if self._pending:
+            self._add(self._pending)
+
+    def _add(self, raw: bytes) -> None:
+        line = raw[:LINE_LIMIT].decode("utf-8", "replace").rstrip("\r")
+        with self._lock:
+            self.total_lines += 1
+            if len(self.lines) < LINES_KEPT:
+                self.lines.append(line)
+            if self._watch is not None and self.seen_line is None and line.startswith(self._watch):
+                self.seen_line = line
+                self.seen_at = time.monotonic()
+                self.seen.set()
+
+    def snapshot(self) -> list[str]:
+        with self._lock:
+            return list(self.lines)
 
 
 @dataclass(frozen=True)
@@ -216,6 +348,58 @@ def process_memory(pid: int) -> dict[str, int]:
             with contextlib.suppress(ValueError, IndexError):
                 out[key] = int(rest.split()[0]) * 1024
     return out
+
+
+@dataclass(frozen=True)
+class ListeningSocket:
+    """A TCP socket in LISTEN state owned by a bridge's process group."""
+
+    address: str  # "127.0.0.1", "0.0.0.0", "::1", "::"
+    port: int
+
+    @property
+    def loopback_only(self) -> bool:
+        return self.address.startswith("127.") or self.address in ("::1", "::ffff:127.0.0.1")
+
+
+# /proc/net/tcp's state column for LISTEN.
+_TCP_LISTEN: Final = "0A"
+
+
+def decode_proc_address(hex_address: str) -> str:
+    """An address as /proc/net/tcp{,6} writes it (hex, host byte order) in words."""
+    raw = bytes.fromhex(hex_address)
+    if len(raw) == 4:
+        return ".".join(str(b) for b in raw[::-1])
+    # IPv6: four 32-bit words, each in host (little-endian) order.
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+    address = ipaddress.IPv6Address(words)
+    mapped = address.ipv4_mapped
+    return f"::ffff:{mapped}" if mapped else str(address)
+
+
+def listening_sockets(pids: Sequence[int]) -> list[ListeningSocket]:
+    """TCP sockets in LISTEN state held open by any of ``pids`` (Linux /proc)."""
+    inodes: set[str] = set()
+    for pid in pids:
+        fd_dir = Path(f"/proc/{pid}/fd")
+        with contextlib.suppress(OSError):
+            for fd in fd_dir.iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:["):
+                        inodes.add(target[8:-1])
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            lines = Path(table).read_text().splitlines()[1:]
+            for line in lines:
+                fields = line.split()
+                if len(fields) < 10 or fields[3] != _TCP_LISTEN or fields[9] not in inodes:
+                    continue
+                address, port = fields[1].split(":")
+                found.append(ListeningSocket(decode_proc_address(address), int(port, 16)))
+    return found
 
 
 def wait_for_exit(proc: subprocess.Popen[bytes], timeout: float) -> BridgeExit | None:

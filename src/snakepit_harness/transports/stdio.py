@@ -47,6 +47,7 @@ from .process import (
     process_group_members,
     process_memory,
     signal_process,
+    spawn_in_group,
     track_until_exit,
     untrack,
     wait_for_exit,
@@ -56,9 +57,7 @@ __all__ = [
     "DEFAULT_READ_MAX_FRAME",
     "PIPE_SIZE",
     "STDERR_TAIL_BYTES",
-    "BridgeExit",
     "StdioBridge",
-    "describe_returncode",
     "set_pipe_size",
 ]
 
@@ -143,43 +142,15 @@ class StdioBridge:
         """Spawn the bridge (in a new session, so it leads its own process group)."""
         if self._proc is not None:
             raise RuntimeError("bridge already started")
-        try:
-            proc = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=self._env,
-                cwd=self._cwd,
-                start_new_session=True,
-                pipesize=PIPE_SIZE,
-                bufsize=0,
-            )
-        except PermissionError:
-            # Raising pipe sizes past /proc/sys/fs/pipe-max-size needs
-            # privileges; fall back to the default size rather than fail.
-            proc = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=self._env,
-                cwd=self._cwd,
-                start_new_session=True,
-                bufsize=0,
-            )
+        spawned = spawn_in_group(self.argv, env=self._env, cwd=self._cwd, pipe_size=PIPE_SIZE)
         self.started_at = time.monotonic()
-        self._proc = proc
+        self._proc = spawned.proc
         track_until_exit(self)
-        assert proc.stdin and proc.stdout and proc.stderr
-        # Take the raw descriptors; the file objects would buffer and block.
-        self._stdin_fd = os.dup(proc.stdin.fileno())
-        self._stdout_fd = os.dup(proc.stdout.fileno())
-        stderr_fd = os.dup(proc.stderr.fileno())
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            stream.close()
+        self._stdin_fd, self._stdout_fd = spawned.stdin_fd, spawned.stdout_fd
         for fd in (self._stdin_fd, self._stdout_fd):
-            os.set_blocking(fd, False)
+            if fd is not None:
+                os.set_blocking(fd, False)
+        stderr_fd = spawned.stderr_fd
         self._drain = StderrDrain(stderr_fd, self._stderr_tail_bytes)
         self._drain.start()
         return self
