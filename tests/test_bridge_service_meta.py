@@ -1,24 +1,18 @@
-"""Meta-test: the bridge-service suite catches every sample worker's defect, and only that.
+"""Meta-test of the bridge-service profile: correct workers conform, and no run leaves a process.
 
-Every worker in ``fixtures/bridge_service/catalog.json`` runs through the real
-command line, ``snakepit-harness conformance --profile bridge-service --json
-FILE -- CMD``, as a subprocess, and its JSON report is checked:
+``tests/test_meta_conformance.py`` runs every broken sample of
+``fixtures/bridge_service/catalog.json`` (with the other profiles' samples)
+and checks its verdicts.  This module adds what is particular to this profile:
 
-* the correct workers (the reference worker, and a ``BaseCommandHandler``
-  served through it) conform under ``--strict``;
-* each broken worker (one defect each) makes the run exit 1 (a MUST defect)
-  or exit 0 with NON-STRICT and 1 under ``--strict`` (a SHOULD defect), fails
-  exactly the cases its entry expects, with an expected verdict, and nothing
-  outside ``expect`` + ``also``;
-* together the broken workers fail every ``required`` bridge-service case;
-* no run leaves a process behind: each harness runs with a ``TMPDIR`` of its
-  own, so every worker it launched carries a ready-file path under it, and
-  afterwards no process may.
+* the correct workers, the reference worker and a ``BaseCommandHandler``
+  served through it, conform under ``--strict`` through the real command line
+  (``snakepit-harness conformance --profile bridge-service --json FILE -- CMD``);
+* no run leaves a process behind, also for the samples that try hardest to
+  (a child in a session of its own, SIGTERM ignored, the host's loss
+  ignored): each harness runs with a ``TMPDIR`` of its own, so every worker
+  it launched carries a ready-file path under it, and afterwards no process may.
 
-Runs mostly wait (start-ups, exits, deadlines), so they all start at once in
-a thread pool; each test waits for its own.  Broken workers skip the two slow
-cases (a host that never answers, a 16 MiB request) unless their defect is
-about them.
+Runs mostly wait, so they start at once in a thread pool; each test waits for its own.
 """
 
 from __future__ import annotations
@@ -41,13 +35,18 @@ pytestmark = pytest.mark.timeout(900)
 
 FIXTURES: Final = Path(__file__).resolve().parent.parent / "fixtures" / "bridge_service"
 CATALOG: Final = json.loads((FIXTURES / "catalog.json").read_text())
-PREFIX: Final = "bridge-service."
 FAILING: Final = frozenset({"FAIL", "NON-STRICT", "TIMEOUT", "CRASH", "FRAMING", "STALE", "ERROR"})
-SLOW_CASES: Final = frozenset(
-    {"bridge-service.startup.host-unreachable", "bridge-service.limits.large-request"}
-)
-# Required cases no broken sample fails, with why (none).
-NOT_COVERED: Final[dict[str, str]] = {}
+# The correct workers: name -> command (console scripts are looked up beside this Python).
+CORRECT: Final = {
+    "reference": ["snakepit-bridge-worker"],
+    "command-handler": [
+        "snakepit-bridge-worker",
+        "--adapter",
+        "snakepit_bridge.generic:GenericCommandHandler",
+    ],
+}
+# Samples whose defect is about processes: their runs must still leave none.
+LEFTOVER_PRONE: Final = ("orphan_child", "ignores_sigterm", "ignores_host_loss")
 WORKERS: Final = 4
 RUN_DEADLINE: Final = 300.0
 HARNESS_CLEANUP: Final = 15.0
@@ -137,34 +136,23 @@ def run_conformance(
 # -- the plan ----------------------------------------------------------------------
 
 
-def _broken_runs(row: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    related = set(row["expect"]) | set(row["also"])
-    base = {
-        "worker": [sys.executable, str(FIXTURES / row["script"])],
-        "strict": False,
-        "exclude": tuple(sorted(SLOW_CASES - related)),
-    }
-    runs = {f"broken:{row['name']}": base}
-    if row["level"] != "required":
-        runs[f"broken:{row['name']}:strict"] = {
-            **base,
-            "strict": True,
-            "cases": tuple(row["expect"]),
-            "exclude": (),
-        }
-    return runs
+def _broken(name: str) -> dict[str, Any]:
+    return next(row for row in CATALOG["broken"] if row["name"] == name)
 
 
 def _plan() -> dict[str, dict[str, Any]]:
     plan: dict[str, dict[str, Any]] = {}
-    for entry in CATALOG["correct"]:
-        command = list(entry["command"])
+    for name, command in CORRECT.items():
         beside = Path(sys.executable).parent / command[0]
-        if beside.exists():
-            command[0] = str(beside)
-        plan[f"correct:{entry['name']}"] = {"worker": command, "strict": True}
-    for row in CATALOG["broken"]:
-        plan.update(_broken_runs(row))
+        worker = [str(beside) if beside.exists() else command[0], *command[1:]]
+        plan[f"correct:{name}"] = {"worker": worker, "strict": True}
+    for name in LEFTOVER_PRONE:
+        row = _broken(name)
+        plan[f"broken:{name}"] = {
+            "worker": [sys.executable, str(FIXTURES / row["script"])],
+            "strict": False,
+            "cases": (*row["expect"], *row["also"]),
+        }
     return plan
 
 
@@ -177,8 +165,7 @@ def _run(key: str) -> SuiteRun:
     global _POOL
     if _POOL is None:
         _POOL = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="bs-meta")
-        # Every run at once, the ones that wait out long limits first.
-        for name in sorted(PLAN, key=lambda k: ("ready_file_text" not in k, k)):
+        for name in sorted(PLAN):  # every run at once
             spec = PLAN[name]
             _FUTURES[name] = _POOL.submit(
                 run_conformance,
@@ -200,71 +187,26 @@ def _shutdown_pool() -> Any:
 # -- the tests -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("entry", CATALOG["correct"], ids=lambda e: e["name"])
-def test_correct_worker_conforms_strictly(entry: dict[str, Any]) -> None:
-    run = _run(f"correct:{entry['name']}")
+@pytest.mark.parametrize("name", list(CORRECT))
+def test_correct_worker_conforms_strictly(name: str) -> None:
+    run = _run(f"correct:{name}")
     assert run.exit_code == 0, run.describe()
     assert not run.failing(), run.describe()
     assert not run.left_behind, f"processes left behind: {run.left_behind}"
 
 
-@pytest.mark.parametrize("row", CATALOG["broken"], ids=lambda r: r["name"])
-def test_broken_worker_fails_exactly_its_cases(row: dict[str, Any]) -> None:
-    run = _run(f"broken:{row['name']}")
-    failing = run.failing()
-    for case, verdicts in row["expect"].items():
-        assert failing.get(case) in verdicts, f"{case}: wanted {verdicts}\n{run.describe()}"
-    unexpected = set(failing) - set(row["expect"]) - set(row["also"])
-    assert not unexpected, f"also failed: {sorted(unexpected)}\n{run.describe()}"
-    if row["level"] == "required":
-        assert run.exit_code == 1, run.describe()
-    else:
-        assert run.exit_code == 0, run.describe()
-        strict = _run(f"broken:{row['name']}:strict")
-        assert strict.exit_code == 1, strict.describe()
-    assert not run.left_behind, f"processes left behind: {run.left_behind}"
+@pytest.mark.parametrize("name", LEFTOVER_PRONE)
+def test_no_process_outlives_a_run(name: str) -> None:
+    run = _run(f"broken:{name}")
+    assert run.exit_code == 1, run.describe()
+    for case, verdicts in _broken(name)["expect"].items():
+        assert run.verdicts.get(case) in verdicts, run.describe()
+    assert not run.left_behind, f"processes left behind by the harness: {run.left_behind}"
 
 
-def test_every_required_case_has_a_worker_that_fails_it() -> None:
-    listed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakepit_harness",
-            "conformance",
-            "--list",
-            "--profile",
-            "bridge-service",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    required = {line.split()[0] for line in listed if " required " in line}
-    assert len(required) >= 20, listed
-    caught = {case for row in CATALOG["broken"] for case in row["expect"]}
-    missing = required - caught - set(NOT_COVERED)
-    assert not missing, f"no broken worker fails these required cases: {sorted(missing)}"
+def test_the_catalog_is_registered_with_the_other_profiles() -> None:
+    from snakepit_harness.fixtures.bridges.catalog import CATALOG_DIRS
 
-
-def test_catalog_entries_name_real_files_and_cases() -> None:
-    listed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakepit_harness",
-            "conformance",
-            "--list",
-            "--profile",
-            "bridge-service",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    names = [row["name"] for row in CATALOG["broken"]]
-    assert len(names) == len(set(names)) >= 10
-    for row in CATALOG["broken"]:
-        assert (FIXTURES / row["script"]).is_file(), row
-        for case in [*row["expect"], *row["also"]]:
-            assert case.startswith(PREFIX) and f"{case} " in listed, case
+    assert CATALOG_DIRS["bridge-service"].resolve() == FIXTURES.resolve()
+    assert len(CATALOG["broken"]) >= 10
+    assert all(row["transport"] == "bridge-service" for row in CATALOG["broken"])

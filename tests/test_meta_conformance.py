@@ -513,8 +513,14 @@ NOT_SAMPLES: Final = {
     "stdio": {"python/sample_bridge.py"},
     "enhanced": {"__init__.py", "sandbox.py"},
     "grpc": {"__init__.py"},
+    "bridge-service": {"__init__.py"},
 }
-SAMPLE_GLOBS: Final = {"stdio": "python/*.py", "enhanced": "*.py", "grpc": "*.py"}
+SAMPLE_GLOBS: Final = {
+    "stdio": "python/*.py",
+    "enhanced": "*.py",
+    "grpc": "*.py",
+    "bridge-service": "*.py",
+}
 
 
 @pytest.mark.parametrize("kind", list(CATALOGS))

@@ -923,9 +923,10 @@ def stream_error_status(ctx: BridgeServiceCaseContext) -> None:
     "chunk, or refuses; it does not split the result.",
 )
 def stream_non_streaming_tool(ctx: BridgeServiceCaseContext) -> None:
+    # Results that could be split (a map, a list, a string of two or more) show it best.
     ranked = sorted(
-        _successes(ctx),
-        key=lambda c: not isinstance(_safe_result(c.response), dict | list | str),
+        (c for c in _successes(ctx) if not c.response.binary_result),
+        key=lambda c: not _splittable(_safe_result(c.response)),
     )
     ctx.need_tools("a non-streaming tool that succeeds", [c.tool for c in ranked])
     call = ranked[0]
@@ -939,6 +940,10 @@ def stream_non_streaming_tool(ctx: BridgeServiceCaseContext) -> None:
         f"{call.describe()} came back in {len(carrying)} chunks "
         f"({[c.data[:20] for c in carrying[:5]]}...): its result was split",
     )
+
+
+def _splittable(value: Any) -> bool:
+    return isinstance(value, dict | list | str) and len(value) >= 2
 
 
 def _safe_result(reply: Any) -> Any:
