@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from ..errors import CodecError, FrameTooLarge, LocalProtocolError
-from ._codecs import Codec, get_codec
+from ._codecs import Codec, CodecUnavailable, get_codec
 from ._constants import CODEC_MODES, CODEC_NAMES, NEGOTIATE
 from ._frames import NEED_DATA, FrameDecoder, NeedData, encode_frame
 from ._messages import negotiation_offer, selection_problem
@@ -97,10 +97,18 @@ class Response:
 
 @dataclass(frozen=True, slots=True)
 class NegotiationFailed:
-    """The answer to the offer is not a usable ``protocol_selected`` (§3.4)."""
+    """The answer to the offer is not a usable ``protocol_selected`` (§3.4).
+
+    ``answered_in`` names the codec the answer was written in when it is not
+    JSON but decodes as a map in another codec: a bridge whose command line
+    already chose MessagePack (§3.4's explicit mode) reads the JSON offer as a
+    bad request and answers it in MessagePack.  A caller that asked for that
+    codec anyway may go on in it, as if it had not negotiated.
+    """
 
     reason: str
     payload: bytes
+    answered_in: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,9 +270,15 @@ class HostConnection:
         try:
             reply = get_codec("json").decode(payload)
         except CodecError as exc:
-            return self._fail(
-                NegotiationFailed(f"the negotiation answer is not JSON: {exc}", payload)
-            )
+            written_in = _map_codec(payload)
+            if written_in is None:
+                reason = f"the negotiation answer is not JSON: {exc}"
+            else:
+                reason = (
+                    f"the negotiation answer is not JSON but a {written_in} map: the bridge "
+                    f"was started in {written_in} mode and read the offer as a bad request (§3.4)"
+                )
+            return self._fail(NegotiationFailed(reason, payload, written_in))
         problem = selection_problem(reply, self.offered)
         if problem:
             return self._fail(NegotiationFailed(problem, payload))
@@ -285,3 +299,17 @@ class HostConnection:
             raise LocalProtocolError(
                 f"cannot {name} in state {self.state.value} (a host connection bug)"
             ) from None
+
+
+def _map_codec(payload: bytes) -> str | None:
+    """The codec other than JSON in which ``payload`` is a map, if any (see NegotiationFailed)."""
+    for name in CODEC_NAMES:
+        if name == "json":
+            continue
+        try:
+            value = get_codec(name).decode(payload)
+        except (CodecError, CodecUnavailable):
+            continue
+        if isinstance(value, dict):
+            return name
+    return None
