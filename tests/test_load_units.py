@@ -18,6 +18,7 @@ from snakepit_harness.loadtests.hires import (
     format_ms,
     percentile,
 )
+from snakepit_harness.loadtests.plots import render_html
 from snakepit_harness.loadtests.point import baseline_command
 from snakepit_harness.loadtests.profiles import (
     ID_BASE,
@@ -27,13 +28,8 @@ from snakepit_harness.loadtests.profiles import (
     make_templates,
     next_id,
 )
-from snakepit_harness.loadtests.report import (
-    Gates,
-    build_report,
-    render_html,
-    render_table,
-    write_csv,
-)
+from snakepit_harness.loadtests.render import render_table, write_csv
+from snakepit_harness.loadtests.report import Gates, build_report
 
 
 @pytest.mark.parametrize(
