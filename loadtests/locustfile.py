@@ -34,7 +34,13 @@ import locust.stats
 from locust import User, constant, events, task
 from locust.runners import MasterRunner, WorkerRunner
 from snakepit_harness.loadtests.hires import bucket_response_time
-from snakepit_harness.loadtests.node import GO_MESSAGE, READY_MESSAGE, STREAM_PROFILE, PointRun
+from snakepit_harness.loadtests.node import (
+    FINAL_MESSAGE,
+    GO_MESSAGE,
+    READY_MESSAGE,
+    STREAM_PROFILE,
+    PointRun,
+)
 from snakepit_harness.loadtests.point import PointConfig
 from snakepit_harness.loadtests.profiles import RAW_CODEC, check_response, next_id
 from snakepit_harness.loadtests.tally import LocustTally
@@ -111,6 +117,7 @@ def _on_init(environment: Any, **_: Any) -> None:
     runner = environment.runner
     if isinstance(runner, MasterRunner):
         runner.register_message(READY_MESSAGE, RUN.on_ready)
+        runner.register_message(FINAL_MESSAGE, RUN.on_final)
     elif isinstance(runner, WorkerRunner):
         runner.register_message(GO_MESSAGE, RUN.on_go)
     gevent.spawn(_watch_parent, os.getppid())

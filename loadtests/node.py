@@ -7,9 +7,10 @@ of the point's pool), then all of them start their warm-up and window
 together: a worker tells the master its pool is up (``snakepit_ready``), and
 the master answers every worker at once (``snakepit_go``) when all are, so
 that per-process windows cover the same stretch of time and their requests
-add up.  Each worker ships its samples with every stats report and its final
-figures once its window ends; the master merges them, adds its own CPU, and
-writes the result document.  Locust's own message machinery carries all of it.
+add up.  Each worker ships its samples with every stats report, and the rest
+with its final figures the moment its window ends; the master merges them,
+adds its own CPU, and writes the result document.  Locust's own message
+machinery carries all of it.
 
 Imported inside locust processes only (gevent).
 """
@@ -44,6 +45,9 @@ STUCK_SHARE: Final = 0.5
 GO_WAIT_S: Final = 120.0
 READY_MESSAGE: Final = "snakepit_ready"
 GO_MESSAGE: Final = "snakepit_go"
+# A worker's last samples and final figures, sent the moment its window ends
+# (stats reports come every 3 s, which would hold every point up that long).
+FINAL_MESSAGE: Final = "snakepit_final"
 
 
 class PointRun:
@@ -86,6 +90,7 @@ class PointRun:
                 self.pool.close()
             self.final = {"error": _error_text(exc), "failure": _failure(exc)}
             self._tell_master_ready(runner)
+            self._ship_final(runner)
             self._request_quit(environment)
             return
         self._tell_master_ready(runner)
@@ -218,8 +223,16 @@ class PointRun:
             "stderr_tails": [tail for tail in pool.stderr_tails() if tail.strip()][:3],
             "notes": list(getattr(pool, "notes", [])),
         }
-        if not isinstance(environment.runner, WorkerRunner):
+        if not self._ship_final(environment.runner):
             self.locust_total = _locust_total(environment)
+
+    def _ship_final(self, runner: Any) -> bool:
+        """A worker: send the master its final figures now; False where there is no master."""
+        if not isinstance(runner, WorkerRunner):
+            return False
+        self.final_sent = True
+        runner.send_message(FINAL_MESSAGE, {"chunk": self.record.drain(), "final": self.final})
+        return True
 
     def _request_quit(self, environment: Any) -> None:
         runner = environment.runner
@@ -240,8 +253,14 @@ class PointRun:
 
     def worker_report(self, client_id: str, data: dict[str, Any]) -> None:
         share = data.get("snakepit")
-        if not share:
-            return
+        if share:
+            self._take(client_id, share)
+
+    def on_final(self, environment: Any, msg: Any, **_: Any) -> None:
+        """Master: a worker's window is over (or its pool failed)."""
+        self._take(msg.node_id, msg.data)
+
+    def _take(self, client_id: str, share: dict[str, Any]) -> None:
         self.record.merge(share["chunk"])
         if share.get("final") is not None:
             self.finals[client_id] = share["final"]

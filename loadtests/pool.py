@@ -38,6 +38,9 @@ __all__ = ["SPAWN_LOCK", "DrainedPipe", "PoolError", "PoolWorker", "WorkerPool",
 SPAWN_LOCK: Final = gevent.lock.BoundedSemaphore(1)
 # Added to a pool's own start-up limit before start() gives up on it.
 _START_SLACK_S: Final = 5.0
+# A worker that failed its start-up gets this long for its stderr to arrive
+# (a traceback, a log line written just before the bytes that broke framing).
+_STDERR_SETTLE_S: Final = 0.2
 
 
 # The one-word verdict of a failed start-up, the words ``snakepit-harness
@@ -203,8 +206,10 @@ class WorkerPool(Generic[Worker]):
         try:
             self.greet(worker)
         except Exception as exc:  # any failure must become the point's error, not a hang
+            gevent.sleep(_STDERR_SETTLE_S)
+            tail = worker.stderr_tail()
             worker.close()
-            raise PoolError.from_error(exc, f"worker {index}", worker.stderr_tail()) from exc
+            raise PoolError.from_error(exc, f"worker {index}", tail) from exc
         if self.closing:
             worker.close()
             raise PoolError(f"worker {index}: the pool closed while the worker started")
