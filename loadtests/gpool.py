@@ -50,7 +50,6 @@ from snakepit_harness.protocol import (
     NEGOTIATION_TIMEOUT,
     STARTUP_LIMIT,
     Closed,
-    ConnectionState,
     Event,
     FramingError,
     HostConnection,
@@ -146,18 +145,21 @@ class BridgeWorker:
 
     # -- bytes ----------------------------------------------------------------
 
-    def write(self, parts: list[bytes], size: int) -> None:
+    def write(self, parts: Sequence[bytes | memoryview], size: int) -> None:
         """Write the buffers (``size`` bytes in all) in order, waiting while the pipe is full."""
-        try:
-            written = os.writev(self._in, parts)
-        except BlockingIOError:
-            written = 0
-        except OSError as exc:
-            raise self._crashed(f"stdin write failed: {exc}") from None
+        written = self._writev(parts)
         if written < size:
             self._write_rest(parts, written)
 
-    def _write_rest(self, parts: list[bytes], written: int) -> None:
+    def _writev(self, parts: Sequence[bytes | memoryview]) -> int:
+        try:
+            return os.writev(self._in, parts)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise self._crashed(f"stdin write failed: {exc}") from None
+
+    def _write_rest(self, parts: Sequence[bytes | memoryview], written: int) -> None:
         views = [memoryview(part) for part in parts if part]
         while views:
             while written and views:
@@ -167,15 +169,9 @@ class BridgeWorker:
                 else:
                     views[0] = views[0][written:]
                     written = 0
-            if not views:
-                return
-            self._wait(self._writable)
-            try:
-                written = os.writev(self._in, views)
-            except BlockingIOError:
-                written = 0
-            except OSError as exc:
-                raise self._crashed(f"stdin write failed: {exc}") from None
+            if views:
+                self._wait(self._writable)
+                written = self._writev(views)
 
     def _fill(self) -> None:
         """Wait until stdout is readable, then feed the connection what it holds.
@@ -203,10 +199,15 @@ class BridgeWorker:
         return event
 
     def _answer(self) -> Event:
-        """:meth:`read_event` right after a request: nothing buffered means read first."""
+        """:meth:`read_event` right after a request: read before asking the connection.
+
+        The answer is not there yet, so asking first would only cost a call.
+        A worker in use is always READY (one that broke framing, or whose
+        output ended, is replaced), and a frame left over from before (a
+        bridge answering twice) still comes out first, as it would have.
+        """
         connection = self.connection
-        if connection.state is ConnectionState.READY and not connection.buffered:
-            self._fill()
+        self._fill()
         while (event := connection.next_event()) is NEED_DATA:
             self._fill()
         return event

@@ -57,6 +57,7 @@ tune_allocator()
 # long enough to spread locust's per-task cost over hundreds of small
 # requests, short enough that a stop or the window's end is seen at once.
 TASK_SLICE_S: Final = 0.05
+_SLICE_NS: Final = int(TASK_SLICE_S * 1e9)
 # What a user does while there is nothing to send (pool starting, window over,
 # or a process whose share of the pool is empty).
 IDLE_SLEEP_S: Final = 0.05
@@ -161,10 +162,12 @@ def _request_name(config: PointConfig) -> str:
     return f"{config.codec} {config.payload}"
 
 
-class StdioPoolUser(User):
-    """Sends the point's payload to a worker checked out of the stdio pool, in a closed loop."""
+class _PointUser(User):
+    """What both users share: idle while there is nothing to send, send for a slice, tally."""
 
+    abstract = True
     wait_time = constant(0)
+    kind = ""  # locust's request type
 
     @task
     def call(self) -> None:
@@ -174,89 +177,102 @@ class StdioPoolUser(User):
         if pool is None or config is None or not run.serving or not pool.size:
             gevent.sleep(IDLE_SLEEP_S)
             return
-        name = _request_name(config)
-        tally = LocustTally("stdio", name)
+        tally = LocustTally(self.kind, _request_name(config))
+        try:
+            self.send_for(run, pool, config, tally, time.perf_counter_ns() + _SLICE_NS)
+        finally:
+            tally.flush(self.environment)
+
+    def send_for(
+        self, run: PointRun, pool: Any, config: PointConfig, tally: LocustTally, end_ns: int
+    ) -> None:
+        """Send requests until ``end_ns`` (perf_counter_ns) or the window's end."""
+        raise NotImplementedError
+
+    def failed(self, run: PointRun, tally: LocustTally, elapsed_ns: int, error: str) -> None:
+        run.record.add_error(error)
+        _fire_failure(self, self.kind, tally.name, elapsed_ns, error)
+
+    def take(self, run: PointRun, pool: Any, tally: LocustTally) -> tuple[Any, int] | None:
+        """A worker and the wait for it, or None (the failure recorded) when none came."""
+        try:
+            taken: tuple[Any, int] = pool.acquire()
+        except gevent.queue.Empty:
+            self.failed(run, tally, 0, f"no free worker within {pool.timeout:.0f} s")
+            return None
+        return taken
+
+
+class StdioPoolUser(_PointUser):
+    """Sends the point's payload to a worker checked out of the stdio pool, in a closed loop."""
+
+    kind = "stdio"
+
+    def send_for(
+        self, run: PointRun, pool: Any, config: PointConfig, tally: LocustTally, end_ns: int
+    ) -> None:
         templates = run.templates
         record = run.record
         codec = config.codec
         timeout = config.timeout_s
         counter = run.counter
         perf_ns = time.perf_counter_ns
-        slice_end = perf_ns() + int(TASK_SLICE_S * 1e9)
-        try:
-            while run.serving and perf_ns() < slice_end:
-                count = next(counter)
-                template = templates[count % len(templates)]
-                request_id = next_id(count)
-                try:
-                    worker, waited = pool.acquire()
-                except gevent.queue.Empty:
-                    error = f"no free worker within {timeout:.0f} s"
-                    record.add_error(error)
-                    _fire_failure(self, "stdio", name, 0, error)
-                    continue
-                began = worker.busy_since_ns = perf_ns()
-                try:
-                    payload = worker.round_trip(
-                        template.parts(request_id), template.frame_size, timeout
-                    )
-                except (HarnessError, OSError) as exc:
-                    pool.release(worker, broken=isinstance(exc, pool.broken_by))
-                    error = str(exc).splitlines()[0]
-                    record.add_error(error)
-                    _fire_failure(self, "stdio", name, perf_ns() - began, error)
-                    continue
-                elapsed = perf_ns() - began
-                pool.release(worker)
-                problem = check_response(codec, payload, template, request_id)
-                if problem is None:
-                    record.add(elapsed, waited)
-                    tally.add(elapsed, len(payload))
-                else:
-                    record.add_error(problem)
-                    _fire_failure(self, "stdio", name, elapsed, problem)
-        finally:
-            tally.flush(self.environment)
+        while run.serving and perf_ns() < end_ns:
+            count = next(counter)
+            template = templates[count % len(templates)]
+            request_id = next_id(count)
+            taken = self.take(run, pool, tally)
+            if taken is None:
+                continue
+            worker, waited = taken
+            began = worker.busy_since_ns = perf_ns()
+            try:
+                payload = worker.round_trip(
+                    template.parts(request_id), template.frame_size, timeout
+                )
+            except (HarnessError, OSError) as exc:
+                pool.release(worker, broken=isinstance(exc, pool.broken_by))
+                self.failed(run, tally, perf_ns() - began, str(exc).splitlines()[0])
+                continue
+            elapsed = perf_ns() - began
+            pool.release(worker)
+            problem = check_response(codec, payload, template, request_id)
+            if problem is None:
+                record.add(elapsed, waited)
+                tally.add(elapsed, len(payload))
+            else:
+                self.failed(run, tally, elapsed, problem)
 
 
-class GrpcUser(User):
+class GrpcUser(_PointUser):
     """Unary ``Execute`` calls; ``ExecuteStream`` with time to first message for ``stream``."""
 
-    wait_time = constant(0)
+    kind = "grpc"
 
-    @task
-    def call(self) -> None:
-        run = RUN
-        pool = run.pool
-        config = run.config
-        if pool is None or config is None or not run.serving or not pool.size:
-            gevent.sleep(IDLE_SLEEP_S)
-            return
-        tally = LocustTally("grpc", _request_name(config))
-        slice_end = time.perf_counter_ns() + int(TASK_SLICE_S * 1e9)
-        try:
-            while run.serving and time.perf_counter_ns() < slice_end:
-                self._one(run, config, tally)
-        finally:
-            tally.flush(self.environment)
+    def send_for(
+        self, run: PointRun, pool: Any, config: PointConfig, tally: LocustTally, end_ns: int
+    ) -> None:
+        while run.serving and time.perf_counter_ns() < end_ns:
+            taken = self.take(run, pool, tally)
+            if taken is not None:
+                self._one(run, pool, config, tally, taken)
 
-    def _one(self, run: PointRun, config: PointConfig, tally: LocustTally) -> None:
+    def _one(
+        self,
+        run: PointRun,
+        pool: Any,
+        config: PointConfig,
+        tally: LocustTally,
+        taken: tuple[Any, int],
+    ) -> None:
         import grpc
 
-        pool = run.pool
-        assert pool is not None
+        worker, waited = taken
         error: str | None = None
         first: int | None = None
         length = 0
         elapsed = 0
         baseline = config.codec == RAW_CODEC
-        try:
-            worker, waited = pool.acquire()
-        except gevent.queue.Empty:
-            error = f"no free worker within {config.timeout_s:.0f} s"
-            run.record.add_error(error)
-            _fire_failure(self, "grpc", tally.name, 0, error)
-            return
         began = worker.busy_since_ns = time.perf_counter_ns()
         try:
             if config.payload == STREAM_PROFILE:
@@ -283,8 +299,7 @@ class GrpcUser(User):
             run.record.add(elapsed, waited, first)
             tally.add(elapsed, length)
         else:
-            run.record.add_error(error)
-            _fire_failure(self, "grpc", tally.name, elapsed, error)
+            self.failed(run, tally, elapsed, error)
 
 
 def _check_unary(baseline: bool, answer: bytes, request_size: int) -> str | None:

@@ -14,7 +14,15 @@ from typing import Final
 
 from .hires import format_ms
 from .point import BASELINE_KIND
-from .render import TABLE_COLUMNS, failure_lines, recommendation_lines, row_cells, startup_cells
+from .render import (
+    SOAK_COLUMNS,
+    TABLE_COLUMNS,
+    failure_lines,
+    recommendation_lines,
+    row_cells,
+    soak_cells,
+    startup_cells,
+)
 from .report import LoadReport
 from .rows import LoadRow
 
@@ -188,22 +196,6 @@ def render_html(report: LoadReport) -> str:
     ]
     if report.soak:
         parts.append("<h2>Bridge memory (soak)</h2>")
-        parts.append(
-            _html_table(
-                ("payload", "pool", "codec", "start MB", "end MB", "growth MB", "growth %"),
-                [
-                    [
-                        s.payload,
-                        str(s.pool),
-                        s.codec,
-                        f"{s.rss_start_mb:.1f}",
-                        f"{s.rss_end_mb:.1f}",
-                        f"{s.growth_mb:+.2f}",
-                        f"{s.growth_pct:+.1f}",
-                    ]
-                    for s in report.soak
-                ],
-            )
-        )
+        parts.append(_html_table(SOAK_COLUMNS, soak_cells(report)))
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from snakepit_harness.errors import HarnessError
-from snakepit_harness.protocol import encode_header, get_codec
+from snakepit_harness.protocol import HEADER_SIZE, encode_header, get_codec
 
 __all__ = [
     "BUILTIN_PROFILES",
@@ -209,11 +209,9 @@ class RequestTemplate:
     before_id: bytes
     after_id: bytes
     encode_id: Callable[[int], bytes]
-    payload_size: int  # every id has the same width, so every frame the same size
-
-    @property
-    def frame_size(self) -> int:
-        return len(self.header) + self.payload_size
+    # Every id has the same width, so every frame has the same size.
+    payload_size: int
+    frame_size: int
 
     def parts(self, request_id: int) -> list[bytes]:
         return [self.header, self.before_id, self.encode_id(request_id), self.after_id]
@@ -257,6 +255,7 @@ def _template(codec_name: str, label: str, command: str, args: dict[str, Any]) -
         after_id=payload[end:],
         encode_id=encode_id,
         payload_size=len(payload),
+        frame_size=HEADER_SIZE + len(payload),
     )
 
 

@@ -20,11 +20,13 @@ from .rows import LoadRow
 
 __all__ = [
     "CSV_FIELDS",
+    "SOAK_COLUMNS",
     "TABLE_COLUMNS",
     "failure_lines",
     "recommendation_lines",
     "render_table",
     "row_cells",
+    "soak_cells",
     "startup_cells",
     "text_table",
     "write_csv",
@@ -101,6 +103,24 @@ def startup_cells(report: LoadReport) -> list[list[str]]:
             format_ms(s.baseline_s * 1000) if s.baseline_s is not None else "-",
         ]
         for s in report.startup
+    ]
+
+
+SOAK_COLUMNS: Final = ("payload", "pool", "codec", "start", "end", "growth", "per 1000 req")
+
+
+def soak_cells(report: LoadReport) -> list[list[str]]:
+    return [
+        [
+            s.payload,
+            str(s.pool),
+            s.codec,
+            f"{s.rss_start_mb:.1f} MB",
+            f"{s.rss_end_mb:.1f} MB",
+            f"{s.growth_mb:+.2f} MB ({s.growth_pct:+.1f}%)",
+            f"{s.growth_kb_per_1000_requests:+.1f} KB",
+        ]
+        for s in report.soak
     ]
 
 
@@ -214,23 +234,7 @@ def render_table(report: LoadReport) -> str:
         parts.append(text_table(("pool", "bridge", "raw baseline"), startup_cells(report)))
     if report.soak:
         parts.append("\nBridge memory over the measured window (soak):")
-        parts.append(
-            text_table(
-                ("payload", "pool", "codec", "start", "end", "growth", "per 1000 req"),
-                [
-                    [
-                        s.payload,
-                        str(s.pool),
-                        s.codec,
-                        f"{s.rss_start_mb:.1f} MB",
-                        f"{s.rss_end_mb:.1f} MB",
-                        f"{s.growth_mb:+.2f} MB ({s.growth_pct:+.1f}%)",
-                        f"{s.growth_kb_per_1000_requests:+.1f} KB",
-                    ]
-                    for s in report.soak
-                ],
-            )
-        )
+        parts.append(text_table(SOAK_COLUMNS, soak_cells(report)))
     lines = recommendation_lines(report)
     if lines:
         parts.append("\nRecommendation:")
