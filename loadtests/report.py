@@ -316,9 +316,8 @@ def _warnings(rows: list[LoadRow]) -> list[str]:
     busy = [
         r
         for r in rows
-        if r.nodes == 1  # distributed points ran on other machines too
-        and (r.bridge_cpu_pct or 0) + (r.loadgen_cpu_pct or 0)
-        >= MACHINE_SATURATED_SHARE * 100 * cpus
+        if r.same_host  # distributed points ran on other machines too
+        and (r.bridge_cpu_pct or 0) + r.generator_cpu_pct >= MACHINE_SATURATED_SHARE * 100 * cpus
     ]
     if busy:
         warnings.append(

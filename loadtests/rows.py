@@ -74,6 +74,8 @@ class LoadRow:
     startup_s: float | None = None
     restarts: int = 0
     nodes: int = 1
+    # False when the load came from locust workers on other hosts (--master).
+    same_host: bool = True
     # Locust processes that generated the load; their CPU (and the master's,
     # when there is one) over the window, per request; whether any was saturated.
     generator_processes: int = 1
@@ -94,6 +96,13 @@ class LoadRow:
     def measured(self) -> bool:
         """A bridge point with figures (not the baseline, not failed, some requests)."""
         return not self.is_baseline and not self.error and self.requests > 0
+
+    @property
+    def generator_cpu_pct(self) -> float:
+        """Every generator process together, % of one CPU (what they took from the machine)."""
+        if self.generator_cpu_us_per_request is None:
+            return self.loadgen_cpu_pct or 0.0
+        return self.generator_cpu_us_per_request * self.rps / 1e4
 
     @property
     def where(self) -> str:
@@ -149,6 +158,7 @@ def _row(result: dict[str, Any]) -> LoadRow:
         startup_s=result.get("startup_s"),
         restarts=result.get("restarts", 0),
         nodes=result.get("nodes", 1),
+        same_host=result.get("nodes", 1) == 1 or bool(config.get("split_pool")),
         generator_processes=result.get("generator_processes", config.get("generator_processes", 1)),
         generator_cpu_us_per_request=generator_us,
         generator_bound=_generator_bound(result),
