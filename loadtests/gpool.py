@@ -177,10 +177,17 @@ class BridgeWorker:
         """Wait until stdout is readable, then feed the connection what it holds.
 
         Waiting first: right after a request its answer is never there yet, and
-        a read that fails costs a system call and an exception.
+        a read that fails costs a system call and an exception.  (The wait is
+        written out here rather than through :meth:`_wait`: this is the line
+        every request runs.)
         """
+        readable = self._readable
         while True:
-            self._wait(self._readable)
+            self._waiting_on = readable
+            try:
+                self._hub.wait(readable)
+            finally:
+                self._waiting_on = None
             try:
                 count = os.readv(self._out, [self._read_into])
             except BlockingIOError:

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from .test_load_sweep import HANGS_AFTER_INIT
+
 if importlib.util.find_spec("locust") is None:
     pytest.skip("the load extra (locust) is not installed", allow_module_level=True)
 
@@ -284,3 +286,18 @@ def test_stopping_the_harness_stops_every_generator_and_bridge(
     time.sleep(0.3)
     assert not _running(marker)
     assert not _running(str(work))  # no locust master or worker left
+
+
+def test_a_request_past_its_deadline_fails_and_the_worker_is_replaced(tmp_path: Path) -> None:
+    # The worker answers its init ping, then never again: each request must end
+    # in a timeout after --timeout (the pool's watchdog), not hang the user.
+    status, out, err, _ = run_watched(
+        ["--pool", "1", "--codec", "json", "--codec-select", "none", "--baseline", "none",
+         "--users", "1", "--timeout", "0.4", "--duration", "1.5", "--warmup", "0",
+         "--json", str(tmp_path / "r.json"), "--", PY, "-c", HANGS_AFTER_INIT],
+    )  # fmt: skip
+    assert status == 0, err + out  # measured: every request failed, and no limit was set
+    (row,) = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert row["requests"] == 0 and row["errors"] >= 2
+    assert "no complete response in time" in row["top_error"]
+    assert row["restarts"] >= 2
