@@ -290,8 +290,11 @@ class StdioPool(WorkerPool[BridgeWorker]):
         pid_file: str | None = None,
         timeout: float = 30.0,
         first_index: int = 0,
+        whole: int | None = None,
     ) -> None:
-        super().__init__(argv, size, pid_file=pid_file, timeout=timeout, first_index=first_index)
+        super().__init__(
+            argv, size, pid_file=pid_file, timeout=timeout, first_index=first_index, whole=whole
+        )
         self.codec = codec
         self.select = select
         self.notes: list[str] = []  # what the pool noticed and worked around

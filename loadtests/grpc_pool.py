@@ -131,8 +131,11 @@ class GrpcPool(WorkerPool[GrpcWorker]):
         pid_file: str | None = None,
         timeout: float = 30.0,
         first_index: int = 0,
+        whole: int | None = None,
     ) -> None:
-        super().__init__(argv, size, pid_file=pid_file, timeout=timeout, first_index=first_index)
+        super().__init__(
+            argv, size, pid_file=pid_file, timeout=timeout, first_index=first_index, whole=whole
+        )
         self.baseline = baseline
 
     def spawn_worker(self, index: int) -> GrpcWorker:

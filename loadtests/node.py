@@ -125,6 +125,7 @@ class PointRun:
                 pid_file=pid_file,
                 timeout=config.timeout_s,
                 first_index=first,
+                whole=config.pool,
             )
         from .gpool import StdioPool
 
@@ -137,6 +138,7 @@ class PointRun:
             pid_file=pid_file,
             timeout=config.timeout_s,
             first_index=first,
+            whole=config.pool,
         )
 
     # -- the start together ---------------------------------------------------

@@ -171,9 +171,16 @@ class WorkerPool(Generic[Worker]):
         pid_file: str | None = None,
         timeout: float = 30.0,
         first_index: int = 0,
+        whole: int | None = None,
     ) -> None:
         self.argv = list(argv)
         self.size = size
+        # A share of a pool split among generator processes says so in messages.
+        self.label = (
+            f"the pool of {size}"
+            if whole is None or whole == size
+            else f"the pool of {whole} (this generator process's {size} of it)"
+        )
         self.pid_file = pid_file
         self.timeout = timeout
         self.workers: list[Worker] = []
@@ -235,15 +242,13 @@ class WorkerPool(Generic[Worker]):
             first = failures[0] if failures else None
             if isinstance(first, PoolError):
                 raise PoolError(
-                    f"the pool of {self.size} could not start: {first.detail}",
+                    f"{self.label} could not start: {first.detail}",
                     verdict=first.verdict,
                     data=first.data,
                     stderr_tail=first.stderr_tail,
                 ) from first
             why = first or f"no answer within {self.start_limit_s + _START_SLACK_S:.0f} s"
-            raise PoolError(
-                f"the pool of {self.size} could not start: {why}", verdict="TIMEOUT"
-            ) from first
+            raise PoolError(f"{self.label} could not start: {why}", verdict="TIMEOUT") from first
         self.startup_s = time.perf_counter() - began
         return self.startup_s
 
