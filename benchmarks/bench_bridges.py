@@ -44,8 +44,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from snakepit_harness.loadtests.point import baseline_command
-from snakepit_harness.loadtests.procs import tune_allocator
 from snakepit_harness.loadtests.profiles import RequestTemplate, make_templates, next_id
+
+from snakepit_harness.transports.spawn import tune_allocator
 
 PIPE_SIZE: Final = 1024 * 1024
 V2_BRIDGE: Final = [sys.executable, "-m", "snakepit_bridge.generic_bridge_v2", "--quiet"]
@@ -185,7 +186,7 @@ def grpc_call(argv: list[str]) -> Callable[[], Any]:
     @contextlib.contextmanager
     def factory() -> Iterator[Callable[[int], object]]:
         import grpc
-        from snakepit_harness.loadtests.grpc_wire import EXECUTE_METHOD, execute_request_bytes
+        from snakepit_harness.loadtests.grpc_calls import EXECUTE_METHOD, execute_request_bytes
 
         proc = subprocess.Popen(
             [*argv, "--port", "0"],

@@ -5,8 +5,11 @@ per point), build the report (:mod:`.report`), write the files asked for, and
 turn limits into the exit code (3 when one is breached, 1 when a point could
 not be measured because the bridge failed).  Locust is never imported here.
 
-Distributed mode: ``--master`` runs the same sweep with each point's locust
-process as a master waiting for ``--expect-workers`` workers;
+Several load-generating processes on this host: ``--generator-processes N``
+(or ``auto``, the default: as many as the machine can spare) runs each point
+as a locust master with N forked workers, each driving its share of the users
+and of the pool.  Distributed mode: ``--master`` runs the same sweep with each
+point's locust process as a master waiting for ``--expect-workers`` workers;
 ``--worker --master-host H`` runs locust workers that take every point's
 configuration (bridge command included) from the master.
 """
@@ -23,13 +26,11 @@ from pathlib import Path
 from typing import Any, Final
 
 from snakepit_harness.errors import HarnessError
+from snakepit_harness.protocol import ExitCode
+
+from .sweep import AUTO
 
 __all__ = ["register", "run_load"]
-
-EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
-EXIT_ERROR: Final = 2
-EXIT_LIMIT_BREACHED: Final = 3
 
 DEFAULT_BRIDGES: Final = {
     "stdio": (sys.executable, "-m", "snakepit_bridge.generic_bridge_v2"),
@@ -52,6 +53,18 @@ def _int_list(text: str) -> list[int]:
     if not values or any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"pool sizes must be positive integers, got {text!r}")
     return sorted(set(values))
+
+
+def _processes(text: str) -> int | str:
+    if text == AUTO:
+        return AUTO
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
+    return value
 
 
 def _name_list(text: str) -> list[str]:
@@ -116,6 +129,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="measure the raw echo baseline at every pool size, only the smallest, or not at all",
     )
     sweep.add_argument("--stream-count", type=int, default=10, help="messages per gRPC ping_stream")
+    sweep.add_argument(
+        "--generator-processes",
+        type=_processes,
+        default=AUTO,
+        metavar="N|auto",
+        help="locust processes generating the load on this host, each driving its share of "
+        "the users and of the pool (locust --processes); auto: per point, half the CPUs, "
+        "at most the pool size, at least 1 (default: auto)",
+    )
     out = parser.add_argument_group("output")
     out.add_argument("--html", type=Path, help="write an HTML report with plots")
     out.add_argument(
@@ -179,6 +201,11 @@ def _validate(args: argparse.Namespace) -> None:
             raise HarnessError(f"{option} must be positive, not {value:g}")
     if args.warmup < 0:
         raise HarnessError(f"--warmup cannot be negative ({args.warmup:g})")
+    if args.master and args.generator_processes != AUTO:
+        raise HarnessError(
+            "--generator-processes applies to this host; with --master, each --worker host "
+            "is one generating process (start several workers for more)"
+        )
     for codec in args.codec:
         if codec not in ("json", "msgpack"):
             raise HarnessError(f"unknown codec {codec!r}; use json and/or msgpack")
@@ -215,7 +242,9 @@ def resolve_command(argv: list[str]) -> list[str]:
 
 
 def run_load(args: argparse.Namespace) -> int:
-    from .report import Gates, build_report, render_html, render_table, write_csv, write_json
+    from .plots import render_html
+    from .render import render_table, write_csv, write_json
+    from .report import Gates, build_report
     from .sweep import SweepOptions, run_sweep, run_worker
 
     _check_dependencies(args.transport)
@@ -251,6 +280,7 @@ def run_load(args: argparse.Namespace) -> int:
         master=args.master,
         expect_workers=args.expect_workers,
         master_bind_port=args.master_bind_port,
+        generator_processes=args.generator_processes,
     )
     results = run_sweep(options, sys.stderr, args.work_dir)
     gates = Gates(args.max_p99, args.max_error_ratio, args.min_rps, args.max_rss_growth)
@@ -264,8 +294,8 @@ def run_load(args: argparse.Namespace) -> int:
     if args.html:
         args.html.parent.mkdir(parents=True, exist_ok=True)
         args.html.write_text(render_html(report), encoding="utf-8")
-    if report["breaches"]:
-        return EXIT_LIMIT_BREACHED
-    if any(row["error"] for row in report["rows"]):
-        return EXIT_FAILED
-    return EXIT_OK
+    if report.breaches:
+        return ExitCode.LIMIT_BREACHED
+    if any(row.error for row in report.rows):
+        return ExitCode.FAILED
+    return ExitCode.OK

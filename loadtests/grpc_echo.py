@@ -50,8 +50,10 @@ def serve(port: int, host: str = "127.0.0.1") -> tuple[Any, int]:
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
     )
+    from .grpc_calls import SERVICE
+
     handler = grpc.method_handlers_generic_handler(
-        "snakepit.SnakepitBridge",
+        SERVICE,
         {
             "Execute": grpc.unary_unary_rpc_method_handler(_echo),
             "ExecuteStream": grpc.unary_stream_rpc_method_handler(_echo_stream),

@@ -10,43 +10,38 @@ from the call.
 exists, or grpc's own threads block the gevent hub; :func:`init_grpc_for_gevent`
 does it once and the locustfile calls it before building a pool.
 
-Requests are serialised once (see :func:`execute_request_bytes`) and sent with
-identity serialisers; bridges' responses are parsed (``ExecuteResponse``,
-``StreamResponse``), the baseline's are not (they are our request echoed).
+Requests are serialised once (:mod:`.grpc_calls`) and sent with identity
+serialisers; bridges' responses are parsed by the caller, the baseline's are
+not (they are our request echoed).
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
-import os
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import Any, ClassVar, Final
 
 import gevent
-import gevent.queue
-from gevent.socket import wait_read
 
-from snakepit_harness.errors import BridgeCrashed, HarnessError
+from snakepit_harness.errors import BridgeCrashed, HandshakeFailed
+from snakepit_harness.protocol import READY_PREFIX
+from snakepit_harness.protos import snakepit_pb2
+from snakepit_harness.transports.spawn import record_pid, spawn_with_pipes
 
-from .gpool import SPAWN_LOCK, spawn_with_pipes, start_concurrently
-from .grpc_wire import execute_request_bytes
-from .procs import record_pid
+from .grpc_calls import EXECUTE_METHOD, EXECUTE_STREAM_METHOD, execute_request_bytes
+from .pool import DrainedPipe, WorkerPool
 
 __all__ = ["GrpcPool", "GrpcWorker", "init_grpc_for_gevent"]
 
-READY_PREFIX: Final = b"GRPC_SERVER_READY_ON_PORT="
+_READY_LINE: Final = READY_PREFIX.encode()
 # §8.2 allows 10 s; a shared 2-core machine starting 8 servers at once needs more.
 READY_TIMEOUT_S: Final = 30.0
 MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
 STDERR_TAIL_BYTES: Final = 8 * 1024
 
 _gevent_ready = False
-
-
-class GrpcPoolError(HarnessError):
-    """A gRPC bridge could not be started or did not answer its init call."""
 
 
 def init_grpc_for_gevent() -> None:
@@ -57,75 +52,39 @@ def init_grpc_for_gevent() -> None:
         _gevent_ready = True
 
 
-class _Pipe:
-    """A non-blocking read end drained by a greenlet (tail kept)."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        os.set_blocking(fd, False)
-        self.data = bytearray()
-        self.eof = False
-        self.greenlet = gevent.spawn(self._drain)
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                chunk = os.read(self.fd, 65536)
-            except BlockingIOError:
-                try:
-                    wait_read(self.fd)
-                except (OSError, ValueError):
-                    break
-                continue
-            except OSError:
-                break
-            if not chunk:
-                break
-            self.data += chunk
-            if len(self.data) > STDERR_TAIL_BYTES * 2:
-                del self.data[: len(self.data) - STDERR_TAIL_BYTES]
-        self.eof = True
-
-    def close(self) -> None:
-        self.greenlet.kill(block=False)
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
-
-
 class GrpcWorker:
     """One gRPC server process and a channel to it."""
 
-    def __init__(self, argv: Sequence[str], index: int, pid_file: str | None) -> None:
+    def __init__(self, argv: Sequence[str], index: int) -> None:
         argv = list(argv)
         if "--port" not in argv and not any(a.startswith("--port=") for a in argv):
             argv += ["--port", "0"]
         self.index = index
         self.channel: Any = None
         self.closed = False
+        self.busy_since_ns = 0
         self.proc, _, stdout_fd, stderr_fd = spawn_with_pipes(argv, stdin=False)
-        if pid_file:
-            record_pid(pid_file, self.proc.pid)
-        self._stdout = _Pipe(stdout_fd)
-        self._stderr = _Pipe(stderr_fd)
+        self._stdout = DrainedPipe(stdout_fd, STDERR_TAIL_BYTES)
+        self._stderr = DrainedPipe(stderr_fd, STDERR_TAIL_BYTES)
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
     def stderr_tail(self) -> bytes:
-        return bytes(self._stderr.data[-STDERR_TAIL_BYTES:])
+        return self._stderr.tail()
 
     def wait_ready(self, timeout: float) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for line in bytes(self._stdout.data).splitlines():
-                if line.startswith(READY_PREFIX):
-                    return int(line[len(READY_PREFIX) :].strip())
+            for line in self._stdout.tail().splitlines():
+                if line.startswith(_READY_LINE):
+                    return int(line[len(_READY_LINE) :].strip())
             if self._stdout.eof:
                 break
             gevent.sleep(0.01)
         raise BridgeCrashed(
-            f"gRPC worker {self.index}: no {READY_PREFIX.decode()}<port> line on stdout "
+            f"gRPC worker {self.index}: no {READY_PREFIX}<port> line on stdout "
             f"(PROTOCOL.md §8.2) within {timeout:.0f} s",
             self.stderr_tail(),
             self.proc.poll(),
@@ -141,8 +100,6 @@ class GrpcWorker:
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ],
         )
-        from .grpc_wire import EXECUTE_METHOD, EXECUTE_STREAM_METHOD
-
         # Identity serialisers: requests are pre-serialised bytes, responses
         # are parsed by the caller only when it needs to.
         self.execute = self.channel.unary_unary(EXECUTE_METHOD)
@@ -160,8 +117,10 @@ class GrpcWorker:
         self._stderr.close()
 
 
-class GrpcPool:
+class GrpcPool(WorkerPool[GrpcWorker]):
     """N gRPC servers, each ready and answering an init ``ping`` (the baseline: an echo)."""
+
+    start_limit_s: ClassVar[float] = READY_TIMEOUT_S + 30.0
 
     def __init__(
         self,
@@ -171,98 +130,31 @@ class GrpcPool:
         baseline: bool,
         pid_file: str | None = None,
         timeout: float = 30.0,
+        first_index: int = 0,
+        whole: int | None = None,
     ) -> None:
-        self.argv = list(argv)
-        self.size = size
+        super().__init__(
+            argv, size, pid_file=pid_file, timeout=timeout, first_index=first_index, whole=whole
+        )
         self.baseline = baseline
-        self.pid_file = pid_file
-        self.timeout = timeout
-        self.workers: list[GrpcWorker] = []
-        # Every process ever started, so close() also reaches workers still
-        # starting (a SIGTERM can arrive mid start-up).
-        self._spawned: list[GrpcWorker] = []
-        self.idle: gevent.queue.Queue[GrpcWorker] = gevent.queue.Queue()
-        self.restarts = 0
-        self.startup_s = 0.0
-        self._closed = False
 
-    def _new_worker(self, index: int) -> GrpcWorker:
-        from .grpc_wire import ExecuteResponse
-
-        with SPAWN_LOCK:  # one spawn at a time, as in gpool (cheap: ~1 ms each)
-            worker = GrpcWorker(self.argv, index, self.pid_file)
-        self._spawned.append(worker)
-        try:
-            worker.connect(worker.wait_ready(READY_TIMEOUT_S))
-            init = execute_request_bytes(
-                "ping", {"worker_id": f"load_worker_{index}", "initialization": True}
-            )
-            answer = worker.execute(init, timeout=self.timeout, wait_for_ready=True)
-            if not self.baseline:
-                response = ExecuteResponse.FromString(answer)
-                if not response.success:
-                    raise GrpcPoolError(
-                        f"gRPC worker {index}: init ping failed: {response.error!r}"
-                    )
-        except Exception as exc:
-            tail = worker.stderr_tail().decode("utf-8", "replace").strip()
-            worker.close()
-            detail = f"; stderr: {tail[-600:]}" if tail else ""
-            raise GrpcPoolError(f"{exc}{detail}") from exc
+    def spawn_worker(self, index: int) -> GrpcWorker:
+        worker = GrpcWorker(self.argv, index)
+        if self.pid_file:
+            record_pid(self.pid_file, worker.pid)
         return worker
 
-    def start(self) -> float:
-        began = time.perf_counter()
-        started, failure = start_concurrently(
-            self._new_worker, self.size, READY_TIMEOUT_S + self.timeout + 5
+    def greet(self, worker: GrpcWorker) -> None:
+        worker.connect(worker.wait_ready(READY_TIMEOUT_S))
+        init = execute_request_bytes(
+            "ping", {"worker_id": f"load_worker_{worker.index}", "initialization": True}
         )
-        for worker in started:
-            self.workers.append(worker)
-            self.idle.put(worker)
-        if failure is not None:
-            self.close()
-            raise GrpcPoolError(f"the gRPC pool of {self.size} could not start: {failure}")
-        self.startup_s = time.perf_counter() - began
-        return self.startup_s
+        answer = worker.execute(init, timeout=self.timeout, wait_for_ready=True)
+        if not self.baseline:
+            response = snakepit_pb2.ExecuteResponse.FromString(answer)
+            if not response.success:
+                raise HandshakeFailed(f"init ping failed: {response.error!r}", answer)
 
-    @contextlib.contextmanager
-    def checkout(self) -> Iterator[tuple[GrpcWorker, int]]:
-        began = time.perf_counter_ns()
-        worker = self.idle.get(timeout=self.timeout)
-        waited = time.perf_counter_ns() - began
-        try:
-            yield worker, waited
-        finally:
-            if worker.proc.poll() is not None and not self._closed:
-                self._replace(worker)  # the server died: a fresh one takes its place
-            elif not self._closed:
-                self.idle.put(worker)
-
-    def _replace(self, worker: GrpcWorker) -> None:
-        worker.close()
-        with contextlib.suppress(ValueError):
-            self.workers.remove(worker)
-        self.restarts += 1
-        gevent.spawn(self._restart_one, worker.index)
-
-    def _restart_one(self, index: int) -> None:
-        try:
-            worker = self._new_worker(index)
-        except GrpcPoolError:
-            return  # the slot stays empty; the recorded errors say why
-        if self._closed:
-            worker.close()
-            return
-        self.workers.append(worker)
-        self.idle.put(worker)
-
-    def pids(self) -> list[int]:
-        return [worker.pid for worker in self.workers if not worker.closed]
-
-    def stderr_tails(self) -> list[str]:
-        return [w.stderr_tail().decode("utf-8", "replace")[-400:] for w in self.workers]
-
-    def close(self) -> None:
-        self._closed = True
-        for worker in self._spawned:
-            worker.close()
+    def is_dead(self, worker: GrpcWorker) -> bool:
+        # A server that died shows no error in the call that found it gone.
+        return worker.proc.poll() is not None

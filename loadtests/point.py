@@ -25,8 +25,6 @@ __all__ = [
 BRIDGE_KIND: Final = "bridge"
 BASELINE_KIND: Final = "baseline"
 
-TRANSPORTS: Final = ("stdio", "grpc")
-
 
 def baseline_command(transport: str) -> list[str]:
     """The calibration worker for ``transport``, run with this interpreter."""
@@ -56,8 +54,13 @@ class PointConfig:
     pid_file: str = ""
     sample_interval_s: float = 0.0  # > 0: sample bridge memory (soak mode)
     stream_count: int = 10  # messages per gRPC ping_stream call
-    expect_nodes: int = 1  # distributed: workers whose windows the master waits for
+    expect_nodes: int = 1  # workers whose windows a locust master waits for
     last_point: bool = False  # distributed: workers stop after this point
+    # Locust processes generating the load: this host's --processes share the
+    # pool out among themselves (split_pool); distributed workers each run a
+    # whole pool of their own.
+    generator_processes: int = 1
+    split_pool: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -66,6 +69,19 @@ class PointConfig:
     def from_json(cls, text: str) -> PointConfig:
         data = json.loads(text)
         return cls(**data)
+
+    def pool_share(self, process_index: int) -> tuple[int, int]:
+        """(workers, number of the first) of generator process ``process_index``'s pool.
+
+        A pool shared out among processes gives each ``pool // processes``
+        workers and one more to the first ``pool % processes``; a process
+        whose share is 0 (more processes than workers) has nothing to drive.
+        """
+        if not self.split_pool:
+            return self.pool, 0
+        base, extra = divmod(self.pool, self.generator_processes)
+        first = process_index * base + min(process_index, extra)
+        return base + (1 if process_index < extra else 0), first
 
     @property
     def label(self) -> str:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from snakepit_harness.errors import HarnessError
-from snakepit_harness.protocol import encode_header, get_codec
+from snakepit_harness.protocol import HEADER_SIZE, encode_header, get_codec
 
 __all__ = [
     "BUILTIN_PROFILES",
@@ -49,6 +49,7 @@ __all__ = [
     "make_templates",
     "next_id",
     "profile_names",
+    "raw_wire_codec",
 ]
 
 RAW_CODEC: Final = "raw"
@@ -185,7 +186,8 @@ def bytes_as_base64(value: Any) -> Any:
     return value
 
 
-def _raw_codec_name() -> str:
+def raw_wire_codec() -> str:
+    """The codec the raw baseline's requests are written in (it echoes them unread)."""
     try:
         get_codec("msgpack")
     except HarnessError:
@@ -207,15 +209,9 @@ class RequestTemplate:
     before_id: bytes
     after_id: bytes
     encode_id: Callable[[int], bytes]
-
-    @property
-    def frame_size(self) -> int:
-        return (
-            len(self.header)
-            + len(self.before_id)
-            + len(self.encode_id(ID_BASE))
-            + len(self.after_id)
-        )
+    # Every id has the same width, so every frame has the same size.
+    payload_size: int
+    frame_size: int
 
     def parts(self, request_id: int) -> list[bytes]:
         return [self.header, self.before_id, self.encode_id(request_id), self.after_id]
@@ -258,13 +254,15 @@ def _template(codec_name: str, label: str, command: str, args: dict[str, Any]) -
         before_id=payload[:start],
         after_id=payload[end:],
         encode_id=encode_id,
+        payload_size=len(payload),
+        frame_size=HEADER_SIZE + len(payload),
     )
 
 
 def make_templates(profile: str, codec: str) -> list[RequestTemplate]:
     """Pre-encode profile ``profile`` for ``codec`` (``json``, ``msgpack`` or ``raw``)."""
     requests = load_profile(profile)
-    wire_codec = _raw_codec_name() if codec == RAW_CODEC else codec
+    wire_codec = raw_wire_codec() if codec == RAW_CODEC else codec
     if wire_codec not in _ID_ENCODERS:
         raise ProfileError(f"unknown codec {codec!r}; use json, msgpack or raw")
     return [_template(wire_codec, codec, command, args) for command, args in requests]
@@ -340,9 +338,8 @@ def check_response(
     never use as keys of their own).
     """
     if codec == RAW_CODEC:
-        expected = request.frame_size - len(request.header)
-        if len(payload) != expected:
-            return f"raw echo returned {len(payload)} bytes, expected {expected}"
+        if len(payload) != request.payload_size:
+            return f"raw echo returned {len(payload)} bytes, expected {request.payload_size}"
         return None
     if len(payload) <= SMALL_RESPONSE_LIMIT:
         try:

@@ -20,7 +20,7 @@ import signal
 import sys
 from typing import Final
 
-from snakepit_harness.loadtests.procs import tune_allocator
+from snakepit_harness.transports.spawn import tune_allocator
 
 # The receive buffer starts here and grows to the largest frame seen.  Reads
 # go straight into it (``readv``): ``os.read(fd, 1 MiB)`` would allocate a

