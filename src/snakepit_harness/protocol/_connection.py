@@ -326,5 +326,3 @@ class HostConnection:
             raise LocalProtocolError(
                 f"cannot {name} in state {self.state.value} (a host connection bug)"
             ) from None
-
-
