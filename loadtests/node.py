@@ -28,7 +28,7 @@ import gevent
 import gevent.event
 from locust.runners import MasterRunner, WorkerRunner
 
-from snakepit_harness.transports.spawn import cpu_seconds, own_cpu_seconds, rss_bytes
+from snakepit_harness.transports.process import cpu_seconds, own_cpu_seconds, rss_bytes
 
 from .hires import LatencyRecord
 from .point import BASELINE_KIND, PointConfig

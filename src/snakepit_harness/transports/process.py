@@ -17,6 +17,7 @@ import atexit
 import contextlib
 import ipaddress
 import os
+import resource
 import signal
 import subprocess
 import threading
@@ -35,17 +36,22 @@ __all__ = [
     "SpawnedProcess",
     "StderrDrain",
     "alive_pids",
+    "cpu_seconds",
     "decode_proc_address",
     "descendants",
     "describe_returncode",
     "kill_pids",
     "kill_process_group",
     "listening_sockets",
+    "own_cpu_seconds",
     "process_group_members",
     "process_memory",
+    "process_start_time",
     "processes_with_env",
+    "rss_bytes",
     "signal_process",
     "spawn_in_group",
+    "stat_fields",
     "track_until_exit",
     "untrack",
     "wait_for_exit",
@@ -248,6 +254,55 @@ class LineReader(_PipeReader):
             return list(self.lines)
 
 
+# Units of /proc/PID/stat's CPU times and /proc/PID/statm's sizes.
+_CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat's fields after the command name (``state ppid pgrp ...``); None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: cut at the last ")".
+    return stat[stat.rfind(")") + 2 :].split()
+
+
+def process_start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (None when it is gone)."""
+    fields = stat_fields(pid)
+    return int(fields[19]) if fields and len(fields) > 19 else None
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU seconds used so far by ``pids`` (gone ones count 0)."""
+    total = 0
+    for pid in pids:
+        fields = stat_fields(pid)
+        if fields and len(fields) > 12:
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / _CLOCK_TICKS
+
+
+def own_cpu_seconds() -> float:
+    """User plus system CPU seconds of this process, every thread included."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def rss_bytes(pids: list[int]) -> int:
+    """Resident memory of ``pids`` together, in bytes."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/statm").read_text().split()
+        except OSError:
+            continue
+        total += int(fields[1]) * _PAGE_SIZE
+    return total
+
+
 @dataclass(frozen=True)
 class _ProcEntry:
     pid: int
@@ -261,13 +316,8 @@ def _live_processes() -> list[_ProcEntry]:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # it ended while we looked
-        # Fields after the ")" that closes the command name: state ppid pgrp ...
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 2 and fields[0] != "Z":
+        fields = stat_fields(int(entry.name))
+        if fields is not None and len(fields) > 2 and fields[0] != "Z":  # None: it ended
             entries.append(_ProcEntry(int(entry.name), int(fields[1]), int(fields[2])))
     return entries
 
@@ -314,11 +364,8 @@ def alive_pids(pids: Iterable[int]) -> set[int]:
     """The pids among ``pids`` still running (zombies count as gone)."""
     out = set()
     for pid in pids:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        if stat[stat.rfind(")") + 2 :].split()[0] != "Z":
+        fields = stat_fields(pid)
+        if fields and fields[0] != "Z":
             out.add(pid)
     return out
 

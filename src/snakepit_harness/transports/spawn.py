@@ -1,4 +1,4 @@
-"""Processes of a load run: gevent-safe spawning, supervised groups, pid files, /proc figures.
+"""Processes of a load run: gevent-safe spawning, supervised groups, pid files.
 
 A load run starts processes two levels deep: the harness starts a locust
 process group per point (:func:`supervised_group`), and each locust process
@@ -8,8 +8,8 @@ killed one: a locust process gets SIGTERM when the harness dies
 (:func:`die_with_parent`); every bridge is recorded in a pid file with its
 start time, so a pid reused by an unrelated process is never killed
 (:func:`record_pid`); and the harness kills the group and every recorded pid
-when the point ends, however it ends.  CPU and memory figures are read
-straight from ``/proc``, cheap enough to sample every second.
+when the point ends, however it ends.  The ``/proc`` readers (CPU, memory,
+start times) are :mod:`.process`'s.
 
 Stdlib only, so the harness can import it without gevent.  The few waits use
 ``time.sleep``, which gevent's monkey-patching (locust applies it) turns into
@@ -22,7 +22,6 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
-import resource
 import signal
 import subprocess
 import time
@@ -30,26 +29,20 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
-from .process import KILL_REAP_TIMEOUT
+from .process import KILL_REAP_TIMEOUT, process_start_time
 from .stdio import PIPE_SIZE, set_pipe_size
 
 __all__ = [
     "Child",
-    "cpu_seconds",
     "die_with_parent",
     "kill_recorded",
-    "own_cpu_seconds",
-    "process_start_time",
     "record_pid",
-    "rss_bytes",
     "spawn_with_pipes",
     "supervised_group",
     "tune_allocator",
 ]
 
 _PR_SET_PDEATHSIG: Final = 1
-_CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-_PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 # How often a wait for a child's exit looks again.
 _POLL_S: Final = 0.01
 # SIGTERM lets a locust process close its pool; after this, SIGKILL.
@@ -216,21 +209,6 @@ def supervised_group(
 # -- pid files ----------------------------------------------------------------
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # Fields after the ")" closing the command name start with "state".
-    return stat[stat.rfind(")") + 2 :].split()
-
-
-def process_start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (None when it is gone)."""
-    fields = _stat_fields(pid)
-    return int(fields[19]) if fields and len(fields) > 19 else None
-
-
 def record_pid(pid_file: str, pid: int) -> None:
     """Append ``pid`` and its start time to ``pid_file`` (one short append: atomic)."""
     line = f"{pid} {process_start_time(pid) or 0}\n"
@@ -259,37 +237,6 @@ def kill_recorded(pid_file: str | Path) -> int:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
     return killed
-
-
-# -- /proc figures ------------------------------------------------------------
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User plus system CPU seconds used so far by ``pids`` (gone ones count 0)."""
-    total = 0
-    for pid in pids:
-        fields = _stat_fields(pid)
-        if fields and len(fields) > 12:
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / _CLOCK_TICKS
-
-
-def own_cpu_seconds() -> float:
-    """User plus system CPU seconds of this process, every thread included."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def rss_bytes(pids: list[int]) -> int:
-    """Resident memory of ``pids`` together, in bytes."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/statm").read_text().split()
-        except OSError:
-            continue
-        total += int(fields[1]) * _PAGE_SIZE
-    return total
 
 
 # -- allocator ------------------------------------------------------------------
