@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from snakepit_harness.protocol import (
+from snakepit_harness.protocol import UnencodableValue
+from snakepit_harness.protocol.bridge_service import (
     NO_EXAMPLE,
     PARAMETER_TYPE_URL,
     AnyJsonError,
@@ -22,7 +23,6 @@ from snakepit_harness.protocol import (
     ParamInfo,
     ToolCallsError,
     ToolInfo,
-    UnencodableValue,
     decode_any_json,
     encode_parameter,
     encode_tool_result,

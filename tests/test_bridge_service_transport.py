@@ -24,7 +24,7 @@ pytest.importorskip("grpc", reason="the bridge-service transport needs the grpc 
 from google.protobuf import any_pb2, wrappers_pb2
 
 from snakepit_harness.errors import BridgeCrashed, BridgeTimeout
-from snakepit_harness.protocol import BridgeEnv, HeartbeatConfig, decode_any_json
+from snakepit_harness.protocol.bridge_service import BridgeEnv, HeartbeatConfig, decode_any_json
 from snakepit_harness.protos import snakepit_bridge_pb2 as pb
 from snakepit_harness.transports.bridge_host import (
     HOST_READY_PREFIX,

@@ -37,7 +37,7 @@ from snakepit_bridge.bridge_service.adapter import _CURRENT
 from snakepit_bridge.bridge_service.cli import write_ready_file
 from snakepit_bridge.bridge_service.demo import DemoAdapter
 
-from snakepit_harness.protocol import HeartbeatConfig, ParamInfo, decode_any_json
+from snakepit_harness.protocol.bridge_service import HeartbeatConfig, ParamInfo, decode_any_json
 from snakepit_harness.transports.bridge_host import HostEmulator
 from snakepit_harness.transports.bridge_service import BridgeServiceWorker
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from snakepit_harness.errors import BridgeCrashed, BridgeTimeout
-from snakepit_harness.protocol import (
+from snakepit_harness.protocol.bridge_service import (
     BRIDGE_HOST_WAIT_LIMIT,
     BRIDGE_READY_LIMIT,
     BRIDGE_SIGTERM_LIMIT,

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from snakepit_harness.errors import BridgeCrashed, BridgeTimeout, HarnessError
-from snakepit_harness.protocol import (
+from snakepit_harness.protocol.bridge_service import (
     BRIDGE_READY_LIMIT,
     HeartbeatConfig,
     ToolCallsError,

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, TypeVar, overload
 
-from snakepit_harness.protocol import ParamInfo, ToolInfo
+from snakepit_harness.protocol.bridge_service import ParamInfo, ToolInfo
 
 from ..adapter import BaseCommandHandler
 from .context import SessionContext

@@ -36,7 +36,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 
-from snakepit_harness.protocol import BridgeEnv, BridgeFlag, HeartbeatConfig
+from snakepit_harness.protocol.bridge_service import BridgeEnv, BridgeFlag, HeartbeatConfig
 
 from ..adapter import BaseCommandHandler
 from ..bridge_cli import AdapterLoadError, _import_module, split_adapter_spec

@@ -24,13 +24,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from snakepit_harness.protocol import (
+from snakepit_harness.protocol import UnencodableValue
+from snakepit_harness.protocol.bridge_service import (
     NO_EXAMPLE,
     AnyJsonError,
     HeartbeatConfig,
     ParamInfo,
     ToolInfo,
-    UnencodableValue,
     decode_any_json,
     encode_parameter,
 )

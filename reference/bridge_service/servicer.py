@@ -26,9 +26,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from snakepit_harness.protocol import (
+from snakepit_harness.protocol import UnencodableValue
+from snakepit_harness.protocol.bridge_service import (
     AnyJsonError,
-    UnencodableValue,
     decode_any_json,
     encode_tool_result,
     tool_error_json,

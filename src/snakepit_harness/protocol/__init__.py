@@ -12,46 +12,15 @@ bridge (conformance, fuzz, load) builds on it:
   offer, and checkers that say in words what a response gets wrong;
 * :class:`HostConnection`: the host's side of a stdio bridge as a state
   machine: feed it bytes, pull events;
-* gRPC map values (§8.3);
-* the bridge-service profile (§9, Snakepit v0.13's ``BridgeService``): values
-  inside ``google.protobuf.Any``, the tool-error JSON, how Snakepit launches a
-  worker (flags, environment, ready file, heartbeat config), the time limits,
-  and the registered tools with the example calls made of them.
+* gRPC map values (§8.3).
 
-The modules behind this ``__init__`` are private; import from here.
+The bridge-service profile's facts (§9) are their own public module,
+:mod:`snakepit_harness.protocol.bridge_service`.  The modules whose names start
+with ``_`` are private; import from here or from that module.
 """
 
 from __future__ import annotations
 
-from ._bridge_service import (
-    BRIDGE_HOST_WAIT_LIMIT,
-    BRIDGE_LOG_LEVEL,
-    BRIDGE_READY_LIMIT,
-    BRIDGE_SERVICE,
-    BRIDGE_SIGTERM_LIMIT,
-    PARAMETER_TYPE_URL,
-    AnyJsonError,
-    BridgeEnv,
-    BridgeFlag,
-    HeartbeatConfig,
-    decode_any_json,
-    encode_parameter,
-    encode_tool_result,
-    launch_argv,
-    parse_ready_file,
-    result_type_problem,
-    tool_error_json,
-    tool_error_problems,
-)
-from ._bridge_tools import (
-    NO_EXAMPLE,
-    ParamInfo,
-    ToolCallsError,
-    ToolInfo,
-    example_arguments,
-    parse_tool_calls,
-    tool_calls_for,
-)
 from ._codecs import (
     CODEC_NAMES,
     Codec,
@@ -126,11 +95,6 @@ from ._messages import (
 from ._values import decode_map, decode_value, encode_args, encode_value
 
 __all__ = [
-    "BRIDGE_HOST_WAIT_LIMIT",
-    "BRIDGE_LOG_LEVEL",
-    "BRIDGE_READY_LIMIT",
-    "BRIDGE_SERVICE",
-    "BRIDGE_SIGTERM_LIMIT",
     "CODEC_MODES",
     "CODEC_NAMES",
     "DEFAULT_MAX_FRAME_SIZE",
@@ -151,8 +115,6 @@ __all__ = [
     "NEGOTIATE",
     "NEGOTIATION_OFFER",
     "NEGOTIATION_TIMEOUT",
-    "NO_EXAMPLE",
-    "PARAMETER_TYPE_URL",
     "PROFILES",
     "PROFILE_TRANSPORTS",
     "READY_PREFIX",
@@ -163,9 +125,6 @@ __all__ = [
     "STDIO_EXIT_LIMIT",
     "STDIO_PROFILES",
     "TRANSPORTS",
-    "AnyJsonError",
-    "BridgeEnv",
-    "BridgeFlag",
     "Closed",
     "Codec",
     "CodecUnavailable",
@@ -174,46 +133,31 @@ __all__ = [
     "ExitCode",
     "FrameDecoder",
     "FramingError",
-    "HeartbeatConfig",
     "HostConnection",
     "JsonCodec",
     "MsgpackCodec",
     "NeedData",
     "NegotiationFailed",
-    "ParamInfo",
     "Response",
     "Selected",
     "StrictJson",
-    "ToolCallsError",
-    "ToolInfo",
     "UnencodableValue",
     "available_codecs",
     "codec_of_object",
-    "decode_any_json",
     "decode_map",
     "decode_value",
     "encode_args",
     "encode_frame",
     "encode_header",
-    "encode_parameter",
-    "encode_tool_result",
     "encode_value",
-    "example_arguments",
     "failure_form",
     "get_codec",
     "health_ping",
     "init_ping",
     "is_ok_result",
-    "launch_argv",
     "negotiation_offer",
-    "parse_ready_file",
-    "parse_tool_calls",
     "reject_constant",
     "request",
     "response_problems",
-    "result_type_problem",
     "selection_problem",
-    "tool_calls_for",
-    "tool_error_json",
-    "tool_error_problems",
 ]

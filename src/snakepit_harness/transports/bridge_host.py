@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final, Self
 
-from ..protocol import (
+from ..protocol.bridge_service import (
     NO_EXAMPLE,
     AnyJsonError,
     ParamInfo,

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Final, Self
 
 from ..errors import BridgeCrashed, BridgeTimeout, HarnessError
-from ..protocol import (
+from ..protocol.bridge_service import (
     BRIDGE_LOG_LEVEL,
     BRIDGE_READY_LIMIT,
     BRIDGE_SERVICE,
