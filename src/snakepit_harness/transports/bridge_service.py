@@ -52,20 +52,15 @@ from .grpc_channel import (
     GrpcStream,
 )
 from .process import (
-    BridgeExit,
     ListeningSocket,
+    ProcessOwner,
     StderrDrain,
     descendants,
     describe_returncode,
     kill_process_group,
     listening_sockets,
-    process_group_members,
     processes_with_env,
-    signal_process,
     spawn_in_group,
-    track_until_exit,
-    untrack,
-    wait_for_exit,
 )
 from .stdio import STDERR_TAIL_BYTES
 
@@ -234,7 +229,7 @@ class BridgeServiceClient:
         return self.open_stream(built, timeout=timeout)
 
 
-class BridgeServiceWorker:
+class BridgeServiceWorker(ProcessOwner):
     """A worker process the harness launched (``argv``), or one at ``target``.
 
     ``host_address`` is where the worker is told its host is (the harness's
@@ -275,10 +270,8 @@ class BridgeServiceWorker:
         self.heartbeat = heartbeat
         self.ready_timeout = ready_timeout
         self.max_message_size = max_message_size
-        self._proc: subprocess.Popen[bytes] | None = None
         self._stdin_fd: int | None = None
         self._stdout: StderrDrain | None = None
-        self._stderr: StderrDrain | None = None
         self._workdir: Path | None = None
         self.ready_file: Path | None = None
         self.client: BridgeServiceClient | None = None
@@ -313,14 +306,11 @@ class BridgeServiceWorker:
         except OSError:
             self._remove_workdir()
             raise
-        self._proc = spawned.proc
         self._stdin_fd = spawned.stdin_fd
         self.started_at = time.monotonic()
-        track_until_exit(self)
+        self._started(spawned.proc, spawned.stderr_fd, STDERR_TAIL_BYTES)
         self._stdout = StderrDrain(spawned.stdout_fd, STDOUT_TAIL_BYTES)
-        self._stderr = StderrDrain(spawned.stderr_fd, STDERR_TAIL_BYTES)
         self._stdout.start()
-        self._stderr.start()
         return self
 
     def start(self) -> Self:
@@ -415,37 +405,12 @@ class BridgeServiceWorker:
 
     # -- the process --------------------------------------------------------
 
-    @property
-    def has_process(self) -> bool:
-        return self._proc is not None
-
-    @property
-    def pid(self) -> int:
-        if self._proc is None:
-            raise RuntimeError("no worker process (a target, or not started)")
-        return self._proc.pid
-
-    def poll(self) -> int | None:
-        return self._proc.poll() if self._proc is not None else None
-
-    def wait_exit(self, timeout: float) -> BridgeExit | None:
-        if self._proc is None:
-            raise RuntimeError("no worker process")
-        return wait_for_exit(self._proc, timeout)
-
-    def send_signal(self, sig: signal.Signals) -> None:
-        if self._proc is not None:
-            signal_process(self._proc, sig)
-
     def close_stdin(self) -> None:
         """What Snakepit's port does when the BEAM goes away."""
         fd, self._stdin_fd = self._stdin_fd, None
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.close(fd)
-
-    def group_members(self) -> list[int]:
-        return process_group_members(self._proc.pid) if self._proc is not None else []
 
     def related(self) -> set[int]:
         """Live processes of this launch: the worker, its group, its descendants, and
@@ -468,9 +433,6 @@ class BridgeServiceWorker:
 
     def stdout_tail(self) -> bytes:
         return self._stdout.tail() if self._stdout is not None else b""
-
-    def stderr_tail(self) -> bytes:
-        return self._stderr.tail() if self._stderr is not None else b""
 
     def output_tail(self) -> str:
         """The worker's recent stderr and stdout, as text (for failure reports)."""
@@ -500,8 +462,5 @@ class BridgeServiceWorker:
             self.client.close()
         self.kill()
         self.close_stdin()
-        for reader in (self._stdout, self._stderr):
-            if reader is not None:
-                reader.join(timeout=1.0)
+        self._release_process(self._stdout)
         self._remove_workdir()
-        untrack(self)

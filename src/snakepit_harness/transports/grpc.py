@@ -17,7 +17,6 @@ values of their ``map<string, bytes>`` fields go through the protocol core
 
 from __future__ import annotations
 
-import signal
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,25 +32,16 @@ from .grpc_channel import (
     GrpcStream,
 )
 from .process import (
-    BridgeExit,
     LineReader,
     ListeningSocket,
-    StderrDrain,
+    ProcessOwner,
     describe_returncode,
-    kill_process_group,
     listening_sockets,
-    process_group_members,
-    signal_process,
     spawn_in_group,
-    track_until_exit,
-    untrack,
-    wait_for_exit,
 )
 from .stdio import STDERR_TAIL_BYTES
 
 if TYPE_CHECKING:
-    import subprocess
-
     from snakepit_harness.protos import snakepit_pb2 as pb
 
 __all__ = [
@@ -111,7 +101,7 @@ def _connect_host(argv: Sequence[str]) -> str:
 # -- the bridge ----------------------------------------------------------------
 
 
-class GrpcBridge:
+class GrpcBridge(ProcessOwner):
     """A gRPC bridge: a process we started (``argv``) or a server at ``target``.
 
     Use as a context manager.  ``start()`` returns once the ready line came and
@@ -139,9 +129,7 @@ class GrpcBridge:
         self._cwd = cwd
         self.startup_timeout = startup_timeout
         self.max_message_size = max_message_size
-        self._proc: subprocess.Popen[bytes] | None = None
         self._stdout: LineReader | None = None
-        self._drain: StderrDrain | None = None
         self._channel: BridgeChannel | None = None
         self.address = target or ""
         self.port: int | None = None
@@ -180,12 +168,9 @@ class GrpcBridge:
     def _spawn(self) -> None:
         spawned = spawn_in_group(self.argv, env=self._env, cwd=self._cwd, stdin=False)
         self.started_at = time.monotonic()
-        self._proc = spawned.proc
-        track_until_exit(self)
+        self._started(spawned.proc, spawned.stderr_fd, STDERR_TAIL_BYTES)
         self._stdout = LineReader(spawned.stdout_fd, watch=READY_PREFIX)
         self._stdout.start()
-        self._drain = StderrDrain(spawned.stderr_fd, STDERR_TAIL_BYTES)
-        self._drain.start()
 
     def _wait_ready(self) -> None:
         assert self._proc is not None and self._stdout is not None
@@ -254,36 +239,6 @@ class GrpcBridge:
             raise RuntimeError("bridge not started")
         return self._channel
 
-    @property
-    def pid(self) -> int:
-        if self._proc is None:
-            raise RuntimeError("no bridge process (connected to a target, or not started)")
-        return self._proc.pid
-
-    @property
-    def has_process(self) -> bool:
-        return self._proc is not None
-
-    def poll(self) -> int | None:
-        return self._proc.poll() if self._proc is not None else None
-
-    def wait_exit(self, timeout: float) -> BridgeExit | None:
-        """Wait up to ``timeout`` seconds for the bridge process to end; None if it did not."""
-        if self._proc is None:
-            raise RuntimeError("no bridge process")
-        return wait_for_exit(self._proc, timeout)
-
-    def send_signal(self, sig: signal.Signals) -> None:
-        """Send ``sig`` to the bridge process itself (not its group)."""
-        if self._proc is not None:
-            signal_process(self._proc, sig)
-
-    def group_members(self) -> list[int]:
-        """Pids in the bridge's process group (itself and any children), not zombies."""
-        if self._proc is None:
-            return []
-        return process_group_members(self._proc.pid)
-
     def listening_sockets(self) -> list[ListeningSocket]:
         """TCP sockets the bridge's process group listens on (Linux /proc)."""
         return listening_sockets(self.group_members())
@@ -292,23 +247,12 @@ class GrpcBridge:
         """Every line the bridge printed on stdout (the ready line included)."""
         return self._stdout.snapshot() if self._stdout is not None else []
 
-    def stderr_tail(self) -> bytes:
-        return self._drain.tail() if self._drain is not None else b""
-
-    def kill(self) -> None:
-        """SIGKILL the bridge's whole process group and reap it (no-op for a target)."""
-        if self._proc is not None:
-            kill_process_group(self._proc)
-
     def close(self) -> None:
         """Close the channel; kill the process group if we started one."""
         if self._channel is not None:
             self._channel.close()
         self.kill()
-        for reader in (self._stdout, self._drain):
-            if reader is not None:
-                reader.join(timeout=1.0)
-        untrack(self)
+        self._release_process(self._stdout)
 
     # -- calls --------------------------------------------------------------
 

@@ -33,6 +33,7 @@ __all__ = [
     "BridgeExit",
     "LineReader",
     "ListeningSocket",
+    "ProcessOwner",
     "SpawnedProcess",
     "StderrDrain",
     "alive_pids",
@@ -474,6 +475,81 @@ def kill_process_group(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=KILL_REAP_TIMEOUT)
+
+
+class ProcessOwner:
+    """What a transport that started a bridge process offers about it (a mixin).
+
+    The transport keeps the process in ``_proc`` (None: it started none, it
+    talks to a ``--target``) and its stderr drain in ``_stderr``; everything
+    here reads them.  ``kill`` takes the whole process group; a transport that
+    knows of more processes (the bridge-service launcher) widens it.
+    """
+
+    _proc: subprocess.Popen[bytes] | None = None
+    _stderr: StderrDrain | None = None
+
+    def _started(self, proc: subprocess.Popen[bytes], stderr_fd: int, tail_bytes: int) -> None:
+        """Adopt a freshly spawned process: track it until exit, drain its stderr."""
+        self._proc = proc
+        track_until_exit(self)
+        self._stderr = StderrDrain(stderr_fd, tail_bytes)
+        self._stderr.start()
+
+    @property
+    def has_process(self) -> bool:
+        return self._proc is not None
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError("no bridge process (not started, or a target was given)")
+        return self._proc.pid
+
+    def poll(self) -> int | None:
+        """The exit status if the process has ended, else (or without one) None."""
+        return self._proc.poll() if self._proc is not None else None
+
+    def wait_exit(self, timeout: float) -> BridgeExit | None:
+        """Wait up to ``timeout`` seconds for the process to end; None if it did not."""
+        if self._proc is None:
+            raise RuntimeError("no bridge process")
+        return wait_for_exit(self._proc, timeout)
+
+    def send_signal(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to the process itself (not its group)."""
+        if self._proc is not None:
+            signal_process(self._proc, sig)
+
+    def group_members(self) -> list[int]:
+        """Pids still in the process group (leftover children included), not zombies."""
+        return process_group_members(self._proc.pid) if self._proc is not None else []
+
+    def stderr_tail(self) -> bytes:
+        return self._stderr.tail() if self._stderr is not None else b""
+
+    @property
+    def stderr_total(self) -> int:
+        return self._stderr.total if self._stderr is not None else 0
+
+    def wait_stderr_eof(self, timeout: float) -> bool:
+        """Wait until stderr is drained to EOF (so the tail is complete)."""
+        if self._stderr is None:
+            return True
+        self._stderr.join(timeout=max(0.0, timeout))
+        return not self._stderr.is_alive()
+
+    def kill(self) -> None:
+        """SIGKILL the process group and reap the process (nothing without one)."""
+        if self._proc is not None:
+            kill_process_group(self._proc)
+
+    def _release_process(self, *readers: threading.Thread | None) -> None:
+        """After kill(): let the readers finish their pipes, stop tracking."""
+        for reader in (*readers, self._stderr):
+            if reader is not None:
+                reader.join(timeout=1.0)
+        untrack(self)
 
 
 class _Killable(Protocol):

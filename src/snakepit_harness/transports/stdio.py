@@ -16,8 +16,6 @@ import errno
 import fcntl
 import os
 import select
-import signal
-import subprocess
 import sys
 import termios
 import time
@@ -39,19 +37,7 @@ from ..protocol import (
     Selected,
     encode_frame,
 )
-from .process import (
-    BridgeExit,
-    StderrDrain,
-    describe_returncode,
-    kill_process_group,
-    process_group_members,
-    process_memory,
-    signal_process,
-    spawn_in_group,
-    track_until_exit,
-    untrack,
-    wait_for_exit,
-)
+from .process import ProcessOwner, describe_returncode, process_memory, spawn_in_group
 
 __all__ = [
     "DEFAULT_READ_MAX_FRAME",
@@ -100,7 +86,7 @@ class _Record:
             self.received += data[:room]
 
 
-class StdioBridge:
+class StdioBridge(ProcessOwner):
     """One bridge process spoken to through length-prefixed frames on stdio.
 
     Use as a context manager; ``close()`` kills the whole process group, so a
@@ -128,10 +114,8 @@ class StdioBridge:
         self._cwd = cwd
         self.connection = HostConnection(codec_mode, max_frame_size=read_max_frame)
         self._stderr_tail_bytes = stderr_tail_bytes
-        self._proc: subprocess.Popen[bytes] | None = None
         self._stdin_fd: int | None = None
         self._stdout_fd: int | None = None
-        self._drain: StderrDrain | None = None
         self._stdout_eof = False
         self.record = _Record()
         self.started_at = 0.0
@@ -144,15 +128,11 @@ class StdioBridge:
             raise RuntimeError("bridge already started")
         spawned = spawn_in_group(self.argv, env=self._env, cwd=self._cwd, pipe_size=PIPE_SIZE)
         self.started_at = time.monotonic()
-        self._proc = spawned.proc
-        track_until_exit(self)
+        self._started(spawned.proc, spawned.stderr_fd, self._stderr_tail_bytes)
         self._stdin_fd, self._stdout_fd = spawned.stdin_fd, spawned.stdout_fd
         for fd in (self._stdin_fd, self._stdout_fd):
             if fd is not None:
                 os.set_blocking(fd, False)
-        stderr_fd = spawned.stderr_fd
-        self._drain = StderrDrain(stderr_fd, self._stderr_tail_bytes)
-        self._drain.start()
         return self
 
     def __enter__(self) -> Self:
@@ -162,31 +142,6 @@ class StdioBridge:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    @property
-    def pid(self) -> int:
-        return self._require_proc().pid
-
-    def _require_proc(self) -> subprocess.Popen[bytes]:
-        if self._proc is None:
-            raise RuntimeError("bridge not started")
-        return self._proc
-
-    def poll(self) -> int | None:
-        """The exit status if the bridge has ended, else None."""
-        return self._require_proc().poll()
-
-    def wait_exit(self, timeout: float) -> BridgeExit | None:
-        """Wait up to ``timeout`` seconds for the bridge to end; None if it did not."""
-        return wait_for_exit(self._require_proc(), timeout)
-
-    def send_signal(self, sig: signal.Signals) -> None:
-        """Send ``sig`` to the bridge process itself (not its group)."""
-        signal_process(self._require_proc(), sig)
-
-    def group_members(self) -> list[int]:
-        """Pids still in the bridge's process group (its leftover children included)."""
-        return process_group_members(self._require_proc().pid)
 
     def close_stdin(self) -> None:
         """Close the bridge's stdin (end of input)."""
@@ -202,11 +157,6 @@ class StdioBridge:
                 os.close(self._stdout_fd)
             self._stdout_fd = None
 
-    def kill(self) -> None:
-        """SIGKILL the bridge's whole process group and reap the bridge."""
-        if self._proc is not None:
-            kill_process_group(self._proc)
-
     def close(self) -> None:
         """Kill the group if anything is left, reap, and release every descriptor."""
         if self._proc is None:
@@ -214,18 +164,9 @@ class StdioBridge:
         self.close_stdin()
         self.kill()
         self.close_stdout()
-        if self._drain is not None:
-            self._drain.join(timeout=1.0)
-        untrack(self)
+        self._release_process()
 
     # -- observation --------------------------------------------------------
-
-    def stderr_tail(self) -> bytes:
-        return self._drain.tail() if self._drain is not None else b""
-
-    @property
-    def stderr_total(self) -> int:
-        return self._drain.total if self._drain is not None else 0
 
     def peak_rss_bytes(self) -> int | None:
         """The bridge's peak resident memory (VmHWM) or None where /proc cannot tell."""
@@ -400,13 +341,6 @@ class StdioBridge:
     def unread_bytes(self, limit: int = STDOUT_RECORD_BYTES) -> bytes:
         """The first ``limit`` unread stdout bytes (garbage to show in hex, a partial frame)."""
         return self.connection.unread(limit)
-
-    def wait_stderr_eof(self, timeout: float) -> bool:
-        """Wait until the bridge's stderr is drained to EOF (so the tail is complete)."""
-        if self._drain is None:
-            return True
-        self._drain.join(timeout=max(0.0, timeout))
-        return not self._drain.is_alive()
 
     def _read_available(self) -> None:
         assert self._stdout_fd is not None
