@@ -226,9 +226,8 @@ def launch_heartbeat_flags(ctx: BridgeServiceCaseContext) -> None:
 )
 def startup_ready_file(ctx: BridgeServiceCaseContext) -> None:
     worker = ctx.launch()  # no port in time: TIMEOUT; exited first: CRASH
-    assert worker.ready_file is not None
-    text = worker.ready_file.read_text("utf-8", "replace") if worker.ready_file.exists() else ""
-    ctx.event(f"ready file holds {text!r}")
+    text = worker.ready_text or ""  # as read when it first named the port
+    ctx.event(f"ready file held {text!r}")
     ctx.require(
         worker.ready_elapsed is not None and worker.ready_elapsed <= BRIDGE_READY_LIMIT,
         f"the port came after {worker.ready_elapsed:.1f} s (limit {BRIDGE_READY_LIMIT:.0f} s)",

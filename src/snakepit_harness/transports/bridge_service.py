@@ -274,6 +274,9 @@ class BridgeServiceWorker(ProcessOwner):
         self._stdout: StderrDrain | None = None
         self._workdir: Path | None = None
         self.ready_file: Path | None = None
+        # What the ready file held when it first named a port (the worker may
+        # change or delete it afterwards; the host reads it once).
+        self.ready_text: str | None = None
         self.client: BridgeServiceClient | None = None
         self.address = target or ""
         self.port: int | None = None
@@ -335,13 +338,17 @@ class BridgeServiceWorker(ProcessOwner):
         self.close()
 
     def read_ready_file(self) -> int | None:
-        """The port the ready file names now, or None."""
+        """The port the ready file names now, or None (its text kept in ``ready_text``)."""
         if self.ready_file is None:
             return None
         try:
-            return parse_ready_file(self.ready_file.read_text("utf-8", "replace"))
+            text = self.ready_file.read_text("utf-8", "replace")
         except OSError:
             return None
+        port = parse_ready_file(text)
+        if port is not None:
+            self.ready_text = text
+        return port
 
     def wait_ready(self) -> int:
         """Wait for the ready file to name a port (bounded); the port."""
