@@ -14,7 +14,8 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -363,17 +364,42 @@ def _find_case(spec: str, golden_dirs: Sequence[Path]) -> Case:
     return cases[spec]
 
 
+def _preferred(offered: Iterable[str], order: Sequence[str]) -> str | None:
+    """The first of ``order`` that ``offered`` holds (None when it holds none of them)."""
+    held = set(offered)
+    return next((name for name in order if name in held), None)
+
+
+def replay_choices(case: Case, profile: str | None, codec: str | None) -> tuple[str, str]:
+    """The profile and codec mode a replay of ``case`` runs under.
+
+    A flag given on the command line wins; otherwise the case (a golden-frame
+    or saved fuzz file records both) decides: its profile, then its codec mode,
+    JSON first when it allows several.  A saved MessagePack regression thus
+    replays with nothing but ``replay FILE -- CMD``.
+    """
+    chosen_profile = profile or _preferred(case.profiles, PROFILES) or "v2"
+    chosen_codec = codec or (
+        _preferred(case.codecs, CODEC_MODES) if case.codecs is not None else None
+    )
+    return chosen_profile, chosen_codec or "json"
+
+
 def run_replay(args: argparse.Namespace) -> int:
     case = _find_case(args.case, args.golden_dir)
-    profile = args.profile or next(
-        (p for p in ("v2", "v1", "enhanced", "grpc") if p in case.profiles), "v2"
-    )
+    profile, codec = replay_choices(case, args.profile, args.codec)
     cmd = _require_bridge(args)
-    settings = _settings(args, cmd, profile)
+    settings = replace(_settings(args, cmd, profile), codec=codec)
     reason = case.applies_to(settings.profile, settings.codec, settings.transport)
     if reason is not None:
-        print(f"SKIP {case.id}: {reason}")
-        return EXIT_ERROR
+        # The flags given chose a run the case does not apply to: nothing to replay.
+        held = "|".join(sorted(case.codecs)) if case.codecs else "any codec"
+        raise HarnessError(
+            f"replay selects nothing: {case.id} is a case for profile "
+            f"{'|'.join(sorted(case.profiles))} under {held}, but this run asked for "
+            f"profile {settings.profile} with --codec {settings.codec} ({reason}); "
+            "drop the flag or give the case's own"
+        )
     where = f"codec {settings.codec}: {shlex.join(cmd)}"
     print(f"== replay {case.id} (§{case.section}, {case.level}) {where}")
     print(f"   {case.requirement}")

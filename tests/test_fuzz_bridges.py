@@ -57,25 +57,10 @@ def run_session(
     return list(session.run())
 
 
-def replay(
-    path: Path, codec: str, profile: str, argv: list[str]
-) -> subprocess.CompletedProcess[str]:
+def replay(path: Path, argv: list[str], *flags: str) -> subprocess.CompletedProcess[str]:
+    """``replay FILE -- CMD``: the file's own profile and codec, unless ``flags`` say otherwise."""
     return subprocess.run(
-        [
-            PY,
-            "-m",
-            "snakepit_harness",
-            "replay",
-            str(path),
-            "--codec",
-            codec,
-            "--profile",
-            profile,
-            "--timeout",
-            "3",
-            "--",
-            *argv,
-        ],
+        [PY, "-m", "snakepit_harness", "replay", str(path), "--timeout", "3", *flags, "--", *argv],
         check=False,
         capture_output=True,
         text=True,
@@ -181,10 +166,18 @@ def test_planted_defect_is_caught_and_its_regression_replays(
     explanation = outcome.regression.with_suffix(".md").read_text()
     assert outcome.prop.statement in explanation and "--seed 7" in explanation
 
-    failing = replay(outcome.regression, codec, profile, bad)
+    # The file alone says under which profile and codec it runs (issue 14.3).
+    failing = replay(outcome.regression, bad)
     assert failing.returncode == 1, failing.stdout + failing.stderr
-    passing = replay(outcome.regression, codec, profile, toy(codec))
+    assert f"--profile {profile} --codec {codec}" in failing.stdout
+    passing = replay(outcome.regression, toy(codec))
     assert passing.returncode == 0, passing.stdout + passing.stderr
+    if codec != "json":
+        # An explicit flag wins, and one that selects nothing is an error saying why.
+        refused = replay(outcome.regression, toy(codec), "--codec", "json")
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "replay selects nothing" in refused.stderr
+        assert f"under {codec}" in refused.stderr and "--codec json" in refused.stderr
 
 
 def _processes_with(tag: str) -> list[int]:
