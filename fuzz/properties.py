@@ -189,7 +189,7 @@ def echo_round_trips(ctx: FuzzContext, data: st.DataObject) -> None:
     64-bit limits, -0.0, and (MessagePack) bytes that must stay bytes.
     """
     codec = ctx.codec
-    args = data.draw(args_objects(codec), label="args")
+    args = data.draw(args_objects(codec, large=True), label="args")
     request_id = data.draw(request_ids(codec), label="id")
     style = data.draw(json_styles(), label="style")
     request = {"id": request_id, "command": "echo", "args": args}

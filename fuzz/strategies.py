@@ -71,6 +71,14 @@ __all__ = [
 # default (CPython's json and msgpack-python both handle ~1000 levels), so a
 # failure here is the bridge's, not a library limit the spec never mentions.
 MAX_NEST_DEPTH: Final = 100
+# The size classes' maxima: far past the limits broken bridges have been seen
+# with (a 64 KiB string or binary buffer, 1,000 keys), far below §2.3's 64 MiB
+# frame, and small enough that a few hundred examples stay quick.
+LONG_TEXT_MAX: Final = 100_000
+BIG_BINARY_MAX: Final = 1024 * 1024
+MANY_KEYS_MAX: Final = 4096
+# A long text repeats one of these: ASCII, two-, three- and four-byte UTF-8.
+LONG_TEXT_CHARS: Final = ("a", "\u00e9", "\u2028", "\U0001f40d")
 
 # Integers at the edges that bridges get wrong: JSON's interoperable range ends
 # at ±(2^53 - 1) (§3.1 MUST inside, SHOULD beyond); MessagePack carries
@@ -284,13 +292,61 @@ def edge_numbers(codec: str) -> st.SearchStrategy[int | float]:
     return st.one_of(st.sampled_from(ints), st.sampled_from(floats_))
 
 
+def _nest_to(depth: int) -> st.SearchStrategy[Any]:
+    """A scalar inside exactly ``depth`` containers, lists and objects mixed."""
+    kinds = st.lists(st.sampled_from(("list", "dict")), min_size=depth, max_size=depth)
+    return st.builds(_nest, st.integers(-1, 1), kinds)
+
+
+def _long_text(char: str, length: int) -> str:
+    return char * length
+
+
+def _binary(length: int) -> bytes:
+    # Every byte value, repeated: NULs, 0xFF and invalid UTF-8 in every binary.
+    return (bytes(range(256)) * (length // 256 + 1))[:length]
+
+
+def large_values(codec: str) -> dict[str, st.SearchStrategy[Any]]:
+    """The size edge classes, one optional ``args`` entry each (issue 14.2).
+
+    Each size is drawn by :func:`_up_to`, so about one example in four holds
+    the class's maximum whatever the threshold a broken bridge has, and
+    shrinking then looks for the size that breaks it.  ``values`` alone reaches
+    these sizes too rarely (a nested value's depth is a sum of short lists).
+    """
+    sizes = {
+        "deep": _up_to(MAX_NEST_DEPTH).flatmap(_nest_to),
+        "long text": st.builds(_long_text, st.sampled_from(LONG_TEXT_CHARS), _up_to(LONG_TEXT_MAX)),
+        "many keys": _up_to(MANY_KEYS_MAX).map(lambda n: {f"k{i}": i for i in range(n)}),
+    }
+    if codec == "msgpack":
+        sizes["big binary"] = _up_to(BIG_BINARY_MAX).map(_binary)
+    return sizes
+
+
+def _up_to(maximum: int) -> st.SearchStrategy[int]:
+    """A size from 1 to ``maximum``, the maximum itself about half the time.
+
+    Hypothesis draws bounded integers mostly small (a depth of 99 or more came
+    in 1% of examples), which would leave a bridge that breaks only near the
+    top of a class unfound in most runs.  The integer comes first so that
+    shrinking moves towards it and then to the smallest size that still fails.
+    """
+    return st.one_of(st.integers(1, maximum), st.just(maximum))
+
+
 @functools.cache
-def args_objects(codec: str) -> st.SearchStrategy[dict[str, Any]]:
+def args_objects(codec: str, *, large: bool = False) -> st.SearchStrategy[dict[str, Any]]:
     """An ``args`` object (§4.1) holding arbitrary values.
 
     Most also carry short lists of hand-picked edge strings and numbers, so a
     bridge broken by one particular string or number meets it within a few
     dozen examples rather than by luck; shrinking then keeps only the culprit.
+    With ``large`` (the single-request ``echo`` property), the size classes of
+    :func:`large_values` too: pipelined and stateful sessions stay small, as
+    megabytes of requests written before any answer is read would only test
+    the pipe's buffer.
     """
     strings = NASTY_STRINGS + (LONE_SURROGATES if codec == "json" else ())
     ints = EDGE_INTS_JSON if codec in ("json", "grpc") else EDGE_INTS_MSGPACK
@@ -305,6 +361,7 @@ def args_objects(codec: str) -> st.SearchStrategy[dict[str, Any]]:
             "edge numbers": st.one_of(
                 st.lists(edge_numbers(codec), min_size=2, max_size=8), st.just(every_number)
             ),
+            **(large_values(codec) if large else {}),
         },
     )
     return st.builds(

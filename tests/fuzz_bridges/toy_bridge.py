@@ -18,6 +18,18 @@ unusual input, the way the held-out bridges the fuzzer is judged by do:
 * ``store-session``: ``delete_stored`` deletes the id in every session;
 * ``eof-hang``: end of input inside a frame is waited out forever;
 * ``int-divide``: ``divide`` of two integers uses floor division.
+
+Edge-class defects, with a threshold (``--defect NAME:N``), for measuring how often
+the default fuzz budget reaches each class (benchmarks/fuzz_catch_rate.py); each
+kills the bridge when echo's args hold:
+
+* ``nesting:N``: a value nested deeper than N containers;
+* ``long-string:N``: a string longer than N characters;
+* ``big-binary:N``: a binary longer than N bytes (MessagePack);
+* ``many-keys:N``: an object with more than N keys;
+* ``big-negative:N``: an integer below -2^N (an N+1-bit signed integer type);
+* ``subnormal``: a subnormal float (as if flushed to zero on the way in);
+* ``astral``: a character beyond U+FFFF (a UCS-2 string type).
 """
 
 from __future__ import annotations
@@ -28,7 +40,7 @@ import os
 import struct
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 HEADER = struct.Struct(">I")
@@ -114,6 +126,45 @@ class Failure(Exception):
         self.error_type = error_type
 
 
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+def _walk(value: Any) -> Iterator[Any]:
+    yield value
+    children = (
+        value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    )
+    for child in children:
+        yield from _walk(child)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# name -> does this args object trigger the defect, given the threshold N.
+EDGE_DEFECTS: dict[str, Callable[[dict[str, Any], int], bool]] = {
+    # The args object itself is one level; its values count from there.
+    "nesting": lambda args, n: _depth(args) - 1 > n,
+    "long-string": lambda args, n: any(isinstance(v, str) and len(v) > n for v in _walk(args)),
+    "big-binary": lambda args, n: any(isinstance(v, bytes) and len(v) > n for v in _walk(args)),
+    "many-keys": lambda args, n: any(isinstance(v, dict) and len(v) > n for v in _walk(args)),
+    "big-negative": lambda args, n: any(_is_int(v) and v < -(2**n) for v in _walk(args)),
+    "subnormal": lambda args, _: any(
+        isinstance(v, float) and v != 0 and abs(v) < sys.float_info.min for v in _walk(args)
+    ),
+    "astral": lambda args, _: any(
+        isinstance(v, str) and any(ord(c) > 0xFFFF for c in v) for v in _walk(args)
+    ),
+}
+EDGE_THRESHOLD = 0
+
+
 def mangle(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: mangle(v) for k, v in value.items()}
@@ -183,6 +234,9 @@ def handle(command: str, args: dict[str, Any]) -> Any:
             result["worker_id"] = args["worker_id"]
         return result
     if command == "echo":
+        edge = EDGE_DEFECTS.get(DEFECT)
+        if edge is not None and edge(args, EDGE_THRESHOLD):
+            os._exit(4)  # the planted edge-class defect: the bridge dies
         return {"status": "ok", "echoed": mangle(args)}
     if command == "compute":
         return compute(args)
@@ -267,13 +321,14 @@ def respond(payload: bytes, codec: Codec) -> dict[str, Any]:
 
 
 def main() -> None:
-    global DEFECT
+    global DEFECT, EDGE_THRESHOLD
     parser = argparse.ArgumentParser()
     parser.add_argument("--protocol", default="auto", choices=("json", "msgpack", "auto"))
     parser.add_argument("--defect", default="")
     parser.add_argument("--tag", default="", help="ignored; lets tests find the process")
     options = parser.parse_args()
-    DEFECT = options.defect
+    DEFECT, _, threshold = options.defect.partition(":")
+    EDGE_THRESHOLD = int(threshold or 0)
     sys.setrecursionlimit(10_000)
     codec = Codec("json" if options.protocol == "auto" else options.protocol)
     reader = Reader()
