@@ -348,6 +348,23 @@ def _write_files(args: argparse.Namespace, reports: list[RunReport]) -> None:
 # -- replay -----------------------------------------------------------------------
 
 
+# A bridge-service fuzz failure (fuzz/bridge_service.py): steps, not golden frames.
+BRIDGE_SERVICE_STEPS_SUFFIX: Final = ".bridge-service.json"
+
+
+def _bridge_service_steps_case(path: Path) -> Case:
+    try:
+        from snakepit_harness.fuzz.bridge_service import load_steps, replay_case
+    except ImportError as exc:  # hypothesis is the fuzz extra
+        raise HarnessError(
+            f"replaying {path.name} needs the fuzz extra: pip install 'snakepit-harness[fuzz]'"
+        ) from exc
+    record = load_steps(path)
+    if record is None:
+        raise HarnessError(f"{path} is not a bridge-service fuzz steps file")
+    return replay_case(path, record)
+
+
 def _find_case(spec: str, golden_dirs: Sequence[Path]) -> Case:
     from .golden import load_case
 
@@ -355,6 +372,8 @@ def _find_case(spec: str, golden_dirs: Sequence[Path]) -> Case:
     if path.suffix == ".json" or path.is_file():
         if not path.is_file():
             raise HarnessError(f"no such golden-frame file: {spec}")
+        if path.name.endswith(BRIDGE_SERVICE_STEPS_SUFFIX):
+            return _bridge_service_steps_case(path)
         return load_case(path)
     cases = {c.id: c for c in all_cases(golden_dirs)}
     if spec not in cases:

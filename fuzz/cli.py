@@ -29,7 +29,7 @@ from .defaults import DEFAULT_MAX_EXAMPLES, DEFAULT_RESPONSE_TIMEOUT, PROPERTY_N
 
 __all__ = ["default_bridge", "register", "run_fuzz"]
 
-PROFILES: Final = ("v1", "v2", "enhanced", "grpc")
+PROFILES: Final = ("v1", "v2", "enhanced", "grpc", "bridge-service")
 CODEC_MODES: Final = ("json", "msgpack", "negotiate")
 
 # A seed space wide enough that two runs never share one by chance, small
@@ -44,7 +44,7 @@ def default_bridge(profile: str, codec_mode: str) -> list[str]:
     """
     from ..conformance.targets import CHECK_TARGETS
 
-    wanted = "-" if profile == "grpc" else codec_mode
+    wanted = "-" if profile in ("grpc", "bridge-service") else codec_mode
     for row in CHECK_TARGETS:
         if row.profile == profile and row.codec == wanted:
             return list(row.command())

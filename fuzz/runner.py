@@ -22,16 +22,22 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis.control import current_build_context
 from hypothesis.errors import HypothesisException, Unsatisfiable
-from hypothesis.stateful import run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 
 from ..errors import HarnessError
+from .bridge_service import (
+    BridgeServiceCalls,
+    BridgeServiceTarget,
+    bind_bridge_service_machine,
+    write_steps,
+)
 from .defaults import DEFAULT_MAX_EXAMPLES, DEFAULT_RESPONSE_TIMEOUT, SHRINK_BUDGET
 from .grpc_machine import GrpcSessions, GrpcTarget, bind_grpc_machine
 from .machines import MACHINES, STEPS_PER_RUN, bind_machine
@@ -174,8 +180,31 @@ def _machine_body(name: str, doc: str | None) -> Callable[[FuzzContext, st.DataO
     return body
 
 
-# The gRPC state machine: its name, the profile it applies to, its section.
-GRPC_MACHINE: Final = ("grpc-sessions", "grpc", "8")
+@dataclass(frozen=True)
+class TransportMachine:
+    """A profile fuzzed by one state machine over a transport of its own (not stdio frames)."""
+
+    name: str  # the property's name
+    section: str
+    machine: type[RuleBasedStateMachine]  # its docstring is the statement
+    target: Callable[..., Any]  # (argv, response_timeout=...) -> the target
+    bind: Callable[[Any, Callable[[], None], Callable[[PropertyFailed], None]], Any]
+    save: Callable[..., Path]  # writes a failure, as write_regression does
+
+
+TRANSPORT_MACHINES: Final = {
+    "grpc": TransportMachine(
+        "grpc-sessions", "8", GrpcSessions, GrpcTarget, bind_grpc_machine, write_grpc_transcript
+    ),
+    "bridge-service": TransportMachine(
+        "bridge-service-calls",
+        "9",
+        BridgeServiceCalls,
+        BridgeServiceTarget,
+        bind_bridge_service_machine,
+        write_steps,
+    ),
+}
 
 
 def machine_properties(profile: str) -> list[Property]:
@@ -185,10 +214,10 @@ def machine_properties(profile: str) -> list[Property]:
         for name, (machine, profiles, section) in MACHINES.items()
         if profile in profiles
     ]
-    name, grpc_profile, section = GRPC_MACHINE
-    if profile == grpc_profile:
-        body = _machine_body(name, GrpcSessions.__doc__)
-        found.append(Property(name, body, section, frozenset({grpc_profile})))
+    own = TRANSPORT_MACHINES.get(profile)
+    if own is not None:
+        body = _machine_body(own.name, own.machine.__doc__)
+        found.append(Property(own.name, body, own.section, frozenset({profile})))
     return found
 
 
@@ -214,7 +243,7 @@ def _settings(base: settings | None, max_examples: int | None) -> settings:
 
 def run_property(
     prop: Property,
-    target: StdioTarget | GrpcTarget,
+    target: StdioTarget | GrpcTarget | BridgeServiceTarget,
     profile: str,
     *,
     seed: int,
@@ -238,19 +267,20 @@ def run_property(
     )
     outcome = PropertyOutcome(prop)
     run: Callable[[], None]
-    if isinstance(target, GrpcTarget):
+    if profile in TRANSPORT_MACHINES:
         config = _settings(base_settings, _machine_examples(max_examples))
 
-        def guard_grpc() -> None:
+        def guard_own() -> None:
             state.guard()
             state.examples += 1
 
-        grpc_machine = hypothesis_seed(seed)(bind_grpc_machine(target, guard_grpc, state.record))
+        bound = TRANSPORT_MACHINES[profile].bind(target, guard_own, state.record)
+        own_machine = hypothesis_seed(seed)(bound)
 
-        def run_grpc() -> None:
-            run_state_machine_as_test(grpc_machine, settings=config)
+        def run_own() -> None:
+            run_state_machine_as_test(own_machine, settings=config)
 
-        run = run_grpc
+        run = run_own
     elif prop.name in MACHINES:
         examples = (
             None if max_examples is None else max(1, max_examples // MACHINE_EXAMPLES_DIVISOR)
@@ -261,6 +291,7 @@ def run_property(
             state.guard()
             state.examples += 1
 
+        assert isinstance(target, StdioTarget)
         machine = hypothesis_seed(seed)(
             bind_machine(MACHINES[prop.name][0], target, profile, guard, state.record)
         )
@@ -382,9 +413,10 @@ class FuzzSession:
             if self.max_time is not None:
                 left = self.max_time - (time.monotonic() - started)
                 share = max(left / (len(self.properties) - index), 0.001)
-            target: StdioTarget | GrpcTarget
-            if self.profile == "grpc":
-                target = GrpcTarget(self.argv, response_timeout=self.response_timeout)
+            target: StdioTarget | GrpcTarget | BridgeServiceTarget
+            own = TRANSPORT_MACHINES.get(self.profile)
+            if own is not None:
+                target = own.target(self.argv, response_timeout=self.response_timeout)
             else:
                 target = StdioTarget(
                     self.argv, self.codec_mode, response_timeout=self.response_timeout
@@ -402,7 +434,8 @@ class FuzzSession:
                     base_settings=self.base_settings,
                 )
             if outcome.failure is not None and self.save_failures is not None:
-                save = write_grpc_transcript if self.profile == "grpc" else write_regression
+                own = TRANSPORT_MACHINES.get(self.profile)
+                save = own.save if own is not None else write_regression
                 outcome.regression = save(
                     outcome.failure,
                     prop,

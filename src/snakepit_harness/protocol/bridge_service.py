@@ -35,6 +35,7 @@ from ._bridge_tools import (
     ToolCallsError,
     ToolInfo,
     example_arguments,
+    example_value,
     parse_tool_calls,
     tool_calls_for,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "encode_parameter",
     "encode_tool_result",
     "example_arguments",
+    "example_value",
     "launch_argv",
     "parse_ready_file",
     "parse_tool_calls",
