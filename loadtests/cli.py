@@ -23,19 +23,37 @@ import shutil
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from snakepit_harness.errors import HarnessError
+from snakepit_harness.errors import (
+    BridgeCrashed,
+    BridgeTimeout,
+    HarnessError,
+    RemoteProtocolError,
+    TransportError,
+)
 from snakepit_harness.protocol import ExitCode
+from snakepit_harness.transports.grpc_channel import GrpcStatusError
 
-from .sweep import AUTO
+from .sweep import AUTO, PROTOBUF_TRANSPORTS
+
+if TYPE_CHECKING:
+    from .bridge_calls import PlannedCall
 
 __all__ = ["register", "run_load"]
 
 DEFAULT_BRIDGES: Final = {
     "stdio": (sys.executable, "-m", "snakepit_bridge.generic_bridge_v2"),
     "grpc": (sys.executable, "-m", "snakepit_bridge.grpc_bridge"),
+    "bridge-service": (sys.executable, "-m", "snakepit_bridge.bridge_service"),
 }
+TRANSPORTS: Final = tuple(DEFAULT_BRIDGES)
+# What --payload means when it is not given: a stdio or grpc bridge echoes the
+# small profile; a bridge-service worker gets one call of its own tools.
+DEFAULT_PAYLOADS: Final = {"stdio": ["small"], "grpc": ["small"], "bridge-service": ["call"]}
+# Payloads that only one transport understands (they name a kind of call, not data).
+TRANSPORT_PAYLOADS: Final = {"grpc": ("stream",), "bridge-service": ("call", "stream")}
+
 DEFAULT_DURATION_S: Final = 5.0
 # A soak needs long enough for a leak to show over the noise of the allocator.
 DEFAULT_SOAK_DURATION_S: Final = 60.0
@@ -67,6 +85,18 @@ def _processes(text: str) -> int | str:
     return value
 
 
+def _delay_list(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated milliseconds, got {text!r}"
+        ) from None
+    if not values or any(not v >= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"host delays must be 0 or more ms, got {text!r}")
+    return sorted(set(values))
+
+
 def _name_list(text: str) -> list[str]:
     values = [part.strip() for part in text.split(",") if part.strip()]
     if not values:
@@ -96,9 +126,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sweep.add_argument(
         "--payload",
         type=_name_list,
-        default=["small"],
+        default=None,
         help="payload profiles: ping, small, structured, binary, file:PATH; with "
-        "--transport grpc also stream (default: small)",
+        "--transport grpc also stream; with --transport bridge-service call (one call of "
+        "the worker's own tool, see --tool), stream, and the profiles as echo's value "
+        "(default: small; call for bridge-service)",
     )
     sweep.add_argument(
         "--users", type=int, default=None, help="locust users (default: 2x the largest pool)"
@@ -114,7 +146,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--warmup", type=float, default=0.5, help="unmeasured warm-up seconds (default: 0.5)"
     )
     sweep.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds")
-    sweep.add_argument("--transport", choices=("stdio", "grpc"), default="stdio")
+    sweep.add_argument("--transport", choices=TRANSPORTS, default="stdio")
     sweep.add_argument(
         "--codec-select",
         choices=("negotiate", "none"),
@@ -137,6 +169,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="locust processes generating the load on this host, each driving its share of "
         "the users and of the pool (locust --processes); auto: per point, half the CPUs, "
         "at most the pool size, at least 1 (default: auto)",
+    )
+    service = parser.add_argument_group("bridge-service (Snakepit v0.13 workers)")
+    service.add_argument(
+        "--host-delay",
+        type=_delay_list,
+        default=[0.0],
+        metavar="MS[,MS...]",
+        help="milliseconds the harness's host adds to every callback a worker makes "
+        "(session registration, tool registration): a sweep dimension (default: 0)",
+    )
+    service.add_argument(
+        "--tool", help="the tool payload call (and stream) calls (default: chosen, see docs)"
+    )
+    service.add_argument(
+        "--tool-calls",
+        type=Path,
+        metavar="FILE",
+        help="JSON {tool: [arguments, ...]}: the first arguments of the called tool are sent",
     )
     out = parser.add_argument_group("output")
     out.add_argument("--html", type=Path, help="write an HTML report with plots")
@@ -175,10 +225,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _check_dependencies(transport: str) -> None:
-    needed = ["locust", "gevent"] + (["grpc"] if transport == "grpc" else [])
+    grpc = transport in PROTOBUF_TRANSPORTS
+    needed = ["locust", "gevent"] + (["grpc"] if grpc else [])
     missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if missing:
-        extra = "load,grpc" if transport == "grpc" else "load"
+        extra = "load,grpc" if grpc else "load"
         raise HarnessError(
             f"the load subcommand needs {', '.join(missing)}: "
             f"pip install 'snakepit-harness[{extra}]'"
@@ -201,19 +252,29 @@ def _validate(args: argparse.Namespace) -> None:
             raise HarnessError(f"{option} must be positive, not {value:g}")
     if args.warmup < 0:
         raise HarnessError(f"--warmup cannot be negative ({args.warmup:g})")
+    if args.master and args.transport == "bridge-service":
+        raise HarnessError(
+            "--master is not supported with --transport bridge-service: each point's host "
+            "emulator runs on this host, on loopback, where remote workers cannot call back"
+        )
     if args.master and args.generator_processes != AUTO:
         raise HarnessError(
             "--generator-processes applies to this host; with --master, each --worker host "
             "is one generating process (start several workers for more)"
         )
+    if args.transport != "bridge-service" and (args.tool or args.tool_calls):
+        raise HarnessError("--tool and --tool-calls apply to --transport bridge-service only")
+    if args.transport != "bridge-service" and args.host_delay != [0.0]:
+        raise HarnessError("--host-delay applies to --transport bridge-service only")
     for codec in args.codec:
         if codec not in ("json", "msgpack"):
             raise HarnessError(f"unknown codec {codec!r}; use json and/or msgpack")
+    special = TRANSPORT_PAYLOADS.get(args.transport, ())
     for payload in args.payload:
-        if args.transport == "grpc" and payload == "stream":
+        if payload in special:
             continue
         if payload not in BUILTIN_PROFILES and not payload.startswith(FILE_PREFIX):
-            known = ", ".join([*BUILTIN_PROFILES, "file:PATH"])
+            known = ", ".join([*BUILTIN_PROFILES, *special, "file:PATH"])
             raise HarnessError(f"unknown payload profile {payload!r}; known: {known}")
         if payload.startswith(FILE_PREFIX):
             load_profile(payload)  # a bad file fails now, not in every point
@@ -241,6 +302,53 @@ def resolve_command(argv: list[str]) -> list[str]:
     return [found, *argv[1:]]
 
 
+def _plan_calls(args: argparse.Namespace, bridge_cmd: list[str]) -> dict[str, PlannedCall]:
+    """bridge-service: ask the worker for its tools and try each payload's call once."""
+    if args.transport != "bridge-service":
+        return {}
+    from snakepit_harness.protocol.bridge_service import parse_tool_calls
+
+    from .bridge_calls import plan_tool_calls
+
+    tool_calls = None
+    if args.tool_calls is not None:
+        try:
+            tool_calls = parse_tool_calls(args.tool_calls.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise HarnessError(f"--tool-calls {args.tool_calls}: {exc.strerror}") from None
+        except HarnessError as exc:
+            raise HarnessError(f"--tool-calls {args.tool_calls}: {exc}") from None
+    planned = plan_tool_calls(
+        bridge_cmd, args.payload, tool=args.tool, tool_calls=tool_calls, timeout=args.timeout
+    )
+    for payload, call in planned.items():
+        print(f"snakepit-harness load: payload {payload}: {call.how}", file=sys.stderr)
+    return planned
+
+
+# What went wrong with a worker before the sweep, by the error that said so
+# (the first match in this order); the names are the load report's verdicts.
+UNPLANNABLE_VERDICTS: Final[tuple[tuple[type[Exception], str], ...]] = (
+    (BridgeTimeout, "TIMEOUT"),
+    (BridgeCrashed, "CRASH"),
+    (TransportError, "START"),
+    (GrpcStatusError, "RPC"),
+    (RemoteProtocolError, "TOOL CALL"),
+)
+
+
+def _say_unplannable(exc: HarnessError) -> None:
+    verdict = next(name for kind, name in UNPLANNABLE_VERDICTS if isinstance(exc, kind))
+    print(
+        f"snakepit-harness load: the worker cannot be load-tested: {verdict}: {exc}",
+        file=sys.stderr,
+    )
+    tail = getattr(exc, "stderr_tail", b"")
+    if tail:
+        print("--- worker stderr (tail) ---", file=sys.stderr)
+        print(tail.decode("utf-8", "replace").rstrip(), file=sys.stderr)
+
+
 def run_load(args: argparse.Namespace) -> int:
     from .plots import render_html
     from .render import render_table, write_csv, write_json
@@ -255,13 +363,22 @@ def run_load(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.worker:
         return run_worker(args.master_host, args.master_port, sys.stderr, args.work_dir)
+    if args.payload is None:
+        args.payload = list(DEFAULT_PAYLOADS[args.transport])
     _validate(args)
-    if args.transport == "grpc" and args.codec != ["json", "msgpack"]:
+    if args.transport in PROTOBUF_TRANSPORTS and args.codec != ["json", "msgpack"]:
         print(
-            "snakepit-harness load: --codec is ignored with --transport grpc (protobuf)",
+            f"snakepit-harness load: --codec is ignored with --transport {args.transport} "
+            "(protobuf)",
             file=sys.stderr,
         )
     bridge_cmd = resolve_command(args.bridge_cmd or list(DEFAULT_BRIDGES[args.transport]))
+    try:
+        planned_calls = _plan_calls(args, bridge_cmd)
+    except (TransportError, RemoteProtocolError, GrpcStatusError) as exc:
+        # The worker's fault, not the command line's: a verdict, as for a point.
+        _say_unplannable(exc)
+        return ExitCode.FAILED
     duration = args.duration or (DEFAULT_SOAK_DURATION_S if args.soak else DEFAULT_DURATION_S)
     options = SweepOptions(
         bridge_cmd=bridge_cmd,
@@ -281,10 +398,17 @@ def run_load(args: argparse.Namespace) -> int:
         expect_workers=args.expect_workers,
         master_bind_port=args.master_bind_port,
         generator_processes=args.generator_processes,
+        host_delays_ms=args.host_delay,
+        planned_calls=planned_calls,
     )
     results = run_sweep(options, sys.stderr, args.work_dir)
     gates = Gates(args.max_p99, args.max_error_ratio, args.min_rps, args.max_rss_growth)
     described: dict[str, Any] = dict(vars(options))
+    # The planned calls are bytes; the report says what each one is.
+    described["planned_calls"] = {
+        payload: {"tool": call.tool, "stream": call.stream, "chunks": call.chunks, "how": call.how}
+        for payload, call in planned_calls.items()
+    }
     report = build_report(results, gates, described)
     print(render_table(report))
     if args.json:

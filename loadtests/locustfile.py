@@ -33,6 +33,7 @@ import gevent.queue
 import locust.stats
 from locust import User, constant, events, task
 from locust.runners import MasterRunner, WorkerRunner
+from snakepit_harness.loadtests.bridge_calls import check_tool_response, check_tool_stream
 from snakepit_harness.loadtests.hires import bucket_response_time
 from snakepit_harness.loadtests.node import (
     FINAL_MESSAGE,
@@ -249,6 +250,14 @@ class GrpcUser(_PointUser):
 
     kind = "grpc"
 
+    @staticmethod
+    def check_unary(baseline: bool, answer: bytes, request_size: int) -> str | None:
+        return _check_unary(baseline, answer, request_size)
+
+    @staticmethod
+    def check_stream(baseline: bool, messages: int, last: bytes, count: int) -> str | None:
+        return _check_stream(baseline, messages, last, count)
+
     def send_for(
         self, run: PointRun, pool: Any, config: PointConfig, tally: LocustTally, end_ns: int
     ) -> None:
@@ -285,12 +294,12 @@ class GrpcUser(_PointUser):
                     last = message
                     length += len(message)
                 elapsed = time.perf_counter_ns() - began
-                error = _check_stream(baseline, messages, last, config.stream_count)
+                error = self.check_stream(baseline, messages, last, config.stream_count)
             else:
                 answer = worker.execute(run.grpc_request, timeout=config.timeout_s)
                 elapsed = time.perf_counter_ns() - began
                 length = len(answer)
-                error = _check_unary(baseline, answer, len(run.grpc_request))
+                error = self.check_unary(baseline, answer, len(run.grpc_request))
         except grpc.RpcError as exc:
             error = f"gRPC {exc.code().name}: {exc.details()}"
         finally:
@@ -322,3 +331,23 @@ def _check_stream(baseline: bool, messages: int, last: bytes, count: int) -> str
     if messages != count + 1:
         return f"ping_stream {{count: {count}}} sent {messages} messages, expected {count + 1}"
     return None
+
+
+class BridgeServiceUser(GrpcUser):
+    """``ExecuteTool`` (or ``ExecuteStreamingTool`` for ``stream``) of the planned tool call."""
+
+    kind = "bridge-service"
+
+    @staticmethod
+    def check_unary(baseline: bool, answer: bytes, request_size: int) -> str | None:
+        if baseline:
+            return None if len(answer) == request_size else "echo server returned other bytes"
+        return check_tool_response(answer)
+
+    @staticmethod
+    def check_stream(baseline: bool, messages: int, last: bytes, count: int) -> str | None:
+        if baseline:
+            return None if messages > 0 else "echo stream was empty"
+        # Only the end is checked per call: a user's tool may stream a
+        # varying number of chunks; the trial call counted them once.
+        return check_tool_stream([last] if messages else [])

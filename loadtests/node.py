@@ -21,6 +21,7 @@ import itertools
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -97,7 +98,6 @@ class PointRun:
         gevent.spawn(self._window, environment, config)
 
     def _make_pool(self, config: PointConfig, process_index: int) -> WorkerPool[Any]:
-        baseline = config.kind == BASELINE_KIND
         # A distributed worker keeps its own pid file (the master's path is
         # the master's) and tells its harness which point it served.
         pid_file = os.environ.get("SNAKEPIT_PID_FILE") or config.pid_file or None
@@ -105,41 +105,14 @@ class PointRun:
         if state_file:
             Path(state_file).write_text(config.to_json())
         size, first = config.pool_share(process_index)
-        if config.transport == "grpc":
-            from .grpc_calls import execute_request_bytes
-            from .grpc_pool import GrpcPool, init_grpc_for_gevent
-
-            init_grpc_for_gevent()  # before any channel exists
-            if config.payload == STREAM_PROFILE:
-                command, args = "ping_stream", {"count": config.stream_count}
-            else:
-                # §8.3: argument values are JSON texts, so bytes travel as base64
-                # (a bridge cannot put raw bytes nested in a result back in JSON).
-                command, args = load_profile(config.payload)[0]
-                args = bytes_as_base64(args)
-            self.grpc_request = execute_request_bytes(command, args)
-            return GrpcPool(
-                config.bridge_cmd,
-                size,
-                baseline=baseline,
-                pid_file=pid_file,
-                timeout=config.timeout_s,
-                first_index=first,
-                whole=config.pool,
-            )
-        from .gpool import StdioPool
-
-        self.templates = make_templates(config.payload, config.codec)
-        return StdioPool(
-            config.bridge_cmd,
-            size,
-            config.codec,
-            select=config.codec_select,
-            pid_file=pid_file,
-            timeout=config.timeout_s,
-            first_index=first,
-            whole=config.pool,
-        )
+        shared: dict[str, Any] = {
+            "pid_file": pid_file,
+            "timeout": config.timeout_s,
+            "first_index": first,
+            "whole": config.pool,
+        }
+        pool: WorkerPool[Any] = _POOL_MAKERS[config.transport](self, config, size, shared)
+        return pool
 
     # -- the start together ---------------------------------------------------
 
@@ -327,6 +300,57 @@ class PointRun:
     def close(self) -> None:
         if self.pool is not None:
             self.pool.close()
+
+
+def _stdio_pool(run: PointRun, config: PointConfig, size: int, shared: dict[str, Any]) -> Any:
+    from .gpool import StdioPool
+
+    run.templates = make_templates(config.payload, config.codec)
+    return StdioPool(config.bridge_cmd, size, config.codec, select=config.codec_select, **shared)
+
+
+def _grpc_pool(run: PointRun, config: PointConfig, size: int, shared: dict[str, Any]) -> Any:
+    from .grpc_calls import execute_request_bytes
+    from .grpc_pool import GrpcPool, init_grpc_for_gevent
+
+    init_grpc_for_gevent()  # before any channel exists
+    if config.payload == STREAM_PROFILE:
+        command, args = "ping_stream", {"count": config.stream_count}
+    else:
+        # §8.3: argument values are JSON texts, so bytes travel as base64
+        # (a bridge cannot put raw bytes nested in a result back in JSON).
+        command, args = load_profile(config.payload)[0]
+        args = bytes_as_base64(args)
+    run.grpc_request = execute_request_bytes(command, args)
+    return GrpcPool(config.bridge_cmd, size, baseline=config.kind == BASELINE_KIND, **shared)
+
+
+def _bridge_service_pool(
+    run: PointRun, config: PointConfig, size: int, shared: dict[str, Any]
+) -> Any:
+    from .bridge_pool import BridgeServicePool
+    from .grpc_pool import init_grpc_for_gevent
+
+    init_grpc_for_gevent()  # before any channel exists
+    # Planned and tried by the harness before the sweep (bridge_calls.py).
+    run.grpc_request = Path(config.tool_request_file).read_bytes()
+    return BridgeServicePool(
+        config.bridge_cmd,
+        size,
+        host_address=config.host_address,
+        request=run.grpc_request,
+        stream=config.payload == STREAM_PROFILE,
+        baseline=config.kind == BASELINE_KIND,
+        **shared,
+    )
+
+
+# How each transport's pool is built (and what the users send set up).
+_POOL_MAKERS: Final[dict[str, Callable[[PointRun, PointConfig, int, dict[str, Any]], Any]]] = {
+    "stdio": _stdio_pool,
+    "grpc": _grpc_pool,
+    "bridge-service": _bridge_service_pool,
+}
 
 
 def _locust_total(environment: Any) -> dict[str, Any]:

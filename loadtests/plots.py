@@ -51,7 +51,7 @@ def _series(rows: list[LoadRow], metric: str) -> list[tuple[str, bool, list[tupl
         value = getattr(row, metric)
         if row.error or not value:
             continue
-        lines.setdefault((row.payload, row.codec, row.kind), []).append((row.pool, value))
+        lines.setdefault((row.payload, row.variant, row.kind), []).append((row.pool, value))
     return [
         (f"{payload} · {codec}", kind == BASELINE_KIND, sorted(points))
         for (payload, codec, kind), points in sorted(lines.items())

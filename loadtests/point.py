@@ -26,13 +26,23 @@ BRIDGE_KIND: Final = "bridge"
 BASELINE_KIND: Final = "baseline"
 
 
-def baseline_command(transport: str) -> list[str]:
-    """The calibration worker for ``transport``, run with this interpreter."""
-    module = {
-        "stdio": "snakepit_harness.loadtests.raw_echo",
-        "grpc": "snakepit_harness.loadtests.grpc_echo",
-    }[transport]
-    return [sys.executable, "-m", module]
+BASELINE_MODULES: Final = {
+    "stdio": "snakepit_harness.loadtests.raw_echo",
+    "grpc": "snakepit_harness.loadtests.grpc_echo",
+    "bridge-service": "snakepit_harness.loadtests.bridge_echo",
+}
+
+
+def baseline_command(transport: str, stream_chunks: int = 0) -> list[str]:
+    """The calibration worker for ``transport``, run with this interpreter.
+
+    ``stream_chunks``: how many messages the bridge-service echo streams back
+    (the planned stream's own count).
+    """
+    command = [sys.executable, "-m", BASELINE_MODULES[transport]]
+    if stream_chunks:
+        command += ["--stream-chunks", str(stream_chunks)]
+    return command
 
 
 @dataclass
@@ -40,7 +50,7 @@ class PointConfig:
     """Everything a locust process needs to run one point."""
 
     kind: str  # "bridge" or "baseline"
-    transport: str  # "stdio" or "grpc"
+    transport: str  # "stdio", "grpc" or "bridge-service"
     bridge_cmd: list[str]
     pool: int
     codec: str  # json, msgpack, raw (baseline) or protobuf (gRPC)
@@ -61,6 +71,15 @@ class PointConfig:
     # whole pool of their own.
     generator_processes: int = 1
     split_pool: bool = False
+    # bridge-service: the file holding the serialised ExecuteToolRequest
+    # every call sends (written by the sweep for the point), the tool it
+    # names, the host emulator the workers call back into (started by the
+    # harness for the point) and the delay it adds to every callback (None
+    # for the baseline, which makes no callbacks).
+    tool_request_file: str = ""
+    tool: str = ""
+    host_address: str = ""
+    host_delay_ms: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -85,4 +104,7 @@ class PointConfig:
 
     @property
     def label(self) -> str:
-        return f"{self.kind} pool={self.pool} codec={self.codec} payload={self.payload}"
+        label = f"{self.kind} pool={self.pool} codec={self.codec} payload={self.payload}"
+        if self.host_delay_ms is not None:
+            label += f" host-delay={self.host_delay_ms:g}ms"
+        return label

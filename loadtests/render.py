@@ -72,8 +72,8 @@ TABLE_COLUMNS: Final = (
 def row_cells(row: LoadRow) -> list[str]:
     """One table row (text and HTML alike)."""
     if row.error:
-        return [row.payload, str(row.pool), row.codec, "FAILED", *["-"] * 12]
-    codec = row.codec + (" (baseline)" if row.is_baseline else "")
+        return [row.payload, str(row.pool), row.variant, "FAILED", *["-"] * 12]
+    codec = row.variant + (" (baseline)" if row.is_baseline else "")
     loadgen = _pct(row.loadgen_cpu_pct) + (" !" if row.generator_bound else "")
     return [
         row.payload,
@@ -207,6 +207,8 @@ def recommendation_lines(report: LoadReport) -> list[str]:
     for key, refusal in recommendation.refused.items():
         if refusal.codec is not None:
             lines.append(f"  {key}: not judged, generator-bound at {', '.join(refusal.bound_at)}")
+    if recommendation.refused and ADVICE not in lines:
+        lines.append(ADVICE)  # lines refused with no payload sentence (bridge-service)
     return lines
 
 
@@ -262,6 +264,7 @@ CSV_FIELDS: Final = (
     "payload",
     "pool",
     "codec",
+    "host_delay_ms",
     "users",
     "requests",
     "errors",

@@ -24,6 +24,10 @@ Decisions written down:
 * The "MessagePack is 2-3x faster for large payloads" claim is judged on the
   median round trip at the smallest pool for the large profiles (structured,
   binary, request files): confirmed when JSON/MessagePack >= 2.
+* bridge-service: a line is a payload at one host delay (the callback latency
+  the worker meets, ``protobuf host+10ms``): each gets its pool.  There is no
+  codec to choose and a host delay is the user's circumstance, not a choice,
+  so these payloads get no codec sentence.
 """
 
 from __future__ import annotations
@@ -173,7 +177,7 @@ def _choose_pool(line: list[LoadRow]) -> PoolChoice:
     best = max(line, key=lambda r: r.rps)
     good_enough = [r for r in line if r.rps >= (1 - POOL_TOLERANCE) * best.rps]
     chosen = min(good_enough, key=lambda r: r.pool)
-    return PoolChoice(best.payload, best.codec, chosen.pool, chosen.rps, best.pool, best.rps)
+    return PoolChoice(best.payload, best.variant, chosen.pool, chosen.rps, best.pool, best.rps)
 
 
 def _choose_codec(payload: str, options: list[PoolChoice], rows: list[LoadRow]) -> CodecChoice:
@@ -193,7 +197,7 @@ def _refusal(payload: str, codec: str | None, rows: list[LoadRow], measured: Any
     return Refusal(
         payload,
         codec,
-        [f"pool {r.pool} {r.codec}" for r in bound],
+        [f"pool {r.pool} {r.variant}" for r in bound],
         max(r.loadgen_cpu_pct or 0.0 for r in bound),
         measured,
     )
@@ -204,7 +208,7 @@ def _recommend(rows: list[LoadRow]) -> Recommendation:
     bridge = [r for r in rows if r.measured]
     lines: dict[tuple[str, str], list[LoadRow]] = {}
     for row in bridge:
-        lines.setdefault((row.payload, row.codec), []).append(row)
+        lines.setdefault((row.payload, row.variant), []).append(row)
     measured_pools: dict[tuple[str, str], PoolChoice] = {}
     for (payload, codec), line in sorted(lines.items()):
         choice = measured_pools[payload, codec] = _choose_pool(line)
@@ -215,6 +219,10 @@ def _recommend(rows: list[LoadRow]) -> Recommendation:
             out.pools[key] = choice
     for payload in sorted({r.payload for r in bridge}):
         of_payload = [r for r in bridge if r.payload == payload]
+        if any(r.host_delay_ms is not None for r in of_payload):
+            # bridge-service: one codec (protobuf); its lines differ by host
+            # delay, which is the user's circumstance, not a choice to make.
+            continue
         options = [choice for (p, _), choice in measured_pools.items() if p == payload]
         measured = _choose_codec(payload, options, of_payload)
         if any(r.generator_bound for r in of_payload):

@@ -55,6 +55,9 @@ class LoadRow:
     pool: int
     codec: str
     users: int
+    # bridge-service: the delay the host emulator added to every callback (ms);
+    # None elsewhere and for the baseline, which makes no callbacks.
+    host_delay_ms: float | None = None
     error: str | None = None
     failure: PointFailure | None = None
     requests: int = 0
@@ -105,8 +108,18 @@ class LoadRow:
         return self.generator_cpu_us_per_request * self.rps / 1e4
 
     @property
+    def variant(self) -> str:
+        """What a line of the sweep varies besides the pool: the codec, and any host delay."""
+        if self.host_delay_ms is None:
+            return self.codec
+        return f"{self.codec} host+{self.host_delay_ms:g}ms"
+
+    @property
     def where(self) -> str:
-        return f"pool={self.pool} codec={self.codec} payload={self.payload}"
+        where = f"pool={self.pool} codec={self.codec} payload={self.payload}"
+        if self.host_delay_ms is not None:
+            where += f" host-delay={self.host_delay_ms:g}ms"
+        return where
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,6 +153,7 @@ def _row(result: dict[str, Any]) -> LoadRow:
         pool=config["pool"],
         codec=config["codec"],
         users=config["users"],
+        host_delay_ms=config.get("host_delay_ms"),
         error=result.get("error"),
         failure=PointFailure.from_document(result.get("failure")),
         requests=result.get("requests", 0),

@@ -35,8 +35,10 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 from snakepit_harness.errors import HarnessError
+from snakepit_harness.transports.bridge_host import host_process
 from snakepit_harness.transports.spawn import TERMINATE_GRACE_S, supervised_group
 
+from .bridge_calls import PlannedCall
 from .point import BASELINE_KIND, BRIDGE_KIND, PointConfig, baseline_command
 
 __all__ = [
@@ -51,7 +53,13 @@ __all__ = [
 ]
 
 LOCUSTFILE: Final = str(Path(__file__).with_name("locustfile.py"))
-USER_CLASSES: Final = {"stdio": "StdioPoolUser", "grpc": "GrpcUser"}
+USER_CLASSES: Final = {
+    "stdio": "StdioPoolUser",
+    "grpc": "GrpcUser",
+    "bridge-service": "BridgeServiceUser",
+}
+# Transports whose requests are protobuf messages: one "codec", no negotiation.
+PROTOBUF_TRANSPORTS: Final = ("grpc", "bridge-service")
 
 # Time a locust process may spend on things other than warm-up and the
 # window: importing locust (~1-2 s on a busy machine), starting the pool
@@ -94,6 +102,10 @@ class SweepOptions:
     expect_workers: int = 1
     master_bind_port: int = 5557
     generator_processes: int | str = AUTO  # a count, or AUTO (per point)
+    # bridge-service: milliseconds the host emulator adds to every callback
+    # (a sweep dimension), and each payload's planned call (bridge_calls.py).
+    host_delays_ms: list[float] = field(default_factory=lambda: [0.0])
+    planned_calls: dict[str, PlannedCall] = field(default_factory=dict)
 
 
 def available_cpus() -> int:
@@ -124,11 +136,39 @@ def _processes_for(options: SweepOptions, pool: int) -> int:
     return int(options.generator_processes)
 
 
+def _variants(options: SweepOptions, payload: str) -> list[dict[str, Any]]:
+    """The bridge points of one payload at one pool: a codec each, or a host delay each."""
+    if options.transport == "bridge-service":
+        call = options.planned_calls[payload]
+        return [
+            {
+                "codec": "protobuf",
+                "host_delay_ms": delay,
+                "tool": call.tool,
+                "stream_count": call.chunks or options.stream_count,
+            }
+            for delay in options.host_delays_ms
+        ]
+    codecs = ["protobuf"] if options.transport in PROTOBUF_TRANSPORTS else options.codecs
+    return [{"codec": codec} for codec in codecs]
+
+
+def _baseline(options: SweepOptions, payload: str) -> dict[str, Any]:
+    """What the calibration point of ``payload`` sends and runs."""
+    if options.transport != "bridge-service":
+        return {"bridge_cmd": baseline_command(options.transport)}
+    call = options.planned_calls[payload]
+    return {
+        "bridge_cmd": baseline_command(options.transport, call.chunks),
+        "tool": call.tool,
+        "stream_count": call.chunks or options.stream_count,
+    }
+
+
 def plan(options: SweepOptions) -> list[PointConfig]:
     """Every point of the sweep, in the order it runs."""
     smallest = min(options.pools)
     points = []
-    codecs = ["protobuf"] if options.transport == "grpc" else options.codecs
     for payload in options.payloads:
         for pool in options.pools:
             processes = _processes_for(options, pool)
@@ -152,20 +192,17 @@ def plan(options: SweepOptions) -> list[PointConfig]:
             )
             if wants_baseline:
                 baseline_common = dict(
-                    common, duration_s=min(options.duration_s, BASELINE_MAX_DURATION_S)
+                    common,
+                    duration_s=min(options.duration_s, BASELINE_MAX_DURATION_S),
+                    **_baseline(options, payload),
                 )
+                points.append(PointConfig(kind=BASELINE_KIND, codec="raw", **baseline_common))
+            for variant in _variants(options, payload):
                 points.append(
                     PointConfig(
-                        kind=BASELINE_KIND,
-                        bridge_cmd=baseline_command(options.transport),
-                        codec="raw",
-                        **baseline_common,
-                    )
-                )
-            for codec in codecs:
-                points.append(
-                    PointConfig(
-                        kind=BRIDGE_KIND, bridge_cmd=options.bridge_cmd, codec=codec, **common
+                        kind=BRIDGE_KIND,
+                        bridge_cmd=options.bridge_cmd,
+                        **dict(common, **variant),
                     )
                 )
     if points:
@@ -235,9 +272,21 @@ def run_point(
     budget = config.warmup_s + config.duration_s + STARTUP_ALLOWANCE_S
     if options.master:
         budget += WORKER_WAIT_S
-    command = locust_command(config, options, budget)
     began = time.monotonic()
-    with supervised_group(command, log_path, pid_file) as proc:
+    with contextlib.ExitStack() as stack:
+        if config.transport == "bridge-service":
+            # The request is a file, not part of the command line: a 1 MiB
+            # binary echo would not fit in the kernel's argument limit.
+            request_path = workdir / f"point-{index:03d}.request"
+            request_path.write_bytes(options.planned_calls[config.payload].request)
+            config.tool_request_file = str(request_path)
+            # One host for the point's workers, in every generator process.
+            host_log = stack.enter_context(open(workdir / f"point-{index:03d}.host.log", "wb"))
+            config.host_address = stack.enter_context(
+                host_process(config.host_delay_ms or 0.0, host_log)
+            )
+        command = locust_command(config, options, budget)
+        proc = stack.enter_context(supervised_group(command, log_path, pid_file))
         while proc.poll() is None:
             elapsed = time.monotonic() - began
             if elapsed > budget + TERMINATE_GRACE_S * 2:

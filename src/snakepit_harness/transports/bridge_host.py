@@ -22,7 +22,10 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import os
+import selectors
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -30,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import IO, TYPE_CHECKING, Any, Final, Self
 
 from ..protocol.bridge_service import (
     NO_EXAMPLE,
@@ -52,6 +55,7 @@ __all__ = [
     "HostEmulator",
     "HostTool",
     "decode_parameters",
+    "host_process",
     "main",
     "tool_info",
 ]
@@ -455,6 +459,56 @@ class _HostServicer:
 
 
 # -- standalone ----------------------------------------------------------------
+
+# Seconds a standalone host may take to serve (importing grpc on a busy machine).
+HOST_PROCESS_START_LIMIT: Final = 30.0
+
+
+@contextlib.contextmanager
+def host_process(delay_ms: float = 0.0, log: IO[bytes] | None = None) -> Iterator[str]:
+    """A host emulator in a process of its own, for workers started by other processes.
+
+    Yields its address; on leaving, however the block ends, the process is
+    killed with its group.  ``log`` takes its stderr (default: discarded).
+    Raises :class:`~snakepit_harness.errors.HarnessError` when it does not
+    serve within :data:`HOST_PROCESS_START_LIMIT`.
+    """
+    from ..errors import HarnessError
+    from .process import kill_process_group
+    from .spawn import die_with_parent
+
+    command = [sys.executable, "-m", __name__, "--port", "0", "--delay-ms", f"{delay_ms:g}"]
+    proc = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=log if log is not None else subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=die_with_parent,  # noqa: PLW1509 - the harness runs no threads here
+    )
+    try:
+        assert proc.stdout is not None
+        line = b""
+        deadline = time.monotonic() + HOST_PROCESS_START_LIMIT
+        with selectors.DefaultSelector() as selector:
+            selector.register(proc.stdout, selectors.EVENT_READ)
+            while not line.endswith(b"\n") and time.monotonic() < deadline:
+                if selector.select(timeout=0.1):
+                    chunk = os.read(proc.stdout.fileno(), 256)
+                    if not chunk:
+                        break
+                    line += chunk
+        text = line.decode("utf-8", "replace").strip()
+        if not text.startswith(HOST_READY_PREFIX):
+            raise HarnessError(
+                f"the host emulator did not serve within {HOST_PROCESS_START_LIMIT:.0f} s "
+                f"(exit status {proc.poll()}, output {text[:200]!r})"
+            )
+        yield f"127.0.0.1:{int(text[len(HOST_READY_PREFIX) :])}"
+    finally:
+        kill_process_group(proc)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

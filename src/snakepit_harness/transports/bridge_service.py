@@ -71,6 +71,7 @@ __all__ = [
     "BridgeServiceWorker",
     "ToolStream",
     "build_tool_request",
+    "snakepit_environment",
 ]
 
 # How often the ready file is looked at; Snakepit polls every 50 ms.
@@ -111,6 +112,20 @@ def build_tool_request(
     for key, value in (binary or {}).items():
         request.binary_parameters[key] = value
     return request
+
+
+def snakepit_environment(
+    base: Mapping[str, str], ready_file: Path, heartbeat: HeartbeatConfig | None = None
+) -> dict[str, str]:
+    """``base`` plus what Snakepit sets for a worker it launches (§9.2)."""
+    env = dict(base)
+    env[BridgeEnv.READY_FILE] = str(ready_file)
+    env[BridgeEnv.PROCESS_GROUP] = "1"
+    env.setdefault(BridgeEnv.LOG_LEVEL, BRIDGE_LOG_LEVEL)
+    env.setdefault(BridgeEnv.PYTHON, sys.executable)
+    if heartbeat is not None:
+        env[BridgeEnv.HEARTBEAT_CONFIG] = heartbeat.to_json()
+    return env
 
 
 # An open ``ExecuteStreamingTool`` call: iterate for ToolChunks, ``cancel()`` to stop.
@@ -289,14 +304,7 @@ class BridgeServiceWorker(ProcessOwner):
     def environment(self) -> dict[str, str]:
         """The environment the worker gets: the caller's plus what Snakepit sets."""
         assert self.ready_file is not None
-        env = dict(self._base_env)
-        env[BridgeEnv.READY_FILE] = str(self.ready_file)
-        env[BridgeEnv.PROCESS_GROUP] = "1"
-        env.setdefault(BridgeEnv.LOG_LEVEL, BRIDGE_LOG_LEVEL)
-        env.setdefault(BridgeEnv.PYTHON, sys.executable)
-        if self.heartbeat is not None:
-            env[BridgeEnv.HEARTBEAT_CONFIG] = self.heartbeat.to_json()
-        return env
+        return snakepit_environment(self._base_env, self.ready_file, self.heartbeat)
 
     def spawn(self) -> Self:
         """Start the process (no waiting): for cases about start-up itself."""

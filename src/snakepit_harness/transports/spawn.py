@@ -25,7 +25,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -94,8 +94,12 @@ class Child:
         self.wait(KILL_REAP_TIMEOUT)
 
 
-def spawn_with_pipes(argv: Sequence[str], stdin: bool = True) -> tuple[Child, int | None, int, int]:
+def spawn_with_pipes(
+    argv: Sequence[str], stdin: bool = True, env: Mapping[str, str] | None = None
+) -> tuple[Child, int | None, int, int]:
     """Start ``argv`` in a new session with raw pipes: (child, stdin fd, stdout fd, stderr fd).
+
+    ``env`` replaces the environment (default: this process's).
 
     ``os.posix_spawnp``, not ``subprocess.Popen``: under gevent, Popen runs
     Python code in the forked child, where the hub can switch to another
@@ -112,7 +116,7 @@ def spawn_with_pipes(argv: Sequence[str], stdin: bool = True) -> tuple[Child, in
         pid = os.posix_spawnp(
             argv[0],
             list(argv),
-            os.environ,
+            os.environ if env is None else env,
             file_actions=[
                 (os.POSIX_SPAWN_DUP2, child_in, 0),
                 (os.POSIX_SPAWN_DUP2, child_out, 1),

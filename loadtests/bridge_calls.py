@@ -1,0 +1,256 @@
+"""The call a bridge-service load test makes, chosen from what the worker registers.
+
+A user's worker has its own tools, so the harness asks it before the sweep:
+:func:`plan_tool_calls` starts the worker once beside an in-process host
+emulator, reads its ``RegisterTools`` (§9.4), picks the tool each payload
+calls, makes that call once (a tool that fails now would fail every point)
+and returns the requests as serialised ``ExecuteToolRequest`` bytes.  Load
+users send those bytes unchanged with identity serialisers, so the
+generator builds no protobuf per request.
+
+Which tool a payload calls:
+
+* ``call``: ``--tool NAME`` with its ``--tool-calls`` arguments or, without
+  them, example values for its registered parameters; without ``--tool``, the
+  first tool of the ``--tool-calls`` file; else ``echo`` with the ``small``
+  profile; else the first unary tool with example arguments.
+* ``small``, ``structured``, ``binary``, ``file:PATH``: the profile's
+  arguments as ``echo``'s ``value``; a profile of one bytes field (``binary``)
+  sends the bytes themselves as ``value``, a binary parameter (§9.7.3).
+  They need an ``echo`` tool with one ``value`` parameter.
+* ``stream``: ``--tool`` when it streams, else the first streaming tool, with
+  the same argument rules; how many chunks it sends is counted once, so the
+  baseline sends as many.
+
+Runs in the harness's process (no gevent); the response checks the load
+users apply are here too, stdlib and protobuf only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from snakepit_harness.errors import HarnessError, RemoteProtocolError
+from snakepit_harness.protocol.bridge_service import (
+    BRIDGE_SERVICE,
+    ToolInfo,
+    example_arguments,
+)
+
+from .profiles import FILE_PREFIX, load_profile
+
+__all__ = [
+    "CALL_PAYLOAD",
+    "EXECUTE_STREAMING_TOOL_METHOD",
+    "EXECUTE_TOOL_METHOD",
+    "STREAM_PAYLOAD",
+    "PlannedCall",
+    "TrialCallFailed",
+    "check_tool_response",
+    "check_tool_stream",
+    "plan_tool_calls",
+]
+
+EXECUTE_TOOL_METHOD: Final = f"/{BRIDGE_SERVICE}/ExecuteTool"
+EXECUTE_STREAMING_TOOL_METHOD: Final = f"/{BRIDGE_SERVICE}/ExecuteStreamingTool"
+
+CALL_PAYLOAD: Final = "call"
+STREAM_PAYLOAD: Final = "stream"
+ECHO_TOOL: Final = "echo"
+# The session every load request runs in: a worker registers its tools once
+# per session (§9.4.3), so one session keeps that out of the steady state.
+LOAD_SESSION: Final = "snakepit-harness-load"
+# Seconds the one trial call of each planned request may take.
+TRIAL_TIMEOUT_S: Final = 30.0
+
+
+class TrialCallFailed(RemoteProtocolError):
+    """The worker answered the planned call with a failure: every point would fail."""
+
+    def __init__(self, message: str, stderr_tail: bytes = b"") -> None:
+        super().__init__(message)
+        self.stderr_tail = stderr_tail
+
+
+@dataclass(frozen=True)
+class PlannedCall:
+    """What one payload's requests are: a tool, its arguments, the serialised request."""
+
+    payload: str
+    tool: str
+    stream: bool
+    request: bytes
+    chunks: int = 0  # a stream's chunk count, final included (0: unary)
+    how: str = ""  # how the tool and its arguments were chosen, for the report
+
+
+def _arguments_for(
+    tool: ToolInfo, tool_calls: Mapping[str, Sequence[Mapping[str, Any]]]
+) -> tuple[dict[str, Any], str]:
+    given = tool_calls.get(tool.name)
+    if given:
+        return dict(given[0]), f"{tool.name} with the first --tool-calls arguments"
+    example = example_arguments(tool)
+    if example is None:
+        raise HarnessError(
+            f"tool {tool.name!r} has a required parameter of a type the harness cannot make "
+            "an example of; name its arguments with --tool-calls FILE"
+        )
+    return example, f"{tool.name} with example values for its registered parameters"
+
+
+def _pick(
+    payload: str,
+    tools: Mapping[str, ToolInfo],
+    tool: str | None,
+    tool_calls: Mapping[str, Sequence[Mapping[str, Any]]],
+) -> tuple[ToolInfo, dict[str, Any], str]:
+    """The tool and arguments for ``payload``, and how they were chosen."""
+    registered = ", ".join(sorted(tools)) or "none"
+    if tool is not None and tool not in tools:
+        raise HarnessError(
+            f"--tool {tool}: the worker registers no such tool (it has: {registered})"
+        )
+    if payload == STREAM_PAYLOAD:
+        streaming = [t for t in tools.values() if t.streaming]
+        chosen = tools[tool] if tool is not None and tools[tool].streaming else None
+        if chosen is None and not streaming:
+            raise HarnessError(
+                f"payload stream needs a streaming tool; the worker registers none ({registered})"
+            )
+        chosen = chosen or streaming[0]
+        return (chosen, *_arguments_for(chosen, tool_calls))
+    if payload == CALL_PAYLOAD:
+        for name in (tool, next(iter(tool_calls), None)):
+            if name is not None and name in tools:
+                if tools[name].streaming:
+                    raise HarnessError(f"tool {name!r} streams: load it with --payload stream")
+                return (tools[name], *_arguments_for(tools[name], tool_calls))
+        if ECHO_TOOL in tools and not tools[ECHO_TOOL].streaming:
+            return tools[ECHO_TOOL], {"value": load_profile("small")[0][1]}, "echo of small"
+        unary = [t for t in tools.values() if not t.streaming]
+        if not unary:
+            raise HarnessError(f"the worker registers no unary tool ({registered})")
+        return (unary[0], *_arguments_for(unary[0], tool_calls))
+    echo = tools.get(ECHO_TOOL)
+    if echo is None or echo.streaming or [p.name for p in echo.params] not in (["value"], []):
+        raise HarnessError(
+            f"payload {payload} is sent to an echo(value) tool, which the worker does not "
+            f"register (it has: {registered}); use --payload call with --tool NAME"
+        )
+    requests = load_profile(payload)
+    if len(requests) > 1 and payload.startswith(FILE_PREFIX):
+        raise HarnessError(
+            f"payload {payload}: bridge-service load sends one request; the file holds "
+            f"{len(requests)}"
+        )
+    return echo, {"value": _echo_value(payload, requests[0][1])}, f"echo of {payload}"
+
+
+def _holds_bytes(value: Any) -> bool:
+    if isinstance(value, bytes):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_bytes(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_holds_bytes(item) for item in value)
+    return False
+
+
+def _echo_value(payload: str, value: Any) -> Any:
+    """``value`` as echo's argument: Any-JSON, or bytes as a binary parameter (§9.7.3).
+
+    BridgeService carries bytes only as a whole top-level argument, so a
+    profile of one bytes field (``binary``) sends those bytes as ``value``;
+    bytes anywhere deeper cannot be sent.
+    """
+    if not _holds_bytes(value):
+        return value
+    if isinstance(value, dict) and len(value) == 1:
+        (only,) = value.values()
+        if isinstance(only, bytes):
+            return only
+    raise HarnessError(
+        f"payload {payload} holds bytes inside a structure; a BridgeService call carries "
+        "bytes only as a whole argument (a binary parameter, PROTOCOL.md §9.7.3)"
+    )
+
+
+def plan_tool_calls(
+    argv: Sequence[str],
+    payloads: Sequence[str],
+    *,
+    tool: str | None = None,
+    tool_calls: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    timeout: float = TRIAL_TIMEOUT_S,
+) -> dict[str, PlannedCall]:
+    """Start the worker once, learn its tools, and plan (and try) each payload's call."""
+    from snakepit_harness.transports.bridge_host import HostEmulator
+    from snakepit_harness.transports.bridge_service import (
+        BridgeServiceWorker,
+        build_tool_request,
+    )
+
+    calls = dict(tool_calls or {})
+    planned: dict[str, PlannedCall] = {}
+    with HostEmulator() as host, BridgeServiceWorker(argv, host_address=host.address) as worker:
+        client = worker.client
+        assert client is not None
+        # The worker registers its tools with its first call in a session (§9.4).
+        client.ping("snakepit-harness load", timeout=timeout)
+        if not host.registered_tools():
+            client.execute_tool("snakepit_harness_load_probe", {}, session_id=LOAD_SESSION)
+        tools = dict(host.registered_tools())
+        for payload in payloads:
+            chosen, arguments, how = _pick(payload, tools, tool, calls)
+            request = build_tool_request(
+                chosen.name, arguments, session_id=LOAD_SESSION, stream=chosen.streaming
+            )
+            data: bytes = request.SerializeToString()
+            chunks = _trial(client, chosen, request, timeout, worker.stderr_tail)
+            planned[payload] = PlannedCall(
+                payload, chosen.name, chosen.streaming, data, chunks, how
+            )
+    return planned
+
+
+def _trial(
+    client: Any, tool: ToolInfo, request: Any, timeout: float, stderr_tail: Callable[[], bytes]
+) -> int:
+    """Make the planned call once; its chunk count (streams) or 0.  Fails loudly."""
+    where = f"the trial call of {tool.name!r}"
+    if tool.streaming:
+        chunks = list(client.open_stream(request, timeout=timeout))
+        problem = check_tool_stream([c.SerializeToString() for c in chunks])
+        count = len(chunks)
+    else:
+        answer = client.call("ExecuteTool", request, timeout)
+        problem = check_tool_response(answer.SerializeToString())
+        count = 0
+    if problem is not None:
+        raise TrialCallFailed(f"{where} failed, so every point would: {problem}", stderr_tail())
+    return count
+
+
+def check_tool_response(answer: bytes) -> str | None:
+    """Why a serialised ``ExecuteToolResponse`` is not a success (None when it is)."""
+    from snakepit_harness.protos.snakepit_bridge_pb2 import ExecuteToolResponse
+
+    response = ExecuteToolResponse.FromString(answer)
+    if response.success:
+        return None
+    return f"the tool answered success=false: {response.error_message[:200]!r}"
+
+
+def check_tool_stream(chunks: Sequence[bytes]) -> str | None:
+    """Why serialised ``ToolChunk`` messages are not one clean stream (§9.8)."""
+    from snakepit_harness.protos.snakepit_bridge_pb2 import ToolChunk
+
+    if not chunks:
+        return "the stream ended without a chunk"
+    last = ToolChunk.FromString(chunks[-1])
+    if not last.is_final:
+        return f"the stream's last chunk (of {len(chunks)}) is not marked is_final"
+    return None
