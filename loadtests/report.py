@@ -203,6 +203,12 @@ def _refusal(payload: str, codec: str | None, rows: list[LoadRow], measured: Any
     )
 
 
+def _line_order(item: tuple[tuple[str, str], list[LoadRow]]) -> tuple[str, str, float]:
+    """Lines by payload, codec, then host delay as a number (host+1ms before host+10ms)."""
+    (payload, _), line = item
+    return (payload, line[0].codec, line[0].host_delay_ms or 0.0)
+
+
 def _recommend(rows: list[LoadRow]) -> Recommendation:
     out = Recommendation()
     bridge = [r for r in rows if r.measured]
@@ -210,7 +216,7 @@ def _recommend(rows: list[LoadRow]) -> Recommendation:
     for row in bridge:
         lines.setdefault((row.payload, row.variant), []).append(row)
     measured_pools: dict[tuple[str, str], PoolChoice] = {}
-    for (payload, codec), line in sorted(lines.items()):
+    for (payload, codec), line in sorted(lines.items(), key=_line_order):
         choice = measured_pools[payload, codec] = _choose_pool(line)
         key = f"{payload}/{codec}"
         if any(r.generator_bound for r in line):
