@@ -115,6 +115,11 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
+def _warn(text: str) -> None:
+    # stderr: what the harness worked around is not part of the verdict on stdout.
+    print(f"snakepit-harness fuzz: {text}", file=sys.stderr, flush=True)
+
+
 def run_fuzz(args: argparse.Namespace) -> int:
     try:
         import hypothesis  # noqa: F401
@@ -153,6 +158,7 @@ def run_fuzz(args: argparse.Namespace) -> int:
         response_timeout=args.timeout,
         save_failures=args.save_failures,
         only=args.properties,
+        on_note=_warn,
     )
     failed = False
     started = time.monotonic()

@@ -374,9 +374,16 @@ class FuzzSession:
         only: Sequence[str] = (),
         base_settings: settings | None = None,
         shrink_budget: float = SHRINK_BUDGET,
+        on_note: Callable[[str], None] | None = None,
     ) -> None:
         self.profile = profile
+        # The mode asked for; after start-up, the codec the bridge really speaks
+        # when that is another (see StdioTarget.check_codec), so that every
+        # property and every regression file uses it.
         self.codec_mode = codec_mode
+        self.notes: list[str] = []  # what start-up noticed and worked around
+        self._on_note = on_note
+        self._codec_checked = False
         self.argv = list(argv)
         self.seed = seed
         self.max_examples = max_examples
@@ -403,6 +410,24 @@ class FuzzSession:
             raise HarnessError(f"no fuzz properties for profile {self.profile} yet")
         return chosen
 
+    def _check_codec(self, target: StdioTarget) -> None:
+        """Once per run: does the bridge speak the codec asked for?  Adopt its own if not."""
+        self._codec_checked = True
+        target.check_codec()
+        if target.codec_mode != self.codec_mode and self.profile == "v1":
+            # No other codec to go on in: stop before a property runs.
+            raise HarnessError(
+                f"the v1 profile speaks JSON only (PROTOCOL.md, profiles), but the bridge "
+                f"answers a JSON request in {target.codec_mode}: start it in JSON mode (without "
+                f"--protocol {target.codec_mode}) to fuzz it as v1, or fuzz it with --profile "
+                f"v2 --codec {target.codec_mode}"
+            )
+        self.codec_mode = target.codec_mode
+        for note in target.notes:
+            self.notes.append(note)
+            if self._on_note is not None:
+                self._on_note(note)
+
     def run(self) -> Iterator[PropertyOutcome]:
         """Run each property in turn (the time budget is shared), yielding its outcome."""
         started = time.monotonic()
@@ -422,6 +447,8 @@ class FuzzSession:
                     self.argv, self.codec_mode, response_timeout=self.response_timeout
                 )
             with target:
+                if isinstance(target, StdioTarget) and not self._codec_checked:
+                    self._check_codec(target)
                 target.ensure()  # a bridge that cannot start is an error, not a failure
                 outcome = run_property(
                     prop,

@@ -21,8 +21,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, Protocol, Self, TypeVar
 
-from ..errors import BridgeCrashed, BridgeTimeout, CodecError, HarnessError, RemoteProtocolError
-from ..protocol import Codec, get_codec
+from ..errors import (
+    BridgeCrashed,
+    BridgeTimeout,
+    CodecError,
+    HandshakeFailed,
+    HarnessError,
+    RemoteProtocolError,
+)
+from ..protocol import (
+    CODEC_MODES,
+    NEGOTIATE,
+    Codec,
+    NegotiationFailed,
+    Response,
+    Selected,
+    codec_of_object,
+    get_codec,
+    init_ping,
+)
 from ..transports import StdioBridge, describe_returncode
 from .strategies import Expectation, Step, encode_payload, frame
 
@@ -64,11 +81,35 @@ _WARM_UP_PING: Final = {
     "args": {"worker_id": "fuzz", "initialization": True},
 }
 
-JSON_NEGOTIATION: Final = {
-    "type": "protocol_negotiation",
-    "supported": ["msgpack", "json"],
-    "preferred": "msgpack",
-}
+_CODEC_TITLES: Final = {"json": "JSON", "msgpack": "MessagePack"}
+
+
+def _codec_note(asked: str, answered: str) -> str:
+    """Why the run goes on in ``answered`` although ``asked`` was the codec mode."""
+    if asked == NEGOTIATE:
+        return (
+            f"the bridge answered the negotiation frame (§3.4) in {answered}: its command "
+            f"line already chose {answered} (e.g. --protocol {answered}), so the run goes on "
+            f"under {answered} without negotiating; say --codec {answered}, or start the "
+            "bridge without its codec flag to fuzz the negotiation"
+        )
+    why = (
+        "its command line chose it (e.g. --protocol msgpack)"
+        if answered == "msgpack"
+        # An auto-mode bridge speaks JSON until it is offered a negotiation.
+        else "it was started with --protocol json, or in auto mode, which speaks JSON until "
+        "a negotiation frame (§3.4) says otherwise"
+    )
+    how = (
+        "start the bridge with --protocol msgpack or use --codec negotiate"
+        if asked == "msgpack"
+        else "start the bridge without --protocol msgpack"
+    )
+    return (
+        f"the bridge answered a {_CODEC_TITLES[asked]} init ping (§5.1) in "
+        f"{_CODEC_TITLES[answered]}: {why}; the run goes on under {answered}, as with "
+        f"--codec {answered} (to fuzz {asked}, {how})"
+    )
 
 
 def sentinel_step(codec: str) -> Step:
@@ -135,7 +176,14 @@ class RestartingTarget(Generic[B]):
 
 
 class StdioTarget(RestartingTarget[StdioBridge]):
-    """A bridge command line, started on demand and restarted after it breaks."""
+    """A bridge command line, started on demand and restarted after it breaks.
+
+    Start-up is the protocol core's: each bridge gets a
+    :class:`~snakepit_harness.protocol.HostConnection` in the codec mode, and in
+    ``negotiate`` mode the §3.4 offer and its answer go through it.  A bridge
+    whose command line already chose a codec answers the offer in that codec:
+    the target then goes on in it without negotiating (a note in :attr:`notes`).
+    """
 
     def __init__(
         self,
@@ -144,25 +192,27 @@ class StdioTarget(RestartingTarget[StdioBridge]):
         *,
         response_timeout: float = DEFAULT_RESPONSE_TIMEOUT,
     ) -> None:
-        if codec_mode not in ("json", "msgpack", "negotiate"):
+        if codec_mode not in CODEC_MODES:
             raise HarnessError(f"unknown codec mode {codec_mode!r}")
         self.argv = list(argv)
         self.codec_mode = codec_mode
         self.response_timeout = response_timeout
-        self._codec_name = "json" if codec_mode == "negotiate" else codec_mode
+        self._codec_name = "json" if codec_mode == NEGOTIATE else codec_mode
         self.starts = 0
         self.served = 0  # exchanges the current bridge has had (0: it is fresh)
         # Once one bridge of this command has answered, later ones get the
         # ordinary response timeout for their first answer too: a failure that
         # restarts the bridge then costs seconds, not §5.1's 20 s.
         self._answered_once = False
+        # What start-up noticed and worked around (a codec other than the one asked).
+        self.notes: list[str] = []
 
     # -- life cycle ---------------------------------------------------------
 
     @property
     def codec_name(self) -> str:
         """The codec in use (after negotiation, the one the bridge selected)."""
-        if self.codec_mode == "negotiate" and self._bridge is None:
+        if self.codec_mode == NEGOTIATE and self._bridge is None:
             self.ensure()
         return self._codec_name
 
@@ -174,39 +224,95 @@ class StdioTarget(RestartingTarget[StdioBridge]):
         """The live bridge, started (and negotiated with) if there is none."""
         if self._bridge is not None and self._bridge.poll() is None:
             return self._bridge
+        bridge = self._start()
+        if self.codec_mode == NEGOTIATE:
+            answered_in = self._negotiate(bridge)
+            if answered_in is not None:
+                # The connection is broken (its offer was answered as a
+                # request); a fresh bridge in the bridge's own codec is not.
+                self._go_on_in(answered_in, _codec_note(NEGOTIATE, answered_in))
+                bridge = self._start()
+        return bridge
+
+    def check_codec(self) -> None:
+        """Find out whether the bridge speaks the codec asked for; go on in its own if not.
+
+        The commonest set-up mistake is a bridge started with one codec
+        (``--protocol msgpack``) fuzzed with the other: every answer would then
+        fail to decode and every property fail for the harness's reason, not
+        the bridge's.  Run once per command line, before the properties.
+        In ``negotiate`` mode the negotiation itself tells (see :meth:`ensure`).
+        In an explicit mode one init ping (§5.1) goes to a bridge of its own,
+        so the bridges under fuzz get exactly the traffic they got before; an
+        answer that is an object in the other codec switches this target to
+        that codec, with a note.  Anything else (a crash, a hang, garbage) is
+        left for the properties to find and report as the bridge's.
+        """
+        if self.codec_mode == NEGOTIATE:
+            self.ensure()
+            return
+        asked = self.codec_mode
+        try:
+            probe = StdioBridge(self.argv, codec_mode=asked).start()
+        except OSError as exc:
+            raise HarnessError(f"cannot start the bridge {self.argv[0]!r}: {exc}") from exc
+        with probe:
+            try:
+                probe.send_bytes(probe.connection.send(init_ping(1, "fuzz")), STARTUP_TIMEOUT)
+                event = probe.read_event(STARTUP_TIMEOUT)
+            except (BridgeTimeout, BridgeCrashed):
+                return
+        if not isinstance(event, Response):
+            return
+        try:
+            event.decode()
+        except CodecError:
+            other = codec_of_object(event.payload)
+            if other is not None and other != asked:
+                self._go_on_in(other, _codec_note(asked, other))
+
+    def _start(self) -> StdioBridge:
         self.discard()
         try:
-            bridge = StdioBridge(self.argv).start()
+            bridge = StdioBridge(self.argv, codec_mode=self.codec_mode).start()
         except OSError as exc:
             raise HarnessError(f"cannot start the bridge {self.argv[0]!r}: {exc}") from exc
         self.starts += 1
         self.served = 0
         self._bridge = bridge
-        if self.codec_mode == "negotiate":
-            self._negotiate(bridge)
         return bridge
 
-    def _negotiate(self, bridge: StdioBridge) -> None:
-        json_codec = get_codec("json")
-        bridge.send(JSON_NEGOTIATION, json_codec, STARTUP_TIMEOUT)
+    def _go_on_in(self, codec: str, note: str) -> None:
+        self.discard()
+        self.codec_mode = self._codec_name = codec
+        if note not in self.notes:
+            self.notes.append(note)
+
+    def _negotiate(self, bridge: StdioBridge) -> str | None:
+        """The §3.4 handshake on ``bridge``'s connection; the codec it answered in, if not JSON.
+
+        Returns None once the bridge selected a codec (now the target's), or the
+        codec of an answer that shows the bridge's command line chose that one.
+        """
         timeout = self.response_timeout if self._answered_once else STARTUP_TIMEOUT
         try:
-            reply = bridge.read_value(json_codec, timeout)
-            self._answered_once = True
+            bridge.send_bytes(bridge.connection.send_offer(), STARTUP_TIMEOUT)
+            event = bridge.read_event(timeout)
+            if isinstance(event, Selected):
+                self._answered_once = True
+                self._codec_name = event.codec
+                return None
+            if isinstance(event, NegotiationFailed) and event.answered_in is not None:
+                self._answered_once = True
+                return event.answered_in
+            bridge.payload_of(event)  # raises what the event stands for
+            raise HandshakeFailed("the answer to the offer was read as a response")
+        except HandshakeFailed as exc:
+            self.discard()
+            raise HarnessError(f"the negotiation reply is not usable (§3.4): {exc}") from exc
         except (BridgeTimeout, BridgeCrashed, RemoteProtocolError) as exc:
             self.discard()
             raise HarnessError(f"codec negotiation (§3.4) failed: {exc}") from exc
-        chosen = reply.get("protocol") if isinstance(reply, dict) else None
-        if not (
-            isinstance(reply, dict)
-            and reply.get("type") == "protocol_selected"
-            and chosen in ("json", "msgpack")
-        ):
-            self.discard()
-            raise HarnessError(
-                f"the negotiation reply is not a protocol_selected (§3.4): {reply!r}"
-            )
-        self._codec_name = str(chosen)
 
     # -- exchanges ----------------------------------------------------------
 
