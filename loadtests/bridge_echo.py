@@ -17,27 +17,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
 from collections.abc import Iterator, Sequence
-from concurrent import futures
 from pathlib import Path
 from typing import Any, Final
 
 from snakepit_harness.protocol.bridge_service import BRIDGE_SERVICE, BridgeEnv
 
+from .grpc_echo import serve_echo, serve_until_signalled
+
 __all__ = ["main", "serve"]
 
-# Same limit the workers are asked for: large payloads must fit.
-MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
-_WORKER_THREADS: Final = 8
 DEFAULT_STREAM_CHUNKS: Final = 4
 
 
 def serve(port: int, stream_chunks: int) -> tuple[Any, int]:
-    import grpc
-
     def echo(request: bytes, context: Any) -> bytes:
         return request
 
@@ -45,24 +39,9 @@ def serve(port: int, stream_chunks: int) -> tuple[Any, int]:
         for _ in range(stream_chunks):
             yield request
 
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=_WORKER_THREADS),
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ],
+    return serve_echo(
+        BRIDGE_SERVICE, ("ExecuteTool", echo), ("ExecuteStreamingTool", echo_stream), port
     )
-    handler = grpc.method_handlers_generic_handler(
-        BRIDGE_SERVICE,
-        {
-            "ExecuteTool": grpc.unary_unary_rpc_method_handler(echo),
-            "ExecuteStreamingTool": grpc.unary_stream_rpc_method_handler(echo_stream),
-        },
-    )
-    server.add_generic_rpc_handlers((handler,))
-    bound = server.add_insecure_port(f"127.0.0.1:{port}")
-    server.start()
-    return server, bound
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,18 +51,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # --elixir-address and --snakepit-run-id are accepted and ignored: no callbacks.
     options, _ = parser.parse_known_args(argv)
     server, port = serve(options.port, options.stream_chunks)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    ready = os.environ.get(BridgeEnv.READY_FILE)
-    if ready:
-        temporary = Path(ready + ".tmp")
-        temporary.write_text(str(port))
-        temporary.replace(ready)
-    while not stop.wait(0.5):
-        pass
-    server.stop(grace=0)
-    return 0
+
+    def announce() -> None:
+        ready = os.environ.get(BridgeEnv.READY_FILE)
+        if ready:  # atomically: the harness must never read half a port
+            temporary = Path(ready + ".tmp")
+            temporary.write_text(str(port))
+            temporary.replace(ready)
+
+    return serve_until_signalled(server, announce)
 
 
 if __name__ == "__main__":

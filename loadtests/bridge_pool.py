@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Final
+from typing import ClassVar, Final
 
 import gevent
 
@@ -45,8 +45,8 @@ from .bridge_calls import (
     check_tool_response,
     check_tool_stream,
 )
-from .grpc_pool import MAX_MESSAGE_BYTES, STDERR_TAIL_BYTES
-from .pool import DrainedPipe, WorkerPool
+from .grpc_pool import ChannelWorker
+from .pool import WorkerPool
 
 __all__ = ["BridgeServicePool", "BridgeServicePoolWorker"]
 
@@ -56,32 +56,26 @@ READY_POLL_S: Final = 0.02
 READY_TIMEOUT_S: Final = BRIDGE_READY_LIMIT + 15.0
 
 
-class BridgeServicePoolWorker:
+class BridgeServicePoolWorker(ChannelWorker):
     """One worker process, its ready file and a channel to it."""
 
+    unary_method: ClassVar[str] = EXECUTE_TOOL_METHOD
+    stream_method: ClassVar[str] = EXECUTE_STREAMING_TOOL_METHOD
+
     def __init__(self, argv: Sequence[str], index: int, host_address: str) -> None:
-        self.index = index
-        self.closed = False
-        self.busy_since_ns = 0
-        self.channel: Any = None
         self.run_id = f"load{index}{uuid.uuid4().hex[:8]}"
         self._workdir = Path(tempfile.mkdtemp(prefix="snakepit-load-"))
         self.ready_file = self._workdir / f"snakepit_ready_{self.run_id}"
         launched = launch_argv(argv, host_address=host_address, run_id=self.run_id)
         env = snakepit_environment(os.environ, self.ready_file)
         try:
-            self.proc, self._stdin_fd, stdout_fd, stderr_fd = spawn_with_pipes(
+            proc, self._stdin_fd, stdout_fd, stderr_fd = spawn_with_pipes(
                 launched, stdin=True, env=env
             )
         except OSError:
             shutil.rmtree(self._workdir, ignore_errors=True)
             raise
-        self._stdout = DrainedPipe(stdout_fd, STDERR_TAIL_BYTES)
-        self._stderr = DrainedPipe(stderr_fd, STDERR_TAIL_BYTES)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+        super().__init__(index, proc, stdout_fd, stderr_fd)
 
     def stderr_tail(self) -> bytes:
         return self._stderr.tail() + self._stdout.tail()[-1000:]
@@ -109,32 +103,11 @@ class BridgeServicePoolWorker:
                 )
             gevent.sleep(READY_POLL_S)
 
-    def connect(self, port: int) -> None:
-        import grpc
-
-        self.channel = grpc.insecure_channel(
-            f"127.0.0.1:{port}",
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ],
-        )
-        self.execute = self.channel.unary_unary(EXECUTE_TOOL_METHOD)
-        self.execute_stream = self.channel.unary_stream(EXECUTE_STREAMING_TOOL_METHOD)
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self.channel is not None:
-            with contextlib.suppress(Exception):
-                self.channel.close()
-        self.proc.kill_group()
+    def released(self) -> None:
+        # Snakepit's port: stdin stays open for the worker's life, closed after it.
         if self._stdin_fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._stdin_fd)
-        self._stdout.close()
-        self._stderr.close()
         shutil.rmtree(self._workdir, ignore_errors=True)
 
 

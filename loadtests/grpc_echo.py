@@ -19,11 +19,11 @@ import argparse
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from typing import Any, Final
 
-__all__ = ["main", "serve"]
+__all__ = ["main", "serve", "serve_echo", "serve_until_signalled"]
 
 STREAM_COPIES: Final = 11  # ping_stream's default 10 data messages + the final one
 # Same limits a bridge is asked for (§8.9): large payloads must fit.
@@ -40,7 +40,18 @@ def _echo_stream(request: bytes, context: Any) -> Iterator[bytes]:
         yield request
 
 
-def serve(port: int, host: str = "127.0.0.1") -> tuple[Any, int]:
+def serve_echo(
+    service: str,
+    unary: tuple[str, Callable[[bytes, Any], bytes]],
+    stream: tuple[str, Callable[[bytes, Any], Iterator[bytes]]],
+    port: int,
+    host: str = "127.0.0.1",
+) -> tuple[Any, int]:
+    """A started grpcio server of ``service`` with two identity-serialised methods; its port.
+
+    Shared by both calibration baselines (this one and ``bridge_echo``): the
+    same server, threads and limits, only the service and method names differ.
+    """
     import grpc
 
     server = grpc.server(
@@ -50,13 +61,11 @@ def serve(port: int, host: str = "127.0.0.1") -> tuple[Any, int]:
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
     )
-    from .grpc_calls import SERVICE
-
     handler = grpc.method_handlers_generic_handler(
-        SERVICE,
+        service,
         {
-            "Execute": grpc.unary_unary_rpc_method_handler(_echo),
-            "ExecuteStream": grpc.unary_stream_rpc_method_handler(_echo_stream),
+            unary[0]: grpc.unary_unary_rpc_method_handler(unary[1]),
+            stream[0]: grpc.unary_stream_rpc_method_handler(stream[1]),
         },
     )
     server.add_generic_rpc_handlers((handler,))
@@ -65,21 +74,36 @@ def serve(port: int, host: str = "127.0.0.1") -> tuple[Any, int]:
     return server, bound
 
 
+def serve_until_signalled(server: Any, announce: Callable[[], None]) -> int:
+    """Announce readiness, then serve until SIGTERM or SIGINT; stop at once (exit 0)."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    announce()
+    while not stop.wait(0.5):
+        pass
+    server.stop(grace=0)
+    return 0
+
+
+def serve(port: int, host: str = "127.0.0.1") -> tuple[Any, int]:
+    from .grpc_calls import SERVICE
+
+    return serve_echo(SERVICE, ("Execute", _echo), ("ExecuteStream", _echo_stream), port, host)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--host", default="127.0.0.1")
     options, _ = parser.parse_known_args(argv)
     server, port = serve(options.port, options.host)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    sys.stdout.write(f"GRPC_SERVER_READY_ON_PORT={port}\n")
-    sys.stdout.flush()
-    while not stop.wait(0.5):
-        pass
-    server.stop(grace=0)
-    return 0
+
+    def announce() -> None:
+        sys.stdout.write(f"GRPC_SERVER_READY_ON_PORT={port}\n")
+        sys.stdout.flush()
+
+    return serve_until_signalled(server, announce)
 
 
 if __name__ == "__main__":

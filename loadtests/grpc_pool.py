@@ -33,7 +33,7 @@ from snakepit_harness.transports.spawn import record_pid, spawn_with_pipes
 from .grpc_calls import EXECUTE_METHOD, EXECUTE_STREAM_METHOD, execute_request_bytes
 from .pool import DrainedPipe, WorkerPool
 
-__all__ = ["GrpcPool", "GrpcWorker", "init_grpc_for_gevent"]
+__all__ = ["ChannelWorker", "GrpcPool", "GrpcWorker", "init_grpc_for_gevent"]
 
 _READY_LINE: Final = READY_PREFIX.encode()
 # §8.2 allows 10 s; a shared 2-core machine starting 8 servers at once needs more.
@@ -52,27 +52,75 @@ def init_grpc_for_gevent() -> None:
         _gevent_ready = True
 
 
-class GrpcWorker:
-    """One gRPC server process and a channel to it."""
+class ChannelWorker:
+    """What every gRPC pool worker is: a process, its drained pipes and one channel to it.
 
-    def __init__(self, argv: Sequence[str], index: int) -> None:
-        argv = list(argv)
-        if "--port" not in argv and not any(a.startswith("--port=") for a in argv):
-            argv += ["--port", "0"]
+    Subclasses name the two methods the load users call (``unary_method``,
+    ``stream_method``) and say how the process starts; the channel uses
+    identity serialisers (requests are pre-serialised bytes, responses are
+    parsed by the caller only when it needs to).
+    """
+
+    unary_method: ClassVar[str]
+    stream_method: ClassVar[str]
+
+    def __init__(self, index: int, proc: Any, stdout_fd: int, stderr_fd: int) -> None:
         self.index = index
+        self.proc = proc
         self.channel: Any = None
         self.closed = False
         self.busy_since_ns = 0
-        self.proc, _, stdout_fd, stderr_fd = spawn_with_pipes(argv, stdin=False)
         self._stdout = DrainedPipe(stdout_fd, STDERR_TAIL_BYTES)
         self._stderr = DrainedPipe(stderr_fd, STDERR_TAIL_BYTES)
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        return int(self.proc.pid)
 
     def stderr_tail(self) -> bytes:
         return self._stderr.tail()
+
+    def connect(self, port: int) -> None:
+        import grpc
+
+        self.channel = grpc.insecure_channel(
+            f"127.0.0.1:{port}",
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+        self.execute = self.channel.unary_unary(self.unary_method)
+        self.execute_stream = self.channel.unary_stream(self.stream_method)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.channel is not None:
+            with contextlib.suppress(Exception):
+                self.channel.close()
+        self.proc.kill_group()
+        self._stdout.close()
+        self._stderr.close()
+        self.released()
+
+    def released(self) -> None:
+        """After the process is gone: what else the worker had (nothing, here)."""
+
+
+class GrpcWorker(ChannelWorker):
+    """One gRPC server process (§8.2) and a channel to it."""
+
+    unary_method: ClassVar[str] = EXECUTE_METHOD
+    stream_method: ClassVar[str] = EXECUTE_STREAM_METHOD
+
+    def __init__(self, argv: Sequence[str], index: int) -> None:
+        argv = list(argv)
+        if "--port" not in argv and not any(a.startswith("--port=") for a in argv):
+            argv += ["--port", "0"]
+        proc, _, stdout_fd, stderr_fd = spawn_with_pipes(argv, stdin=False)
+        super().__init__(index, proc, stdout_fd, stderr_fd)
 
     def wait_ready(self, timeout: float) -> int:
         deadline = time.monotonic() + timeout
@@ -89,32 +137,6 @@ class GrpcWorker:
             self.stderr_tail(),
             self.proc.poll(),
         )
-
-    def connect(self, port: int) -> None:
-        import grpc
-
-        self.channel = grpc.insecure_channel(
-            f"127.0.0.1:{port}",
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ],
-        )
-        # Identity serialisers: requests are pre-serialised bytes, responses
-        # are parsed by the caller only when it needs to.
-        self.execute = self.channel.unary_unary(EXECUTE_METHOD)
-        self.execute_stream = self.channel.unary_stream(EXECUTE_STREAM_METHOD)
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self.channel is not None:
-            with contextlib.suppress(Exception):
-                self.channel.close()
-        self.proc.kill_group()
-        self._stdout.close()
-        self._stderr.close()
 
 
 class GrpcPool(WorkerPool[GrpcWorker]):
