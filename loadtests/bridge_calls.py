@@ -46,6 +46,7 @@ __all__ = [
     "EXECUTE_STREAMING_TOOL_METHOD",
     "EXECUTE_TOOL_METHOD",
     "STREAM_PAYLOAD",
+    "NoToolsRegistered",
     "PlannedCall",
     "TrialCallFailed",
     "check_tool_response",
@@ -74,6 +75,10 @@ class TrialCallFailed(RemoteProtocolError):
         self.stderr_tail = stderr_tail
 
 
+class NoToolsRegistered(TrialCallFailed):
+    """The worker told the host of no tools: no call can be planned."""
+
+
 @dataclass(frozen=True)
 class PlannedCall:
     """What one payload's requests are: a tool, its arguments, the serialised request."""
@@ -88,17 +93,30 @@ class PlannedCall:
 
 def _arguments_for(
     tool: ToolInfo, tool_calls: Mapping[str, Sequence[Mapping[str, Any]]]
-) -> tuple[dict[str, Any], str]:
+) -> tuple[dict[str, Any], str] | None:
+    """The arguments to call ``tool`` with, and how they were chosen; None if none can be made."""
     given = tool_calls.get(tool.name)
     if given:
         return dict(given[0]), f"{tool.name} with the first --tool-calls arguments"
     example = example_arguments(tool)
     if example is None:
-        raise HarnessError(
-            f"tool {tool.name!r} has a required parameter of a type the harness cannot make "
-            "an example of; name its arguments with --tool-calls FILE"
-        )
+        return None
     return example, f"{tool.name} with example values for its registered parameters"
+
+
+def _first_callable(
+    candidates: Sequence[ToolInfo], tool_calls: Mapping[str, Sequence[Mapping[str, Any]]]
+) -> tuple[ToolInfo, dict[str, Any], str]:
+    """The first of ``candidates`` the harness can make arguments for."""
+    for candidate in candidates:
+        arguments = _arguments_for(candidate, tool_calls)
+        if arguments is not None:
+            return (candidate, *arguments)
+    names = ", ".join(t.name for t in candidates)
+    raise HarnessError(
+        f"every tool that could be called ({names}) has a required parameter of a type the "
+        "harness cannot make an example of; name its arguments with --tool-calls FILE"
+    )
 
 
 def _pick(
@@ -115,25 +133,25 @@ def _pick(
         )
     if payload == STREAM_PAYLOAD:
         streaming = [t for t in tools.values() if t.streaming]
-        chosen = tools[tool] if tool is not None and tools[tool].streaming else None
-        if chosen is None and not streaming:
+        if tool is not None and tools[tool].streaming:
+            streaming = [tools[tool]]
+        if not streaming:
             raise HarnessError(
                 f"payload stream needs a streaming tool; the worker registers none ({registered})"
             )
-        chosen = chosen or streaming[0]
-        return (chosen, *_arguments_for(chosen, tool_calls))
+        return _first_callable(streaming, tool_calls)
     if payload == CALL_PAYLOAD:
         for name in (tool, next(iter(tool_calls), None)):
             if name is not None and name in tools:
                 if tools[name].streaming:
                     raise HarnessError(f"tool {name!r} streams: load it with --payload stream")
-                return (tools[name], *_arguments_for(tools[name], tool_calls))
+                return _first_callable([tools[name]], tool_calls)
         if ECHO_TOOL in tools and not tools[ECHO_TOOL].streaming:
             return tools[ECHO_TOOL], {"value": load_profile("small")[0][1]}, "echo of small"
         unary = [t for t in tools.values() if not t.streaming]
         if not unary:
             raise HarnessError(f"the worker registers no unary tool ({registered})")
-        return (unary[0], *_arguments_for(unary[0], tool_calls))
+        return _first_callable(unary, tool_calls)
     echo = tools.get(ECHO_TOOL)
     if echo is None or echo.streaming or [p.name for p in echo.params] not in (["value"], []):
         raise HarnessError(
@@ -203,6 +221,12 @@ def plan_tool_calls(
         if not host.registered_tools():
             client.execute_tool("snakepit_harness_load_probe", {}, session_id=LOAD_SESSION)
         tools = dict(host.registered_tools())
+        if not tools:
+            raise NoToolsRegistered(
+                "the worker registered no tools with the host (RegisterTools, §9.4) after a "
+                "ping and a first call, so there is nothing to load it with",
+                worker.stderr_tail(),
+            )
         for payload in payloads:
             chosen, arguments, how = _pick(payload, tools, tool, calls)
             request = build_tool_request(

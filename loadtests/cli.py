@@ -35,6 +35,7 @@ from snakepit_harness.errors import (
 from snakepit_harness.protocol import ExitCode
 from snakepit_harness.transports.grpc_channel import GrpcStatusError
 
+from .bridge_calls import NoToolsRegistered
 from .sweep import AUTO, PROTOBUF_TRANSPORTS
 
 if TYPE_CHECKING:
@@ -333,6 +334,7 @@ UNPLANNABLE_VERDICTS: Final[tuple[tuple[type[Exception], str], ...]] = (
     (BridgeCrashed, "CRASH"),
     (TransportError, "START"),
     (GrpcStatusError, "RPC"),
+    (NoToolsRegistered, "NO TOOLS"),
     (RemoteProtocolError, "TOOL CALL"),
 )
 

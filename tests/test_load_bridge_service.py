@@ -122,6 +122,21 @@ def test_a_worker_whose_calls_fail_gets_a_verdict_before_the_sweep() -> None:
     assert "[1/" not in done.stderr  # no point ran
 
 
+@pytest.mark.parametrize(
+    ("sample", "verdict"),
+    [
+        ("no_register_tools.py", "NO TOOLS: the worker registered no tools"),
+        ("ping_fails.py", "RPC"),
+    ],
+)
+def test_a_worker_the_harness_cannot_plan_a_call_for_gets_a_verdict(
+    sample: str, verdict: str
+) -> None:
+    done = load("--pool", "1", *QUICK, "--", PY, str(FIXTURES / sample))
+    assert done.returncode == 1, done.stderr + done.stdout
+    assert f"cannot be load-tested: {verdict}" in done.stderr
+
+
 def test_a_worker_that_dies_at_start_gets_a_crash_verdict_with_its_stderr() -> None:
     dies = "import sys; sys.stderr.write('adapter import failed: no module my_pkg\\n'); sys.exit(3)"
     done = load("--pool", "1", *QUICK, "--", PY, "-c", dies)

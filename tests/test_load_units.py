@@ -436,3 +436,26 @@ def test_samples_travel_as_array_bytes_in_either_byte_order() -> None:
     merged.merge(chunk)
     merged.merge(foreign)
     assert sorted(merged.round_trip_ns) == [5, 5, 7, 7, 2**40, 2**40]
+
+
+def test_bridge_service_call_planning_picks_the_first_tool_it_can_make_arguments_for() -> None:
+    from snakepit_harness.loadtests.bridge_calls import _pick
+
+    from snakepit_harness.errors import HarnessError
+    from snakepit_harness.protocol.bridge_service import ParamInfo, ToolInfo
+
+    opaque = ToolInfo("train", (ParamInfo("model", "MyModel", required=True),))
+    simple = ToolInfo("score", (ParamInfo("n", "integer", required=True),))
+    streams = ToolInfo("tail", (ParamInfo("model", "MyModel", required=True),), streaming=True)
+    tools = {t.name: t for t in (opaque, simple, streams)}
+    chosen, arguments, how = _pick("call", tools, None, {})
+    assert chosen is simple and set(arguments) == {"n"} and "example values" in how
+    # A --tool-calls file names what the harness cannot invent.
+    chosen, arguments, how = _pick("call", tools, "train", {"train": [{"model": "m1"}]})
+    assert (chosen, arguments) == (opaque, {"model": "m1"})
+    with pytest.raises(HarnessError, match="--tool-calls FILE"):
+        _pick("stream", tools, None, {})
+    with pytest.raises(HarnessError, match="streams: load it with --payload stream"):
+        _pick("call", tools, "tail", {})
+    with pytest.raises(HarnessError, match="echo\\(value\\) tool"):
+        _pick("small", tools, None, {})
