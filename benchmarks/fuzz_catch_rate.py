@@ -6,11 +6,15 @@ For each planted defect of ``tests/fuzz_bridges/toy_bridge.py`` (the bridge
 dies when echo's args hold a value of one edge class past a threshold), runs
 ``snakepit-harness fuzz --profile v2 --property echo --seed S`` at the default
 budget (``--max-examples`` not given) for seeds 1..N and counts the runs whose
-``echo`` property failed.  ``echo`` is the property that carries the edge
+``echo`` property failed; ``echo`` is the property that carries the edge
 classes; every property has its own budget, so running only it changes
 nothing about its search.  Prints a Markdown table (the one in docs/fuzz.md)
 with the catches, the median wall time of a run and the median number of
 examples the run reported.  Exit status 0 whatever the figures.
+
+The bridge-service rows do the same with ``--profile bridge-service`` against
+the reference worker serving an adapter of ``tests/fuzz_bridges/bs_adapters.py``
+(there the one state machine is the property).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from typing import Final
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 TOY_BRIDGE: Final = ROOT / "tests" / "fuzz_bridges" / "toy_bridge.py"
+BS_ADAPTERS: Final = ROOT / "tests" / "fuzz_bridges" / "bs_adapters.py"
+BRIDGE_SERVICE_PROPERTY: Final = "bridge-service-calls"
 # One fuzz run's ceiling: a run that takes longer is a harness problem to report.
 RUN_LIMIT: Final = 300
 
@@ -36,9 +42,27 @@ RUN_LIMIT: Final = 300
 @dataclass(frozen=True)
 class PlantedDefect:
     edge_class: str
-    defect: str  # toy_bridge.py --defect argument
+    defect: str  # toy_bridge.py --defect argument, or a bs_adapters.py class
     codec: str
     meaning: str
+    profile: str = "v2"
+
+    @property
+    def property_name(self) -> str:
+        return BRIDGE_SERVICE_PROPERTY if self.profile == "bridge-service" else "echo"
+
+    def fuzz_command(self, seed: int) -> list[str]:
+        if self.profile == "bridge-service":
+            worker = [sys.executable, "-m", "snakepit_bridge.bridge_service"]
+            worker += ["--adapter", f"{BS_ADAPTERS}:{self.defect}"]
+        else:
+            worker = [sys.executable, str(TOY_BRIDGE), "--protocol", self.codec]
+            worker += ["--defect", self.defect]
+        return [
+            sys.executable, "-m", "snakepit_harness", "fuzz", "--profile", self.profile,
+            "--codec", self.codec, "--property", self.property_name, "--seed", str(seed),
+            "--", *worker,
+        ]  # fmt: skip
 
 
 DEFECTS: Final = (
@@ -61,9 +85,15 @@ DEFECTS: Final = (
     PlantedDefect("edge floats", "negzero", "msgpack", "drops the sign of -0.0"),
     PlantedDefect("unicode", "astral", "json", "dies beyond U+FFFF"),
     PlantedDefect("unicode", "unicode", "json", "turns U+2028 into a newline"),
+    PlantedDefect(
+        "deep nesting", "DeepCrash", "json", "echo dies deeper than 50 levels", "bridge-service"
+    ),
 )
 
-_EXAMPLES: Final = re.compile(r"^(PASS|FAIL)\s+echo\s+(\d+) examples", re.MULTILINE)
+
+def _outcome(property_name: str) -> re.Pattern[str]:
+    """The verdict line of ``property_name`` in fuzz's output: PASS/FAIL and its examples."""
+    return re.compile(rf"^(PASS|FAIL)\s+{re.escape(property_name)}\s+(\d+) examples", re.M)
 
 
 @dataclass
@@ -77,18 +107,17 @@ class Rate:
 
 def one_run(defect: PlantedDefect, seed: int) -> tuple[bool, float, int]:
     """(caught, wall seconds, examples reported) for one seed."""
-    bridge = [sys.executable, str(TOY_BRIDGE), "--protocol", defect.codec]
-    command = [
-        sys.executable, "-m", "snakepit_harness", "fuzz", "--profile", "v2",
-        "--codec", defect.codec, "--property", "echo", "--seed", str(seed),
-        "--", *bridge, "--defect", defect.defect,
-    ]  # fmt: skip
     began = time.monotonic()
     done = subprocess.run(
-        command, capture_output=True, text=True, timeout=RUN_LIMIT, check=False, cwd=ROOT
+        defect.fuzz_command(seed),
+        capture_output=True,
+        text=True,
+        timeout=RUN_LIMIT,
+        check=False,
+        cwd=ROOT,
     )
     seconds = time.monotonic() - began
-    found = _EXAMPLES.search(done.stdout)
+    found = _outcome(defect.property_name).search(done.stdout)
     if found is None or done.returncode not in (0, 1):
         raise RuntimeError(
             f"{defect.defect} seed {seed}: the fuzz run did not finish (exit "
@@ -99,13 +128,14 @@ def one_run(defect: PlantedDefect, seed: int) -> tuple[bool, float, int]:
 
 def table(rates: Sequence[Rate], seeds: int) -> str:
     lines = [
-        "| edge class | planted defect | codec | caught | median s a run | median examples |",
-        "|---|---|---|---|---|---|",
+        "| edge class | planted defect | profile | codec | caught | median s a run | "
+        "median examples |",
+        "|---|---|---|---|---|---|---|",
     ]
     for rate in rates:
         d = rate.defect
         lines.append(
-            f"| {d.edge_class} | `{d.defect}`: {d.meaning} | {d.codec} | "
+            f"| {d.edge_class} | `{d.defect}`: {d.meaning} | {d.profile} | {d.codec} | "
             f"{len(rate.caught)}/{seeds} | {statistics.median(rate.seconds):.1f} | "
             f"{statistics.median(rate.examples):.0f} |"
         )

@@ -10,6 +10,10 @@ state machine (:class:`BridgeServiceCalls`) interleaves:
   strings, integers past 2^53, -0.0, ...) sent as Any-JSON (§9.7.1), and now
   and then bytes as a binary parameter (§9.7.3) or an argument the tool does
   not take;
+* ``ExecuteTool`` of the echo tool with one value of any JSON value or of a
+  size edge class (depth to 100, long texts, many keys), its only argument:
+  the echo tool is the one whose answer is judged value by value, so it gets
+  a rule of its own rather than one pick in the registered tools;
 * ``ExecuteStreamingTool`` of the streaming tools;
 * unknown tools;
 * ``InitializeSession``, ``GetSession``, ``Heartbeat`` and ``CleanupSession``
@@ -32,6 +36,7 @@ checker (:func:`replay_case`).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -39,7 +44,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Final
 
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, rule
+from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 from ..conformance.drivers.bridge_service import BridgeServiceCaseContext
 from ..conformance.model import BridgeUse, Case, CaseFailed, Level
@@ -57,7 +62,7 @@ from ..transports.bridge_service import BridgeServiceWorker
 from ..transports.grpc_channel import GrpcStatusError
 from .oracle import same_value
 from .properties import Property, PropertyFailed
-from .strategies import large_values, texts, values
+from .strategies import evenly, large_values, texts, values
 from .target import Exchange, RestartingTarget
 
 __all__ = [
@@ -85,6 +90,11 @@ ECHO_PROBE: Final = {"snakepit-harness": ["probe", 1, None]}
 ECHO_TOOL: Final = "echo"
 # Chunks collected from a stream before it is cut: a runaway stream is a defect.
 STREAM_LIMIT: Final = 1000
+# One call in EXTRA_ODDS adds an argument the tool does not take.  Such a call is
+# refused while binding its arguments (upstream's adapters and the reference
+# worker both), so the tool body never meets its values: at one in two, half of
+# every deep or long value drawn was spent on that refusal.
+EXTRA_ODDS: Final = 4
 # The name the discovery call uses to make a worker register (as conformance does).
 DISCOVERY_TOOL: Final = "snakepit_harness_discovery_probe"
 
@@ -345,13 +355,30 @@ def _argument_values(tool: ToolInfo, data: st.DataObject) -> dict[str, Any]:
             choices.insert(0, st.just(typed))
         if param.required or data.draw(st.booleans(), label=f"give {param.name}"):
             arguments[param.name] = data.draw(st.one_of(choices), label=param.name)
-    extra = data.draw(
-        st.one_of(st.none(), st.tuples(texts(ANY_JSON, max_size=8), st.binary(max_size=64))),
-        label="extra argument",
-    )
+    extra = data.draw(_extra_arguments(), label="extra argument")
     if extra is not None and extra[0] not in arguments:
         arguments[extra[0]] = extra[1]  # bytes: a binary parameter (§9.7.3)
     return arguments
+
+
+@functools.cache
+def _extra_arguments() -> st.SearchStrategy[tuple[str, bytes] | None]:
+    """None, or (1 in EXTRA_ODDS) a name and bytes: an argument the tool may not take."""
+    extra = st.tuples(texts(ANY_JSON, max_size=8), st.binary(max_size=64))
+    nothing: list[st.SearchStrategy[tuple[str, bytes] | None]] = [st.none()] * (EXTRA_ODDS - 1)
+    return evenly([*nothing, extra])
+
+
+@functools.cache
+def echo_values() -> st.SearchStrategy[Any]:
+    """What the echo rule sends: any JSON value, or one of the size edge classes.
+
+    Evenly, so each size class comes in one echo call in four or five (and at
+    its maximum about half of those, see :func:`.strategies._up_to`), as the
+    stdio ``echo`` property draws them; ``values`` alone nests deeper than 50
+    levels about once in a hundred.
+    """
+    return evenly([values(ANY_JSON), *large_values(ANY_JSON).values()])
 
 
 class BridgeServiceCalls(RuleBasedStateMachine):
@@ -413,6 +440,20 @@ class BridgeServiceCalls(RuleBasedStateMachine):
                 "op": "execute",
                 "tool": tool.name,
                 "arguments": _jsonable(arguments),
+                "session": session,
+            }
+        )
+
+    @precondition(lambda self: self.target.echo_tool is not None)
+    @rule(value=echo_values(), session=st.sampled_from(SESSIONS))
+    def echo(self, value: Any, session: str) -> None:
+        # Only ``value``: an extra argument would be refused before echo runs.
+        assert self.target.echo_tool is not None
+        self._do(
+            {
+                "op": "execute",
+                "tool": self.target.echo_tool,
+                "arguments": _jsonable({"value": value}),
                 "session": session,
             }
         )

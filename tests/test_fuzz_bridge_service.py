@@ -64,3 +64,24 @@ def test_stream_without_final_chunk_is_found_and_replays(tmp_path: Path) -> None
     assert "is_final" in failing.stdout
     passing = _replay(outcome.regression, ["snakepit-bridge-worker"])
     assert passing.returncode == 0, passing.stdout + passing.stderr
+
+
+def test_a_worker_that_dies_on_deep_values_is_found_at_the_default_budget(
+    tmp_path: Path,
+) -> None:
+    # The echo rule sends the size edge classes (depth to 100) to the worker's
+    # echo tool; benchmarks/fuzz_catch_rate.py measures 10 seeds of this.
+    deep_crash = [
+        sys.executable,
+        "-m",
+        "snakepit_bridge.bridge_service",
+        "--adapter",
+        f"{ROOT / 'tests' / 'fuzz_bridges' / 'bs_adapters.py'}:DeepCrash",
+    ]
+    (outcome,) = _session(deep_crash, tmp_path, seed=2, examples=DEFAULT_MAX_EXAMPLES).run()
+    assert outcome.failure is not None, f"not caught in {outcome.examples} examples"
+    assert outcome.regression is not None
+    failing = _replay(outcome.regression, deep_crash)
+    assert failing.returncode == 1, failing.stdout + failing.stderr
+    passing = _replay(outcome.regression, ["snakepit-bridge-worker"])
+    assert passing.returncode == 0, passing.stdout + passing.stderr
