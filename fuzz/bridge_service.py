@@ -62,8 +62,8 @@ from ..transports.bridge_service import BridgeServiceWorker
 from ..transports.grpc_channel import GrpcStatusError
 from .oracle import same_value
 from .properties import Property, PropertyFailed
-from .strategies import evenly, large_values, texts, values
 from .target import Exchange, RestartingTarget
+from .values import evenly, large_values, texts, values
 
 __all__ = [
     "FORMAT",
@@ -374,7 +374,7 @@ def echo_values() -> st.SearchStrategy[Any]:
     """What the echo rule sends: any JSON value, or one of the size edge classes.
 
     Evenly, so each size class comes in one echo call in four or five (and at
-    its maximum about half of those, see :func:`.strategies._up_to`), as the
+    its maximum about half of those, see :func:`.values._up_to`), as the
     stdio ``echo`` property draws them; ``values`` alone nests deeper than 50
     levels about once in a hundred.
     """

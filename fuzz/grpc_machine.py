@@ -31,8 +31,9 @@ from ..protocol import decode_map
 from ..transports.grpc import DEFAULT_STARTUP_TIMEOUT, GrpcBridge
 from .oracle import expected_compute, same_value
 from .properties import PropertyFailed
-from .strategies import OPERATIONS, numbers, texts, values
+from .strategies import OPERATIONS, numbers
 from .target import Exchange, RestartingTarget
+from .values import texts, values
 
 __all__ = ["GRPC_CODEC", "GrpcSessions", "GrpcTarget", "bind_grpc_machine"]
 

@@ -28,16 +28,9 @@ from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 from ..errors import TransportError
 from .oracle import match_responses
 from .properties import PropertyFailed
-from .strategies import (
-    Expectation,
-    Step,
-    args_objects,
-    compute_requests,
-    encode_payload,
-    frame,
-    values,
-)
+from .strategies import Expectation, Step, compute_requests, frame
 from .target import Exchange, StdioTarget, Trouble
+from .values import args_objects, encode_payload, values
 
 __all__ = ["MACHINES", "BridgeMachine", "PipelinedSession", "StoreModel", "bind_machine"]
 

@@ -26,17 +26,15 @@ from .strategies import (
     Expectation,
     SplitPlan,
     Step,
-    args_objects,
     compute_requests,
-    encode_payload,
     frame,
     frame_steps,
-    json_styles,
     request_ids,
     split_plans,
     valid_steps,
 )
 from .target import Exchange, StdioTarget, sentinel_step
+from .values import args_objects, encode_payload, json_styles
 
 __all__ = [
     "PROPERTIES",

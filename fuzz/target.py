@@ -41,7 +41,8 @@ from ..protocol import (
     init_ping,
 )
 from ..transports import StdioBridge, describe_returncode
-from .strategies import Expectation, Step, encode_payload, frame
+from .strategies import Expectation, Step, frame
+from .values import encode_payload
 
 __all__ = [
     "END_OF_INPUT_EXIT_LIMIT",

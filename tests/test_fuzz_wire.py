@@ -21,13 +21,11 @@ from snakepit_harness.fuzz.oracle import expected_compute, match_responses, same
 from snakepit_harness.fuzz.strategies import (
     Expectation,
     Step,
-    encode_payload,
     frame_steps,
-    json_styles,
     split_plans,
     valid_steps,
-    values,
 )
+from snakepit_harness.fuzz.values import encode_payload, json_styles, values
 
 from snakepit_harness.errors import CodecError, FrameTooLarge, TruncatedFrame
 from snakepit_harness.protocol import (
