@@ -10,7 +10,10 @@ table gives, for the raw echo baseline and for the bridge at each pool size,
 the medians over the runs of: throughput with 1 and with N processes, their
 ratio, the generator's CPU per request (every generator process, the locust
 master included, over the window, divided by the requests), and how many runs
-were generator-bound (a process at >= 85% of a CPU).
+were generator-bound (a process at >= 85% of a CPU).  Each run also measures
+the generator's floor (``generator_floor.py``: a bare gevent loop of writev,
+hub wait, readv against the raw echo, the least a load user can spend), and
+the last lines give the pool-1 raw baseline's µs per request against it.
 
 Read it with the machine in mind: generator processes and bridges share the
 CPUs, so on a small machine a second generator process takes CPU from the
@@ -34,6 +37,7 @@ from pathlib import Path
 from typing import Any, Final
 
 V2_BRIDGE: Final = [sys.executable, "-m", "snakepit_bridge.generic_bridge_v2", "--quiet"]
+FLOOR_SCRIPT: Final = Path(__file__).with_name("generator_floor.py")
 # Workers: the raw echo (the fastest there is, where the generator shows most)
 # and the bridge under test.
 KINDS: Final = (("baseline", "raw echo"), ("bridge", "bridge"))
@@ -92,6 +96,19 @@ def sweep(bridge: list[str], pools: list[int], processes: int, duration: float) 
             raise SystemExit(f"bench_load: the sweep failed ({done.returncode}):\n{done.stderr}")
         rows: list[Any] = json.loads(report.read_text())["rows"]
         return rows
+
+
+def floor_us() -> float:
+    """The generator floor's CPU µs per request, measured now in a process of its own."""
+    done = subprocess.run(
+        [sys.executable, str(FLOOR_SCRIPT), "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"bench_load: the floor measurement failed:\n{done.stderr}")
+    return float(json.loads(done.stdout)["us_per_request"])
 
 
 def _median(values: list[float]) -> float | None:
@@ -163,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         for procs in (1, args.processes)
     }
     load_before = os.getloadavg()[0]
+    floors: list[float] = []
     for run in range(1, args.runs + 1):
+        floors.append(floor_us())
         for procs in (1, args.processes):
             print(f"run {run}/{args.runs}: {procs} generator process(es) ...", file=sys.stderr)
             for row in sweep(bridge, pools, procs, args.duration):
@@ -174,6 +193,16 @@ def main(argv: list[str] | None = None) -> int:
         f"medians of {args.runs} runs; bridge: {' '.join(bridge)}"
     )
     print(table(cells, pools, args.processes, args.runs))
+    floor = statistics.median(floors)
+    print(f"\ngenerator floor (bare gevent loop, raw echo): {floor:.1f} µs per request")
+    if min(pools) == 1:
+        for procs in (1, args.processes):
+            measured = _median(cells[1, "baseline", procs].us_per_request)
+            if measured is not None:
+                print(
+                    f"pool-1 raw baseline, {procs} generator process(es): {measured:.1f} µs "
+                    f"per request = {measured / floor:.2f}x the floor"
+                )
     return 0
 
 
