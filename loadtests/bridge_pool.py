@@ -37,7 +37,7 @@ from snakepit_harness.protocol.bridge_service import (
     parse_ready_file,
 )
 from snakepit_harness.transports.bridge_service import snakepit_environment
-from snakepit_harness.transports.spawn import record_pid, spawn_with_pipes
+from snakepit_harness.transports.spawn import spawn_with_pipes
 
 from .bridge_calls import (
     EXECUTE_STREAMING_TOOL_METHOD,
@@ -139,10 +139,7 @@ class BridgeServicePool(WorkerPool[BridgeServicePoolWorker]):
         self.baseline = baseline
 
     def spawn_worker(self, index: int) -> BridgeServicePoolWorker:
-        worker = BridgeServicePoolWorker(self.argv, index, self.host_address)
-        if self.pid_file:
-            record_pid(self.pid_file, worker.pid)
-        return worker
+        return BridgeServicePoolWorker(self.argv, index, self.host_address)
 
     def greet(self, worker: BridgeServicePoolWorker) -> None:
         worker.connect(worker.wait_ready(READY_TIMEOUT_S))

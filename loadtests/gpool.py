@@ -59,7 +59,7 @@ from snakepit_harness.protocol import (
     init_ping,
     is_ok_result,
 )
-from snakepit_harness.transports.spawn import record_pid, spawn_with_pipes
+from snakepit_harness.transports.spawn import spawn_with_pipes
 from snakepit_harness.transports.stdio import PIPE_SIZE
 
 from .pool import DrainedPipe, PoolError, WorkerPool
@@ -319,10 +319,7 @@ class StdioPool(WorkerPool[BridgeWorker]):
             mode, offered = NEGOTIATE, (self.codec,)
         else:
             mode, offered = self.codec, ("json",)
-        worker = BridgeWorker(self.argv, index, mode, offered)
-        if self.pid_file:
-            record_pid(self.pid_file, worker.pid)
-        return worker
+        return BridgeWorker(self.argv, index, mode, offered)
 
     def greet(self, worker: BridgeWorker) -> None:
         if worker.connection.codec_mode == NEGOTIATE:

@@ -28,7 +28,7 @@ import gevent
 from snakepit_harness.errors import BridgeCrashed, HandshakeFailed
 from snakepit_harness.protocol import READY_PREFIX
 from snakepit_harness.protos import snakepit_pb2
-from snakepit_harness.transports.spawn import record_pid, spawn_with_pipes
+from snakepit_harness.transports.spawn import spawn_with_pipes
 
 from .grpc_calls import EXECUTE_METHOD, EXECUTE_STREAM_METHOD, execute_request_bytes
 from .pool import DrainedPipe, WorkerPool
@@ -161,10 +161,7 @@ class GrpcPool(WorkerPool[GrpcWorker]):
         self.baseline = baseline
 
     def spawn_worker(self, index: int) -> GrpcWorker:
-        worker = GrpcWorker(self.argv, index)
-        if self.pid_file:
-            record_pid(self.pid_file, worker.pid)
-        return worker
+        return GrpcWorker(self.argv, index)
 
     def greet(self, worker: GrpcWorker) -> None:
         worker.connect(worker.wait_ready(READY_TIMEOUT_S))

@@ -30,6 +30,7 @@ from snakepit_harness.errors import (
     HarnessError,
     TransportError,
 )
+from snakepit_harness.transports.spawn import record_pid
 
 __all__ = ["SPAWN_LOCK", "DrainedPipe", "PoolError", "PoolWorker", "WorkerPool", "verdict_of"]
 
@@ -209,6 +210,8 @@ class WorkerPool(Generic[Worker]):
             raise PoolError(
                 f"worker {index}: cannot start the bridge {self.argv[0]!r}: {exc.strerror}"
             ) from exc
+        if self.pid_file:  # so that the sweep can prove nothing outlived the point
+            record_pid(self.pid_file, worker.pid)
         self.spawned.append(worker)
         try:
             self.greet(worker)
