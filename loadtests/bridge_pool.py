@@ -46,7 +46,7 @@ from .bridge_calls import (
     check_tool_stream,
 )
 from .grpc_pool import ChannelWorker
-from .pool import WorkerPool
+from .pool import DEFAULT_SHARE, PoolShare, WorkerPool
 
 __all__ = ["BridgeServicePool", "BridgeServicePoolWorker"]
 
@@ -125,14 +125,9 @@ class BridgeServicePool(WorkerPool[BridgeServicePoolWorker]):
         request: bytes,
         stream: bool,
         baseline: bool,
-        pid_file: str | None = None,
-        timeout: float = 30.0,
-        first_index: int = 0,
-        whole: int | None = None,
+        share: PoolShare = DEFAULT_SHARE,
     ) -> None:
-        super().__init__(
-            argv, size, pid_file=pid_file, timeout=timeout, first_index=first_index, whole=whole
-        )
+        super().__init__(argv, size, share)
         self.host_address = host_address
         self.request = request
         self.stream = stream

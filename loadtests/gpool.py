@@ -62,7 +62,7 @@ from snakepit_harness.protocol import (
 from snakepit_harness.transports.spawn import spawn_with_pipes
 from snakepit_harness.transports.stdio import PIPE_SIZE
 
-from .pool import DrainedPipe, PoolError, WorkerPool
+from .pool import DEFAULT_SHARE, DrainedPipe, PoolError, PoolShare, WorkerPool
 from .profiles import RAW_CODEC, raw_wire_codec
 
 __all__ = ["BridgeWorker", "PoolError", "StdioPool"]
@@ -287,14 +287,9 @@ class StdioPool(WorkerPool[BridgeWorker]):
         codec: str,
         *,
         select: str = NEGOTIATE,
-        pid_file: str | None = None,
-        timeout: float = 30.0,
-        first_index: int = 0,
-        whole: int | None = None,
+        share: PoolShare = DEFAULT_SHARE,
     ) -> None:
-        super().__init__(
-            argv, size, pid_file=pid_file, timeout=timeout, first_index=first_index, whole=whole
-        )
+        super().__init__(argv, size, share)
         self.codec = codec
         self.select = select
         self.notes: list[str] = []  # what the pool noticed and worked around

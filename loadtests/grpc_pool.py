@@ -31,7 +31,7 @@ from snakepit_harness.protos import snakepit_pb2
 from snakepit_harness.transports.spawn import spawn_with_pipes
 
 from .grpc_calls import EXECUTE_METHOD, EXECUTE_STREAM_METHOD, execute_request_bytes
-from .pool import DrainedPipe, WorkerPool
+from .pool import DEFAULT_SHARE, DrainedPipe, PoolShare, WorkerPool
 
 __all__ = ["ChannelWorker", "GrpcPool", "GrpcWorker", "init_grpc_for_gevent"]
 
@@ -150,14 +150,9 @@ class GrpcPool(WorkerPool[GrpcWorker]):
         size: int,
         *,
         baseline: bool,
-        pid_file: str | None = None,
-        timeout: float = 30.0,
-        first_index: int = 0,
-        whole: int | None = None,
+        share: PoolShare = DEFAULT_SHARE,
     ) -> None:
-        super().__init__(
-            argv, size, pid_file=pid_file, timeout=timeout, first_index=first_index, whole=whole
-        )
+        super().__init__(argv, size, share)
         self.baseline = baseline
 
     def spawn_worker(self, index: int) -> GrpcWorker:

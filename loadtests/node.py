@@ -33,7 +33,7 @@ from snakepit_harness.transports.process import cpu_seconds, own_cpu_seconds, rs
 
 from .hires import LatencyRecord
 from .point import BASELINE_KIND, PointConfig
-from .pool import PoolError, WorkerPool
+from .pool import PoolError, PoolShare, WorkerPool
 from .profiles import RequestTemplate, bytes_as_base64, load_profile, make_templates
 
 __all__ = ["STREAM_PROFILE", "PointRun"]
@@ -105,13 +105,8 @@ class PointRun:
         if state_file:
             Path(state_file).write_text(config.to_json())
         size, first = config.pool_share(process_index)
-        shared: dict[str, Any] = {
-            "pid_file": pid_file,
-            "timeout": config.timeout_s,
-            "first_index": first,
-            "whole": config.pool,
-        }
-        pool: WorkerPool[Any] = _POOL_MAKERS[config.transport](self, config, size, shared)
+        share = PoolShare(pid_file, config.timeout_s, first, config.pool)
+        pool: WorkerPool[Any] = _POOL_MAKERS[config.transport](self, config, size, share)
         return pool
 
     # -- the start together ---------------------------------------------------
@@ -302,14 +297,14 @@ class PointRun:
             self.pool.close()
 
 
-def _stdio_pool(run: PointRun, config: PointConfig, size: int, shared: dict[str, Any]) -> Any:
+def _stdio_pool(run: PointRun, config: PointConfig, size: int, share: PoolShare) -> Any:
     from .gpool import StdioPool
 
     run.templates = make_templates(config.payload, config.codec)
-    return StdioPool(config.bridge_cmd, size, config.codec, select=config.codec_select, **shared)
+    return StdioPool(config.bridge_cmd, size, config.codec, select=config.codec_select, share=share)
 
 
-def _grpc_pool(run: PointRun, config: PointConfig, size: int, shared: dict[str, Any]) -> Any:
+def _grpc_pool(run: PointRun, config: PointConfig, size: int, share: PoolShare) -> Any:
     from .grpc_calls import execute_request_bytes
     from .grpc_pool import GrpcPool, init_grpc_for_gevent
 
@@ -322,12 +317,10 @@ def _grpc_pool(run: PointRun, config: PointConfig, size: int, shared: dict[str, 
         command, args = load_profile(config.payload)[0]
         args = bytes_as_base64(args)
     run.grpc_request = execute_request_bytes(command, args)
-    return GrpcPool(config.bridge_cmd, size, baseline=config.kind == BASELINE_KIND, **shared)
+    return GrpcPool(config.bridge_cmd, size, baseline=config.kind == BASELINE_KIND, share=share)
 
 
-def _bridge_service_pool(
-    run: PointRun, config: PointConfig, size: int, shared: dict[str, Any]
-) -> Any:
+def _bridge_service_pool(run: PointRun, config: PointConfig, size: int, share: PoolShare) -> Any:
     from .bridge_pool import BridgeServicePool
     from .grpc_pool import init_grpc_for_gevent
 
@@ -341,12 +334,12 @@ def _bridge_service_pool(
         request=run.grpc_request,
         stream=config.payload == STREAM_PROFILE,
         baseline=config.kind == BASELINE_KIND,
-        **shared,
+        share=share,
     )
 
 
 # How each transport's pool is built (and what the users send set up).
-_POOL_MAKERS: Final[dict[str, Callable[[PointRun, PointConfig, int, dict[str, Any]], Any]]] = {
+_POOL_MAKERS: Final[dict[str, Callable[[PointRun, PointConfig, int, PoolShare], Any]]] = {
     "stdio": _stdio_pool,
     "grpc": _grpc_pool,
     "bridge-service": _bridge_service_pool,

@@ -14,6 +14,7 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import ClassVar, Final, Generic, Protocol, TypeVar
 
 import gevent
@@ -32,7 +33,15 @@ from snakepit_harness.errors import (
 )
 from snakepit_harness.transports.spawn import record_pid
 
-__all__ = ["SPAWN_LOCK", "DrainedPipe", "PoolError", "PoolWorker", "WorkerPool", "verdict_of"]
+__all__ = [
+    "SPAWN_LOCK",
+    "DrainedPipe",
+    "PoolError",
+    "PoolShare",
+    "PoolWorker",
+    "WorkerPool",
+    "verdict_of",
+]
 
 # One spawn at a time (cheap: ~1 ms each); the start-up handshakes, which take
 # the time, still run concurrently.  Shared by every pool of the process.
@@ -152,6 +161,22 @@ class PoolWorker(Protocol):
 Worker = TypeVar("Worker", bound=PoolWorker)
 
 
+@dataclass(frozen=True)
+class PoolShare:
+    """Where a pool sits in its point: what every pool takes besides its own options."""
+
+    pid_file: str | None = None  # every spawned pid goes here (the sweep checks them)
+    timeout: float = 30.0  # per request, and for a free worker
+    # Worker numbers (in messages and init pings) go on across the processes
+    # that split one pool: this process's first worker is first_index.
+    first_index: int = 0
+    whole: int | None = None  # the point's pool size when this is a share of it
+
+
+# A pool on its own: no pid file, the default timeout, the whole pool.
+DEFAULT_SHARE: Final = PoolShare()
+
+
 class WorkerPool(Generic[Worker]):
     """``size`` workers made by :meth:`new_worker`, handed out one request at a time.
 
@@ -164,34 +189,24 @@ class WorkerPool(Generic[Worker]):
     broken_by: ClassVar[tuple[type[BaseException], ...]] = ()
     start_limit_s: ClassVar[float] = 30.0
 
-    def __init__(
-        self,
-        argv: Sequence[str],
-        size: int,
-        *,
-        pid_file: str | None = None,
-        timeout: float = 30.0,
-        first_index: int = 0,
-        whole: int | None = None,
-    ) -> None:
+    def __init__(self, argv: Sequence[str], size: int, share: PoolShare = DEFAULT_SHARE) -> None:
         self.argv = list(argv)
         self.size = size
+        whole = share.whole
         # A share of a pool split among generator processes says so in messages.
         self.label = (
             f"the pool of {size}"
             if whole is None or whole == size
             else f"the pool of {whole} (this generator process's {size} of it)"
         )
-        self.pid_file = pid_file
-        self.timeout = timeout
+        self.pid_file = share.pid_file
+        self.timeout = share.timeout
         self.workers: list[Worker] = []
         self.spawned: list[Worker] = []
         self.idle: gevent.queue.Queue[Worker] = gevent.queue.Queue()
         self.restarts = 0
         self.startup_s = 0.0
-        # Worker numbers (in messages and init pings) go on across processes
-        # that share one pool size: this process's first worker is first_index.
-        self._next_index = first_index
+        self._next_index = share.first_index
         self.closing = False
 
     def spawn_worker(self, index: int) -> Worker:
