@@ -181,7 +181,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(session registration, tool registration): a sweep dimension (default: 0)",
     )
     service.add_argument(
-        "--tool", help="the tool payload call (and stream) calls (default: chosen, see docs)"
+        "--tool",
+        help="the worker's tool that payload call sends to (and stream, when it streams); "
+        "default: chosen from what the worker registers (docs/load.md)",
     )
     service.add_argument(
         "--tool-calls",
