@@ -53,6 +53,8 @@ __all__ = [
 ]
 
 LOCUSTFILE: Final = str(Path(__file__).with_name("locustfile.py"))
+# Every locust process of a sweep: this interpreter, our locustfile.
+LOCUST_COMMAND: Final = (sys.executable, "-m", "locust", "-f", LOCUSTFILE)
 USER_CLASSES: Final = {
     "stdio": "StdioPoolUser",
     "grpc": "GrpcUser",
@@ -218,11 +220,7 @@ def _log_tail(path: Path) -> str:
 
 def locust_command(config: PointConfig, options: SweepOptions, run_time_s: float) -> list[str]:
     command = [
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        LOCUSTFILE,
+        *LOCUST_COMMAND,
         "--headless",
         "--users",
         str(config.users),
@@ -387,11 +385,7 @@ def run_worker(
     state = directory / "worker-state.json"
     pid_file = directory / "worker.pids"
     command = [
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        LOCUSTFILE,
+        *LOCUST_COMMAND,
         "--worker",
         "--master-host",
         master_host,
