@@ -108,28 +108,51 @@ def _arguments_for(
     return example, f"{tool.name} with example values for its registered parameters"
 
 
-def _first_callable(
+# How many tools a default call or stream tries, in registration order, before
+# it gives up: a tool that fails (or needs arguments it cannot guess) is not a
+# reason to refuse the worker while another tool of it answers.
+MAX_CANDIDATES: Final = 5
+
+Candidate = tuple[ToolInfo, dict[str, Any], str]  # tool, arguments, how they were chosen
+
+
+def _callable(
     candidates: Sequence[ToolInfo], tool_calls: Mapping[str, Sequence[Mapping[str, Any]]]
-) -> tuple[ToolInfo, dict[str, Any], str]:
-    """The first of ``candidates`` the harness can make arguments for."""
+) -> list[Candidate]:
+    """Those of ``candidates`` the harness can make arguments for, with them."""
+    found = []
     for candidate in candidates:
         arguments = _arguments_for(candidate, tool_calls)
         if arguments is not None:
-            return (candidate, *arguments)
-    names = ", ".join(t.name for t in candidates)
-    raise HarnessError(
-        f"every tool that could be called ({names}) has a required parameter of a type the "
-        "harness cannot make an example of; name its arguments with --tool-calls FILE"
+            found.append((candidate, *arguments))
+    if not found:
+        names = ", ".join(t.name for t in candidates)
+        raise HarnessError(
+            f"every tool that could be called ({names}) has a required parameter of a type the "
+            "harness cannot make an example of; name its arguments with --tool-calls FILE"
+        )
+    return found[:MAX_CANDIDATES]
+
+
+def _is_echo(tool: ToolInfo | None) -> bool:
+    """An ``echo(value)`` tool (or one that registers no parameters): the profiles' target."""
+    return (
+        tool is not None and not tool.streaming and [p.name for p in tool.params] in (["value"], [])
     )
 
 
-def _pick(
+def _candidates(
     payload: str,
     tools: Mapping[str, ToolInfo],
     tool: str | None,
     tool_calls: Mapping[str, Sequence[Mapping[str, Any]]],
-) -> tuple[ToolInfo, dict[str, Any], str]:
-    """The tool and arguments for ``payload``, and how they were chosen."""
+) -> list[Candidate]:
+    """The calls ``payload`` may make, best first: the first one that succeeds is planned.
+
+    A tool named by ``--tool`` or the ``--tool-calls`` file is the only
+    candidate; otherwise the default call tries ``echo`` of ``small`` and then
+    the other unary tools, and ``stream`` the streaming tools.
+    """
     registered = ", ".join(sorted(tools)) or "none"
     if tool is not None and tool not in tools:
         raise HarnessError(
@@ -143,21 +166,32 @@ def _pick(
             raise HarnessError(
                 f"payload stream needs a streaming tool; the worker registers none ({registered})"
             )
-        return _first_callable(streaming, tool_calls)
+        return _callable(streaming, tool_calls)
     if payload == CALL_PAYLOAD:
         for name in (tool, next(iter(tool_calls), None)):
             if name is not None and name in tools:
                 if tools[name].streaming:
                     raise HarnessError(f"tool {name!r} streams: load it with --payload stream")
-                return _first_callable([tools[name]], tool_calls)
-        if ECHO_TOOL in tools and not tools[ECHO_TOOL].streaming:
-            return tools[ECHO_TOOL], {"value": load_profile("small")[0][1]}, "echo of small"
+                return _callable([tools[name]], tool_calls)
         unary = [t for t in tools.values() if not t.streaming]
         if not unary:
             raise HarnessError(f"the worker registers no unary tool ({registered})")
-        return _first_callable(unary, tool_calls)
+        echo = tools.get(ECHO_TOOL)
+        first: list[Candidate] = []
+        if echo is not None and _is_echo(echo):
+            first = [(echo, {"value": load_profile("small")[0][1]}, "echo of small")]
+            unary = [t for t in unary if t is not echo]
+        if not unary:
+            return first
+        try:
+            rest = _callable(unary, tool_calls)
+        except HarnessError:
+            if not first:
+                raise
+            rest = []
+        return [*first, *rest][:MAX_CANDIDATES]
     echo = tools.get(ECHO_TOOL)
-    if echo is None or echo.streaming or [p.name for p in echo.params] not in (["value"], []):
+    if echo is None or not _is_echo(echo):
         raise HarnessError(
             f"payload {payload} is sent to an echo(value) tool, which the worker does not "
             f"register (it has: {registered}); use --payload call with --tool NAME"
@@ -168,7 +202,7 @@ def _pick(
             f"payload {payload}: bridge-service load sends one request; the file holds "
             f"{len(requests)}"
         )
-    return echo, {"value": _echo_value(payload, requests[0][1])}, f"echo of {payload}"
+    return [(echo, {"value": _echo_value(payload, requests[0][1])}, f"echo of {payload}")]
 
 
 def _holds_bytes(value: Any) -> bool:
@@ -210,10 +244,7 @@ def plan_tool_calls(
 ) -> dict[str, PlannedCall]:
     """Start the worker once, learn its tools, and plan (and try) each payload's call."""
     from snakepit_harness.transports.bridge_host import HostEmulator
-    from snakepit_harness.transports.bridge_service import (
-        BridgeServiceWorker,
-        build_tool_request,
-    )
+    from snakepit_harness.transports.bridge_service import BridgeServiceWorker
     from snakepit_harness.transports.grpc_channel import GrpcStatusError
 
     calls = dict(tool_calls or {})
@@ -236,23 +267,45 @@ def plan_tool_calls(
                 worker.stderr_tail(),
             )
         for payload in payloads:
-            chosen, arguments, how = _pick(payload, tools, tool, calls)
-            request = build_tool_request(
-                chosen.name, arguments, session_id=LOAD_SESSION, stream=chosen.streaming
-            )
-            data: bytes = request.SerializeToString()
-            chunks = _trial(client, chosen, request, timeout, worker.stderr_tail)
-            planned[payload] = PlannedCall(
-                payload, chosen.name, chosen.streaming, data, chunks, how
+            candidates = _candidates(payload, tools, tool, calls)
+            planned[payload] = _first_that_works(
+                payload, candidates, client, timeout, worker.stderr_tail
             )
     return planned
 
 
-def _trial(
-    client: Any, tool: ToolInfo, request: Any, timeout: float, stderr_tail: Callable[[], bytes]
-) -> int:
-    """Make the planned call once; its chunk count (streams) or 0.  Fails loudly."""
-    where = f"the trial call of {tool.name!r}"
+def _first_that_works(
+    payload: str,
+    candidates: Sequence[Candidate],
+    client: Any,
+    timeout: float,
+    stderr_tail: Callable[[], bytes],
+) -> PlannedCall:
+    """Try the candidate calls in turn; the first that succeeds is the payload's call."""
+    from snakepit_harness.transports.bridge_service import build_tool_request
+    from snakepit_harness.transports.grpc_channel import GrpcStatusError
+
+    failed: list[str] = []
+    for chosen, arguments, how in candidates:
+        request = build_tool_request(
+            chosen.name, arguments, session_id=LOAD_SESSION, stream=chosen.streaming
+        )
+        try:
+            chunks = _trial(client, chosen, request, timeout)
+        except (TrialCallFailed, GrpcStatusError) as exc:
+            failed.append(str(exc))
+            continue
+        said = f"{how} (tried first: {'; '.join(failed)})" if failed else how
+        data: bytes = request.SerializeToString()
+        return PlannedCall(payload, chosen.name, chosen.streaming, data, chunks, said)
+    message = f"{failed[0]}, so every point would"
+    if len(failed) > 1:
+        message += f"; and the other tools tried failed too: {'; '.join(failed[1:])}"
+    raise TrialCallFailed(message, stderr_tail())
+
+
+def _trial(client: Any, tool: ToolInfo, request: Any, timeout: float) -> int:
+    """Make the call once; its chunk count (streams) or 0.  TrialCallFailed if it failed."""
     if tool.streaming:
         chunks = list(client.open_stream(request, timeout=timeout))
         problem = check_tool_stream([c.SerializeToString() for c in chunks])
@@ -262,7 +315,7 @@ def _trial(
         problem = check_tool_response(answer.SerializeToString())
         count = 0
     if problem is not None:
-        raise TrialCallFailed(f"{where} failed, so every point would: {problem}", stderr_tail())
+        raise TrialCallFailed(f"the trial call of {tool.name!r} failed: {problem}")
     return count
 
 

@@ -122,6 +122,19 @@ def test_a_worker_whose_calls_fail_gets_a_verdict_before_the_sweep() -> None:
     assert "[1/" not in done.stderr  # no point ran
 
 
+def test_the_default_call_falls_back_to_the_next_tool_that_answers(tmp_path: Path) -> None:
+    adapters = Path(__file__).resolve().parent / "fuzz_bridges" / "bs_adapters.py"
+    done = load(
+        "--pool", "1", "--baseline", "none", *QUICK, "--json", str(tmp_path / "r.json"),
+        "--", *REFERENCE, "--adapter", f"{adapters}:EchoFails",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr + done.stdout
+    planned = json.loads((tmp_path / "r.json").read_text())["options"]["planned_calls"]["call"]
+    assert planned["tool"] != "echo"
+    assert "tried first: the trial call of 'echo' failed" in planned["how"]
+    assert "echo is broken" in done.stderr  # said before the sweep, with the reason
+
+
 @pytest.mark.parametrize(
     ("sample", "verdict"),
     [

@@ -438,24 +438,31 @@ def test_samples_travel_as_array_bytes_in_either_byte_order() -> None:
     assert sorted(merged.round_trip_ns) == [5, 5, 7, 7, 2**40, 2**40]
 
 
-def test_bridge_service_call_planning_picks_the_first_tool_it_can_make_arguments_for() -> None:
-    from snakepit_harness.loadtests.bridge_calls import _pick
+def test_bridge_service_call_planning_lists_the_tools_it_can_make_arguments_for() -> None:
+    from snakepit_harness.loadtests.bridge_calls import MAX_CANDIDATES, _candidates
 
     from snakepit_harness.errors import HarnessError
-    from snakepit_harness.protocol.bridge_service import ParamInfo, ToolInfo
+    from snakepit_harness.protocol.bridge_service import ParamInfo, ToolInfo, example_value
 
     opaque = ToolInfo("train", (ParamInfo("model", "MyModel", required=True),))
     simple = ToolInfo("score", (ParamInfo("n", "integer", required=True),))
     streams = ToolInfo("tail", (ParamInfo("model", "MyModel", required=True),), streaming=True)
+    echo = ToolInfo("echo", (ParamInfo("message", "string", required=True),))
     tools = {t.name: t for t in (opaque, simple, streams)}
-    chosen, arguments, how = _pick("call", tools, None, {})
+    ((chosen, arguments, how),) = _candidates("call", tools, None, {})
     assert chosen is simple and set(arguments) == {"n"} and "example values" in how
-    # A --tool-calls file names what the harness cannot invent.
-    chosen, arguments, how = _pick("call", tools, "train", {"train": [{"model": "m1"}]})
+    # An echo whose parameter is not `value` is called like any tool, not with the profile.
+    with_echo = {"echo": echo, **tools}
+    assert [c[0].name for c in _candidates("call", with_echo, None, {})] == ["echo", "score"]
+    assert _candidates("call", with_echo, None, {})[0][1] == {"message": example_value("string")}
+    # A --tool-calls file names what the harness cannot invent, and then it is the only one.
+    ((chosen, arguments, _),) = _candidates("call", tools, "train", {"train": [{"model": "m1"}]})
     assert (chosen, arguments) == (opaque, {"model": "m1"})
+    many = {f"t{i}": ToolInfo(f"t{i}") for i in range(MAX_CANDIDATES + 3)}
+    assert len(_candidates("call", many, None, {})) == MAX_CANDIDATES
     with pytest.raises(HarnessError, match="--tool-calls FILE"):
-        _pick("stream", tools, None, {})
+        _candidates("stream", tools, None, {})
     with pytest.raises(HarnessError, match="streams: load it with --payload stream"):
-        _pick("call", tools, "tail", {})
+        _candidates("call", tools, "tail", {})
     with pytest.raises(HarnessError, match="echo\\(value\\) tool"):
-        _pick("small", tools, None, {})
+        _candidates("small", with_echo, None, {})
