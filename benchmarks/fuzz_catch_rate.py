@@ -13,8 +13,9 @@ with the catches, the median wall time of a run and the median number of
 examples the run reported.  Exit status 0 whatever the figures.
 
 The bridge-service rows do the same with ``--profile bridge-service`` against
-the reference worker serving an adapter of ``tests/fuzz_bridges/bs_adapters.py``
-(there the one state machine is the property).
+the reference worker serving an adapter of ``tests/fuzz_bridges/bs_adapters.py``,
+or against a broken sample worker of ``fixtures/bridge_service/`` (there the
+one state machine is the property).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Final
 ROOT: Final = Path(__file__).resolve().parent.parent
 TOY_BRIDGE: Final = ROOT / "tests" / "fuzz_bridges" / "toy_bridge.py"
 BS_ADAPTERS: Final = ROOT / "tests" / "fuzz_bridges" / "bs_adapters.py"
+BS_SAMPLES: Final = ROOT / "fixtures" / "bridge_service"
 BRIDGE_SERVICE_PROPERTY: Final = "bridge-service-calls"
 # One fuzz run's ceiling: a run that takes longer is a harness problem to report.
 RUN_LIMIT: Final = 300
@@ -52,7 +54,9 @@ class PlantedDefect:
         return BRIDGE_SERVICE_PROPERTY if self.profile == "bridge-service" else "echo"
 
     def fuzz_command(self, seed: int) -> list[str]:
-        if self.profile == "bridge-service":
+        if self.profile == "bridge-service" and self.defect.endswith(".py"):
+            worker = [sys.executable, str(BS_SAMPLES / self.defect)]  # a broken sample worker
+        elif self.profile == "bridge-service":
             worker = [sys.executable, "-m", "snakepit_bridge.bridge_service"]
             worker += ["--adapter", f"{BS_ADAPTERS}:{self.defect}"]
         else:
@@ -87,6 +91,13 @@ DEFECTS: Final = (
     PlantedDefect("unicode", "unicode", "json", "turns U+2028 into a newline"),
     PlantedDefect(
         "deep nesting", "DeepCrash", "json", "echo dies deeper than 50 levels", "bridge-service"
+    ),
+    PlantedDefect(
+        "big integers",
+        "integers_as_floats.py",
+        "json",
+        "every number in a result sent as a float",
+        "bridge-service",
     ),
 )
 

@@ -63,7 +63,7 @@ from ..transports.grpc_channel import GrpcStatusError
 from .oracle import same_value
 from .properties import Property, PropertyFailed
 from .target import Exchange, RestartingTarget
-from .values import evenly, large_values, texts, values
+from .values import edge_numbers, evenly, large_values, texts, values
 
 __all__ = [
     "FORMAT",
@@ -90,6 +90,8 @@ ECHO_PROBE: Final = {"snakepit-harness": ["probe", 1, None]}
 ECHO_TOOL: Final = "echo"
 # Chunks collected from a stream before it is cut: a runaway stream is a defect.
 STREAM_LIMIT: Final = 1000
+# The most edge numbers one echo call sends (the stdio echo sends up to as many).
+EDGE_NUMBERS_MAX: Final = 24
 # One call in EXTRA_ODDS adds an argument the tool does not take.  Such a call is
 # refused while binding its arguments (upstream's adapters and the reference
 # worker both), so the tool body never meets its values: at one in two, half of
@@ -371,14 +373,18 @@ def _extra_arguments() -> st.SearchStrategy[tuple[str, bytes] | None]:
 
 @functools.cache
 def echo_values() -> st.SearchStrategy[Any]:
-    """What the echo rule sends: any JSON value, or one of the size edge classes.
+    """What the echo rule sends: any JSON value, the edge numbers, or a size edge class.
 
-    Evenly, so each size class comes in one echo call in four or five (and at
+    Evenly, so each size class comes in one echo call in five or six (and at
     its maximum about half of those, see :func:`.values._up_to`), as the
     stdio ``echo`` property draws them; ``values`` alone nests deeper than 50
-    levels about once in a hundred.
+    levels about once in a hundred.  The edge numbers (integers past 2^53 and
+    at the 64-bit limits, -0.0, subnormals) come as a list of their own, as
+    the stdio ``echo`` sends them beside its other arguments: a leaf among
+    ``values`` is one of them too rarely for a state machine's fifty runs.
     """
-    return evenly([values(ANY_JSON), *large_values(ANY_JSON).values()])
+    edge = st.lists(edge_numbers(ANY_JSON), min_size=1, max_size=EDGE_NUMBERS_MAX)
+    return evenly([values(ANY_JSON), edge, *large_values(ANY_JSON).values()])
 
 
 class BridgeServiceCalls(RuleBasedStateMachine):
