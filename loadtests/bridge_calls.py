@@ -3,7 +3,8 @@
 A user's worker has its own tools, so the harness asks it before the sweep:
 :func:`plan_tool_calls` starts the worker once beside an in-process host
 emulator, reads its ``RegisterTools`` (§9.4), picks the tool each payload
-calls, makes that call once (a tool that fails now would fail every point)
+calls, makes that call once (a tool that fails now would fail every point;
+a default choice then goes on to the next candidate)
 and returns the requests as serialised ``ExecuteToolRequest`` bytes.  Load
 users send those bytes unchanged with identity serialisers, so the
 generator builds no protobuf per request.
@@ -12,15 +13,16 @@ Which tool a payload calls:
 
 * ``call``: ``--tool NAME`` with its ``--tool-calls`` arguments or, without
   them, example values for its registered parameters; without ``--tool``, the
-  first tool of the ``--tool-calls`` file; else ``echo`` with the ``small``
-  profile; else the first unary tool with example arguments.
+  first tool of the ``--tool-calls`` file; else ``echo(value)`` with the
+  ``small`` profile, then the other unary tools it can make arguments for, in
+  the order registered (at most MAX_CANDIDATES): the first that succeeds.
 * ``small``, ``structured``, ``binary``, ``file:PATH``: the profile's
   arguments as ``echo``'s ``value``; a profile of one bytes field (``binary``)
   sends the bytes themselves as ``value``, a binary parameter (§9.7.3).
   They need an ``echo`` tool with one ``value`` parameter.
-* ``stream``: ``--tool`` when it streams, else the first streaming tool, with
-  the same argument rules; how many chunks it sends is counted once, so the
-  baseline sends as many.
+* ``stream``: ``--tool`` when it streams, else the streaming tools in turn,
+  with the same argument rules; how many chunks it sends is counted once, so
+  the baseline sends as many.
 
 Runs in the harness's process (no gevent); the response checks the load
 users apply are here too, stdlib and protobuf only.
