@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -61,7 +60,8 @@ from ..transports.bridge_host import HostEmulator
 from ..transports.bridge_service import BridgeServiceWorker
 from ..transports.grpc_channel import GrpcStatusError
 from .oracle import same_value
-from .properties import Property, PropertyFailed
+from .properties import FoundFailure, PropertyFailed
+from .regression import save_transcript, transcript_heading
 from .target import Exchange, RestartingTarget
 from .values import edge_numbers, evenly, large_values, texts, values
 
@@ -517,50 +517,22 @@ def bind_bridge_service_machine(
 # -- saved failures ------------------------------------------------------------------
 
 
-def write_steps(
-    failure: PropertyFailed,
-    prop: Property,
-    profile: str,
-    codec_mode: str,
-    directory: Path,
-    *,
-    seed: int,
-    bridge_argv: Sequence[str],
-    timeout: float,
-) -> Path:
+def write_steps(found: FoundFailure, directory: Path) -> Path:
     """Save a failure's steps as ``fuzz.<hash>.bridge-service.json`` (replayable)."""
-    steps = failure.grpc_calls or []
-    record = {
-        "format": FORMAT,
-        "property": prop.name,
-        "statement": prop.statement,
-        "profile": profile,
-        "problems": failure.problems,
-        "steps": steps,
-        "seed": seed,
-        "bridge": list(bridge_argv),
-        "timeout": timeout,
-    }
-    text = json.dumps(record, indent=1, ensure_ascii=True)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"fuzz.{digest}.bridge-service.json"
-    path.write_text(text + "\n", encoding="utf-8")
+    steps = found.failure.grpc_calls or []
+    path, digest = save_transcript(
+        found, directory, kind="bridge-service", record={"format": FORMAT, "steps": steps}
+    )
     lines = [
-        f"# fuzz.{digest}: bridge-service fuzz property `{prop.name}` broken",
-        "",
-        f"**Property** (PROTOCOL.md §{prop.section}): {prop.statement}",
-        "",
-        *[f"- {problem}" for problem in failure.problems],
-        "",
+        *transcript_heading(found, digest, "bridge-service"),
         f"{len(steps)} step(s) in `{path.name}`; the last one failed. Replay:",
         "",
-        f"    snakepit-harness replay {path.name} -- {' '.join(bridge_argv)}",
+        f"    snakepit-harness replay {path.name} -- {found.command}",
         "",
         "Stderr tail:",
         "",
         "```",
-        failure.exchange.stderr_tail.decode("utf-8", "replace")[-STDERR_SHOWN:],
+        found.failure.exchange.stderr_tail.decode("utf-8", "replace")[-STDERR_SHOWN:],
         "```",
         "",
     ]

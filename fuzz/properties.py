@@ -38,6 +38,7 @@ from .values import args_objects, encode_payload, json_styles
 
 __all__ = [
     "PROPERTIES",
+    "FoundFailure",
     "FuzzContext",
     "Property",
     "PropertyFailed",
@@ -97,6 +98,24 @@ class PropertyFailed(AssertionError):
         self.timeline = None if timeline is None else list(timeline)
         # For gRPC failures: the calls made, in order, with what came back.
         self.grpc_calls: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class FoundFailure:
+    """A failure as it is saved: what broke, where, and what repeats the run that found it."""
+
+    failure: PropertyFailed
+    prop: Property
+    profile: str
+    codec_mode: str
+    seed: int
+    bridge_argv: Sequence[str]
+    timeout: float  # the response timeout the run used; a replay uses it too
+
+    @property
+    def command(self) -> str:
+        """The bridge's command line, as a user would type it."""
+        return " ".join(self.bridge_argv)
 
 
 def _problems(exchange: Exchange, steps: Sequence[Step], codec: str) -> list[str]:

@@ -22,18 +22,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 from ..conformance.golden import FORMAT
 from ..conformance.matcher import encode_special
 from .oracle import expected_compute, python_type_name
-from .properties import Property, PropertyFailed
+from .properties import FoundFailure, Property, PropertyFailed
 from .strategies import Expectation, Step
 from .target import END_OF_INPUT_EXIT_LIMIT
 
-__all__ = ["FORMAT", "build_document", "write_grpc_transcript", "write_regression"]
+__all__ = [
+    "FORMAT",
+    "build_document",
+    "save_transcript",
+    "transcript_heading",
+    "write_grpc_transcript",
+    "write_regression",
+]
 
 # A replay on a busy machine gets the same allowance over §2.5's 2 s as the fuzz run.
 EXIT_WITHIN: Final = END_OF_INPUT_EXIT_LIMIT + 2.0
@@ -246,73 +253,81 @@ def _explanation(
     return "\n".join(lines)
 
 
-def write_regression(
-    failure: PropertyFailed,
-    prop: Property,
-    profile: str,
-    codec_mode: str,
-    directory: Path,
-    *,
-    seed: int,
-    bridge_argv: Sequence[str],
-    timeout: float,
-) -> Path:
+def write_regression(found: FoundFailure, directory: Path) -> Path:
     """Write ``fuzz.<hash>.json`` and its ``.md`` explanation into ``directory``."""
-    doc = build_document(failure, prop, profile, codec_mode, timeout=timeout)
+    doc = build_document(
+        found.failure, found.prop, found.profile, found.codec_mode, timeout=found.timeout
+    )
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{doc['id']}.json"
     # ensure_ascii: lone surrogates survive only as \\u escapes.
     path.write_text(json.dumps(doc, indent=1, ensure_ascii=True) + "\n", encoding="utf-8")
     explanation = _explanation(
-        doc, failure, prop, seed=seed, bridge_argv=bridge_argv, file_name=str(path)
+        doc,
+        found.failure,
+        found.prop,
+        seed=found.seed,
+        bridge_argv=found.bridge_argv,
+        file_name=str(path),
     )
     path.with_suffix(".md").write_text(explanation, encoding="utf-8", errors="replace")
     return path
 
 
-def write_grpc_transcript(
-    failure: PropertyFailed,
-    prop: Property,
-    profile: str,
-    codec_mode: str,
-    directory: Path,
-    *,
-    seed: int,
-    bridge_argv: Sequence[str],
-    timeout: float,
-) -> Path:
+def save_transcript(
+    found: FoundFailure, directory: Path, *, kind: str, record: Mapping[str, Any]
+) -> tuple[Path, str]:
+    """Save a state machine's failure as ``fuzz.<hash>.<kind>.json``; returns the path and hash.
+
+    ``record`` holds what is particular to the transport (its calls or steps);
+    the property, problems and what repeats the run are added here.  The hash
+    is of the whole record, so two different failures never share a file.
+    """
+    whole = {
+        **record,
+        "property": found.prop.name,
+        "statement": found.prop.statement,
+        "profile": found.profile,
+        "problems": found.failure.problems,
+        "seed": found.seed,
+        "bridge": list(found.bridge_argv),
+        "timeout": found.timeout,
+    }
+    text = json.dumps(whole, indent=1, ensure_ascii=True, default=repr)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"fuzz.{digest}.{kind}.json"
+    path.write_text(text + "\n", encoding="utf-8")
+    return path, digest
+
+
+def transcript_heading(found: FoundFailure, digest: str, kind: str) -> list[str]:
+    """The first lines of a transcript's ``.md``: which property broke, and how."""
+    return [
+        f"# fuzz.{digest}: {kind} fuzz property `{found.prop.name}` broken",
+        "",
+        f"**Property** (PROTOCOL.md §{found.prop.section}): {found.prop.statement}",
+        "",
+        *[f"- {problem}" for problem in found.failure.problems],
+        "",
+    ]
+
+
+def write_grpc_transcript(found: FoundFailure, directory: Path) -> Path:
     """Write a gRPC failure's calls as ``fuzz.<hash>.grpc.json`` with a ``.md`` beside it.
 
     The golden-frame format is stdio only, so this transcript is for reading
     (and for re-running with the printed seed), not for ``replay``.
     """
-    calls = failure.grpc_calls or []
-    record = {
-        "property": prop.name,
-        "statement": prop.statement,
-        "section": prop.section,
-        "profile": profile,
-        "problems": failure.problems,
-        "calls": calls,
-        "seed": seed,
-        "bridge": list(bridge_argv),
-        "timeout": timeout,
-    }
-    text = json.dumps(record, indent=1, ensure_ascii=True, default=repr)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"fuzz.{digest}.grpc.json"
-    path.write_text(text + "\n", encoding="utf-8")
+    calls = found.failure.grpc_calls or []
+    path, digest = save_transcript(
+        found, directory, kind="grpc", record={"section": found.prop.section, "calls": calls}
+    )
     lines = [
-        f"# fuzz.{digest}: gRPC fuzz property `{prop.name}` broken",
-        "",
-        f"**Property** (PROTOCOL.md §{prop.section}): {prop.statement}",
-        "",
-        *[f"- {problem}" for problem in failure.problems],
-        "",
+        *transcript_heading(found, digest, "gRPC"),
         f"{len(calls)} call(s) in `{path.name}`; the last one failed.",
         "",
-        f"Repeat: `snakepit-harness fuzz --profile grpc --seed {seed} -- {' '.join(bridge_argv)}`",
+        f"Repeat: `snakepit-harness fuzz --profile grpc --seed {found.seed} -- {found.command}`",
         "",
     ]
     path.with_name(f"fuzz.{digest}.grpc.md").write_text("\n".join(lines), encoding="utf-8")

@@ -41,7 +41,7 @@ from .bridge_service import (
 from .defaults import DEFAULT_MAX_EXAMPLES, DEFAULT_RESPONSE_TIMEOUT, SHRINK_BUDGET
 from .grpc_machine import GrpcSessions, GrpcTarget, bind_grpc_machine
 from .machines import MACHINES, STEPS_PER_RUN, bind_machine
-from .properties import PROPERTIES, FuzzContext, Property, PropertyFailed
+from .properties import PROPERTIES, FoundFailure, FuzzContext, Property, PropertyFailed
 from .regression import write_grpc_transcript, write_regression
 from .target import StdioTarget
 
@@ -189,7 +189,7 @@ class TransportMachine:
     machine: type[RuleBasedStateMachine]  # its docstring is the statement
     target: Callable[..., Any]  # (argv, response_timeout=...) -> the target
     bind: Callable[[Any, Callable[[], None], Callable[[PropertyFailed], None]], Any]
-    save: Callable[..., Path]  # writes a failure, as write_regression does
+    save: Callable[[FoundFailure, Path], Path]  # writes a failure, as write_regression does
 
 
 TRANSPORT_MACHINES: Final = {
@@ -463,14 +463,14 @@ class FuzzSession:
             if outcome.failure is not None and self.save_failures is not None:
                 own = TRANSPORT_MACHINES.get(self.profile)
                 save = own.save if own is not None else write_regression
-                outcome.regression = save(
+                found = FoundFailure(
                     outcome.failure,
                     prop,
                     self.profile,
                     self.codec_mode,
-                    self.save_failures,
                     seed=self.seed,
                     bridge_argv=self.argv,
                     timeout=self.response_timeout,
                 )
+                outcome.regression = save(found, self.save_failures)
             yield outcome
