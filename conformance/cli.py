@@ -1,4 +1,4 @@
-"""The ``conformance``, ``replay`` and ``check`` subcommands (a thin edge over the runner).
+"""The ``conformance``, ``replay`` and ``check`` subcommands (``check`` runs in check.py).
 
 Exit codes: 0 the bridge conforms; 1 a failing verdict (FAIL, TIMEOUT, CRASH,
 FRAMING, STALE, or NON-STRICT under --strict); 2 the harness could not do its
@@ -12,8 +12,6 @@ import argparse
 import shlex
 import shutil
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -23,20 +21,12 @@ from snakepit_harness.errors import HarnessError
 from snakepit_harness.protocol import PROFILE_TRANSPORTS, TRANSPORTS, ExitCode
 
 from .baseline import baseline_entries, load_baseline, write_baseline
+from .check import run_check
 from .drivers import transport_driver
 from .model import CODEC_MODES, PROFILES, Case, CaseResult, RunSettings, Verdict
 from .registry import all_cases, select_cases
-from .reports import (
-    case_line,
-    failure_details,
-    summary_line,
-    write_html,
-    write_json,
-    write_junit,
-    write_terminal,
-)
+from .reports import case_line, failure_details, write_requested_reports, write_terminal
 from .session import RunReport, SuiteSession, belongs, interrupt_all_runs, run_suite
-from .targets import CHECK_TARGETS, CheckTarget, user_targets
 
 __all__ = ["register"]
 
@@ -44,12 +34,6 @@ EXIT_OK: Final = ExitCode.OK
 EXIT_ERROR: Final = ExitCode.ERROR
 
 DEFAULT_TIMEOUT: Final = 10.0
-# Configurations `check` runs at once.  Most of a run is waiting (bridge
-# start-up, deadlines, signals), so four overlap well even on two cores.
-CHECK_PARALLEL: Final = 4
-# A configuration with more cases than this is split into parts run side by
-# side (each with its own bridges), so one long profile does not set the pace.
-CHECK_CHUNK_CASES: Final = 70
 
 T = TypeVar("T")
 
@@ -324,25 +308,8 @@ def run_conformance(args: argparse.Namespace) -> int:
                 result.baseline_reason = entries[result.case_id]
                 result.verdict = Verdict.XFAIL
     write_terminal(report, sys.stdout, per_case=False)
-    _write_files(args, [report])
+    write_requested_reports(args, [report])
     return report.exit_code()
-
-
-def _write_files(args: argparse.Namespace, reports: list[RunReport]) -> None:
-    if getattr(args, "junit", None):
-        write_junit(reports, args.junit)
-    if getattr(args, "json", None):
-        if len(reports) == 1:
-            write_json(reports[0], args.json)
-        else:
-            import json
-
-            args.json.write_text(
-                json.dumps({"runs": [r.to_json() for r in reports]}, indent=2) + "\n",
-                encoding="utf-8",
-            )
-    if getattr(args, "html", None):
-        write_html(reports, args.html)
 
 
 # -- replay -----------------------------------------------------------------------
@@ -434,193 +401,3 @@ def run_replay(args: argparse.Namespace) -> int:
 
 
 # -- check ----------------------------------------------------------------------
-
-
-def _check_rows(args: argparse.Namespace) -> list[tuple[str, RunSettings | None, str]]:
-    """(label, settings or None, skip reason) for every configuration to run."""
-    rows: list[tuple[str, RunSettings | None, str]] = []
-    if args.bridge_cmd:
-        cmd = tuple(args.bridge_cmd)
-        exe = cmd[0]
-        if shutil.which(exe) is None and not Path(exe).is_file():
-            raise HarnessError(f"cannot start the bridge: {exe!r} is not an executable or on PATH")
-        for profile, codec in user_targets(args.profile, tuple(args.codec)):
-            transport = PROFILE_TRANSPORTS[profile]
-            rows.append(
-                (
-                    f"{_label(cmd)} {profile}/{codec}",
-                    RunSettings(
-                        cmd,
-                        profile,
-                        codec if codec != "-" else "json",
-                        args.strict,
-                        args.timeout,
-                        transport,
-                    ),
-                    "",
-                )
-            )
-        return rows
-    target: CheckTarget
-    for target in CHECK_TARGETS:
-        missing = target.missing()
-        if missing:
-            rows.append((target.name, None, missing))
-            continue
-        codec = target.codec if target.codec != "-" else "json"
-        rows.append(
-            (
-                target.name,
-                RunSettings(
-                    target.command(), target.profile, codec, True, args.timeout, target.transport
-                ),
-                "",
-            )
-        )
-    return rows
-
-
-def _label(cmd: tuple[str, ...]) -> str:
-    """A short name for a bridge command line ("python3 my_bridge.py")."""
-    words = [Path(a).name for a in cmd[:2]]
-    return " ".join(words)[:32]
-
-
-def _chunks(settings: RunSettings, cases: list[Case]) -> list[list[Case]]:
-    """Split a large configuration into parts that can run side by side.
-
-    Part 0 gets the gate cases, every part an interleaved share of the
-    others; when merging, a failed gate turns the other parts' results into
-    SKIP "blocked", as in a single run.
-    """
-    mine = [c for c in cases if belongs(c, settings)]
-    if len(mine) <= CHECK_CHUNK_CASES:
-        return [mine]
-    gates = [c for c in mine if c.gate]
-    rest = [c for c in mine if not c.gate]
-    parts = -(-len(mine) // CHECK_CHUNK_CASES)
-    return [(gates if i == 0 else []) + rest[i::parts] for i in range(parts)]
-
-
-def run_check(args: argparse.Namespace) -> int:
-    rows = _check_rows(args)
-    cases = all_cases()
-    known = {c.id for c in cases}
-    partial: dict[tuple[int, int], RunReport] = {}
-    errors: dict[int, str] = {}
-    stop = threading.Event()
-    began = time.monotonic()
-
-    def work(index: int, part: int, settings: RunSettings, chosen: list[Case]) -> None:
-        try:
-            partial[index, part] = run_suite(settings, chosen, known_ids=known, stop=stop)
-        except KeyboardInterrupt:
-            errors[index] = "interrupted"
-        except HarnessError as exc:
-            errors[index] = str(exc)
-        except Exception as exc:  # a thread must report, not vanish
-            errors[index] = f"{type(exc).__name__}: {exc}"
-
-    pending = [
-        (i, part, s, chosen)
-        for i, (_, s, _) in enumerate(rows)
-        if s is not None
-        for part, chosen in enumerate(_chunks(s, cases))
-    ]
-    # Longest first: the slow parts start at once and the short ones fill the gaps.
-    pending.sort(key=lambda item: -len(item[3]))
-    running: list[threading.Thread] = []
-    try:
-        while pending or running:
-            running = [t for t in running if t.is_alive()]
-            while pending and len(running) < CHECK_PARALLEL:
-                # Daemon threads: an interrupted harness must not wait for them.
-                thread = threading.Thread(target=work, args=pending.pop(0), daemon=True)
-                thread.start()
-                running.append(thread)
-            time.sleep(0.02)
-    except KeyboardInterrupt:
-        stop.set()
-        interrupt_all_runs()
-        raise
-    reports = _merge_parts(partial, errors)
-    elapsed = time.monotonic() - began
-    return _print_check(rows, reports, errors, elapsed, args)
-
-
-def _merge_parts(
-    partial: dict[tuple[int, int], RunReport], errors: dict[int, str]
-) -> dict[int, RunReport]:
-    """One report per configuration, in case order, from its parts."""
-    merged: dict[int, RunReport] = {}
-    gates = {c.id for c in all_cases() if c.gate}
-    for (index, _part), report in sorted(partial.items()):
-        if index in errors:
-            continue
-        if index not in merged:
-            merged[index] = report
-            continue
-        whole = merged[index]
-        failed_gate = next(
-            (r.case_id for r in whole.results if r.case_id in gates and r.failed(strict=False)),
-            None,
-        )
-        for result in report.results:
-            if failed_gate and result.verdict is not Verdict.SKIP:
-                result.verdict = Verdict.SKIP
-                result.message = f"blocked: gate case {failed_gate} failed (fix it first)"
-            whole.results.append(result)
-        whole.duration = max(whole.duration, report.duration)
-        whole.negotiated = whole.negotiated or report.negotiated
-    order = {c.id: n for n, c in enumerate(all_cases())}
-    for report in merged.values():
-        report.results.sort(key=lambda r: order.get(r.case_id, len(order)))
-    return merged
-
-
-def _print_check(
-    rows: list[tuple[str, RunSettings | None, str]],
-    reports: dict[int, RunReport],
-    errors: dict[int, str],
-    elapsed: float,
-    args: argparse.Namespace,
-) -> int:
-    worst: int = EXIT_OK
-    header = (
-        f"{'bridge / profile / codec':44} {'cases':>5} {'pass':>5} {'fail':>5} "
-        f"{'n-s':>4} {'skip':>5} {'time':>6}  result"
-    )
-    blank = f"{'':>5} {'':>5} {'':>5} {'':>4} {'':>5} {'':>6}"
-    lines = [header, "-" * len(header)]
-    for index, (label, settings, skip) in enumerate(rows):
-        if settings is None:
-            lines.append(f"{label:44} {blank}  SKIPPED ({skip})")
-            continue
-        if index in errors:
-            worst = max(worst, EXIT_ERROR)
-            lines.append(f"{label:44} {blank}  ERROR: {errors[index]}")
-            continue
-        report = reports[index]
-        code = report.exit_code()
-        worst = max(worst, code) if code != EXIT_OK else worst
-        c = report.counts()
-        failing = len(report.failures())
-        verdict = {0: "CONFORMS", 1: "DOES NOT CONFORM", 2: "HARNESS ERROR"}.get(code, str(code))
-        lines.append(
-            f"{label:44} {len(report.results):>5} {c.get('PASS', 0):>5} {failing:>5} "
-            f"{c.get('NON-STRICT', 0):>4} {c.get('SKIP', 0):>5} {report.duration:>5.1f}s  {verdict}"
-        )
-    for index, report in sorted(reports.items()):
-        if args.verbose:
-            write_terminal(report, sys.stdout)
-        elif report.exit_code() != EXIT_OK:
-            print(f"\n== {rows[index][0]}")
-            for result in report.results:
-                if result.failed(report.settings.strict) or result.verdict is Verdict.ERROR:
-                    print("\n".join(failure_details(result)))
-            print(summary_line(report))
-    print()
-    print("\n".join(lines))
-    print(f"total {elapsed:.1f} s; exit {worst}")
-    _write_files(args, [reports[i] for i in sorted(reports)])
-    return worst

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import argparse
 import html
 import json
 import time
@@ -29,6 +30,7 @@ __all__ = [
     "write_html",
     "write_json",
     "write_junit",
+    "write_requested_reports",
     "write_terminal",
 ]
 
@@ -230,3 +232,19 @@ def write_html(reports: Sequence[RunReport], path: str | Path) -> None:
         parts.append("</table>")
     parts.append("</body></html>")
     Path(path).write_text("\n".join(parts) + "\n", encoding="utf-8")
+
+
+def write_requested_reports(args: argparse.Namespace, reports: list[RunReport]) -> None:
+    """Write the report files the command line asked for (``--junit``, ``--json``, ``--html``)."""
+    if getattr(args, "junit", None):
+        write_junit(reports, args.junit)
+    if getattr(args, "json", None):
+        if len(reports) == 1:
+            write_json(reports[0], args.json)
+        else:
+            args.json.write_text(
+                json.dumps({"runs": [r.to_json() for r in reports]}, indent=2) + "\n",
+                encoding="utf-8",
+            )
+    if getattr(args, "html", None):
+        write_html(reports, args.html)

@@ -308,7 +308,7 @@ def test_check_splits_long_profiles_and_merges_in_case_order() -> None:
         Verdict,
         all_cases,
     )
-    from snakepit_harness.conformance.cli import _chunks, _merge_parts
+    from snakepit_harness.conformance.check import _chunks, _merge_parts
     from snakepit_harness.conformance.session import RunReport
 
     settings = RunSettings(("bridge",), profile="enhanced")
