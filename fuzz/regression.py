@@ -28,10 +28,11 @@ from typing import Any, Final
 
 from ..conformance.golden import FORMAT
 from ..conformance.matcher import encode_special
+from ..protocol import STDIO_EXIT_LIMIT
 from .oracle import expected_compute, python_type_name
 from .properties import FoundFailure, Property, PropertyFailed
 from .strategies import Expectation, Step
-from .target import END_OF_INPUT_EXIT_LIMIT
+from .target import SCHEDULING_ALLOWANCE
 
 __all__ = [
     "FORMAT",
@@ -43,7 +44,7 @@ __all__ = [
 ]
 
 # A replay on a busy machine gets the same allowance over §2.5's 2 s as the fuzz run.
-EXIT_WITHIN: Final = END_OF_INPUT_EXIT_LIMIT + 2.0
+EXIT_WITHIN: Final = STDIO_EXIT_LIMIT + SCHEDULING_ALLOWANCE
 
 _TIMESTAMP: Final = {"$type": "string"}
 

@@ -32,6 +32,8 @@ from ..errors import (
 from ..protocol import (
     CODEC_MODES,
     NEGOTIATE,
+    STARTUP_LIMIT,
+    STDIO_EXIT_LIMIT,
     Codec,
     NegotiationFailed,
     Response,
@@ -41,11 +43,12 @@ from ..protocol import (
     init_ping,
 )
 from ..transports import StdioBridge, describe_returncode
+from .defaults import DEFAULT_RESPONSE_TIMEOUT
 from .strategies import Expectation, Step, frame
 from .values import encode_payload
 
 __all__ = [
-    "END_OF_INPUT_EXIT_LIMIT",
+    "SCHEDULING_ALLOWANCE",
     "SENTINEL_ID",
     "Exchange",
     "RestartingTarget",
@@ -54,15 +57,11 @@ __all__ = [
     "sentinel_step",
 ]
 
-# §5.1: a bridge may take up to 20 s to answer its first request.
-STARTUP_TIMEOUT: Final = 20.0
-# A hung bridge is reported once no response arrives for this long; generous
-# against a loaded CI machine, short enough to keep a fuzz run moving.
-DEFAULT_RESPONSE_TIMEOUT: Final = 5.0
-# §2.5: on end of input the bridge must exit within 2 s; the allowance covers
-# scheduling delays of a busy machine, not a slow bridge.
-END_OF_INPUT_EXIT_LIMIT: Final = 2.0
-_SCHEDULING_ALLOWANCE: Final = 2.0
+# The first request may take §5.1's STARTUP_LIMIT (20 s); later ones the run's
+# response timeout.  On end of input the bridge must exit within §2.5's
+# STDIO_EXIT_LIMIT; this allowance over it covers scheduling delays of a busy
+# machine, not a slow bridge (a replay of a saved failure gets it too).
+SCHEDULING_ALLOWANCE: Final = 2.0
 # How long to wait for the bridge to read one write before sending the next:
 # only then does a split really reach the bridge as separate reads.  Generous
 # for a loaded machine; after one wait runs out (a bridge that stopped
@@ -259,8 +258,8 @@ class StdioTarget(RestartingTarget[StdioBridge]):
             raise HarnessError(f"cannot start the bridge {self.argv[0]!r}: {exc}") from exc
         with probe:
             try:
-                probe.send_bytes(probe.connection.send(init_ping(1, "fuzz")), STARTUP_TIMEOUT)
-                event = probe.read_event(STARTUP_TIMEOUT)
+                probe.send_bytes(probe.connection.send(init_ping(1, "fuzz")), STARTUP_LIMIT)
+                event = probe.read_event(STARTUP_LIMIT)
             except (BridgeTimeout, BridgeCrashed):
                 return
         if not isinstance(event, Response):
@@ -295,9 +294,9 @@ class StdioTarget(RestartingTarget[StdioBridge]):
         Returns None once the bridge selected a codec (now the target's), or the
         codec of an answer that shows the bridge's command line chose that one.
         """
-        timeout = self.response_timeout if self._answered_once else STARTUP_TIMEOUT
+        timeout = self.response_timeout if self._answered_once else STARTUP_LIMIT
         try:
-            bridge.send_bytes(bridge.connection.send_offer(), STARTUP_TIMEOUT)
+            bridge.send_bytes(bridge.connection.send_offer(), STARTUP_LIMIT)
             event = bridge.read_event(timeout)
             if isinstance(event, Selected):
                 self._answered_once = True
@@ -340,7 +339,7 @@ class StdioTarget(RestartingTarget[StdioBridge]):
     def read_response(self) -> Any:
         """The next decoded response; raises :class:`Trouble` on a hang, crash or bad frame."""
         bridge = self.ensure()
-        timeout = self.response_timeout if self._answered_once else STARTUP_TIMEOUT
+        timeout = self.response_timeout if self._answered_once else STARTUP_LIMIT
         try:
             response = bridge.read_value(self.codec, timeout)
             self._answered_once = True
@@ -366,7 +365,7 @@ class StdioTarget(RestartingTarget[StdioBridge]):
             self._write(bridge, chunks)
             limit = expected_frames + _EXTRA_FRAMES
             while len(record.responses) < limit:
-                timeout = STARTUP_TIMEOUT if first else self.response_timeout
+                timeout = STARTUP_LIMIT if first else self.response_timeout
                 first = False
                 try:
                     response = bridge.read_value(codec, timeout)
@@ -400,10 +399,10 @@ class StdioTarget(RestartingTarget[StdioBridge]):
         self.served += 1
         record = Exchange(list(chunks), closed_input=True)
         codec = self.codec
-        limit = END_OF_INPUT_EXIT_LIMIT + _SCHEDULING_ALLOWANCE
+        limit = STDIO_EXIT_LIMIT + SCHEDULING_ALLOWANCE
         # A start-up ping first (as a replay's fresh bridge gets), so the exit
         # deadline never counts the bridge's start-up time.
-        warm_up = self.response_timeout if self._answered_once else STARTUP_TIMEOUT
+        warm_up = self.response_timeout if self._answered_once else STARTUP_LIMIT
         try:
             bridge.request(_WARM_UP_PING, codec, warm_up)
             self._answered_once = True
@@ -432,14 +431,14 @@ class StdioTarget(RestartingTarget[StdioBridge]):
                 )
             elif exit_ is None:
                 record.trouble = (
-                    f"HANG: the bridge did not exit within {END_OF_INPUT_EXIT_LIMIT:g} s of "
+                    f"HANG: the bridge did not exit within {STDIO_EXIT_LIMIT:g} s of "
                     "the end of its input (§2.5)"
                 )
             elif exit_.signal is not None:
                 record.trouble = f"CRASH: the bridge {describe_returncode(exit_.returncode)}"
         except BridgeTimeout:
             record.trouble = (
-                f"HANG: the bridge did not exit within {END_OF_INPUT_EXIT_LIMIT:g} s of the end "
+                f"HANG: the bridge did not exit within {STDIO_EXIT_LIMIT:g} s of the end "
                 "of its input (§2.5)"
             )
         except CodecError as exc:
