@@ -46,7 +46,7 @@ from snakepit_harness.transports.process import describe_returncode
 
 from ..context import CaseContext
 from ..model import BridgeUse, Case, CaseFailed, CaseSkipped, RunSettings, Verdict
-from . import TransportDriver
+from ._shared import SharedBridgeDriver, short
 
 __all__ = ["DRIVER", "BridgeServiceCaseContext", "BridgeServiceDriver", "StatusOutcome", "ToolCall"]
 
@@ -57,20 +57,14 @@ DISCOVERY_TOOL: Final = "snakepit_harness_discovery_probe"
 # The exercise's bounds: calls per tool, calls in all.
 CALLS_PER_TOOL: Final = 3
 CALLS_IN_ALL: Final = 60
-_EVENT_TEXT: Final = 300
 # Chunks read of one stream before the harness stops it (an endless tool).
 STREAM_CHUNKS_READ: Final = 10_000
 # The "status" of a stream the harness itself stopped.
 HARNESS_STOPPED: Final = "HARNESS_STOPPED"
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= _EVENT_TEXT else text[:_EVENT_TEXT] + f"... ({len(text)} chars)"
-
-
 def _one_line(message: Any) -> str:
-    return _short(str(message).replace("\n", " "))
+    return short(str(message).replace("\n", " "))
 
 
 @dataclass(frozen=True)
@@ -94,7 +88,7 @@ class ToolCall:
     elapsed: float = 0.0
 
     def describe(self) -> str:
-        return f"{self.tool.name}({_short(self.arguments)})"
+        return f"{self.tool.name}({short(self.arguments)})"
 
 
 @dataclass
@@ -266,7 +260,7 @@ class BridgeServiceCaseContext(CaseContext):
     ) -> tuple[Any, StatusOutcome | None]:
         self.event(
             f"-> ExecuteTool {request.tool_name} session={request.session_id!r} "
-            f"parameters={_short({k: v.value[:60] for k, v in request.parameters.items()})}"
+            f"parameters={short({k: v.value[:60] for k, v in request.parameters.items()})}"
             + (f" binary={sorted(request.binary_parameters)}" if request.binary_parameters else "")
         )
         client = self._client()
@@ -293,7 +287,7 @@ class BridgeServiceCaseContext(CaseContext):
         request = build_tool_request(
             tool_name, arguments, session_id=session_id or self.session_id(), stream=True
         )
-        self.event(f"-> ExecuteStreamingTool {tool_name} {_short(dict(arguments or {}))}")
+        self.event(f"-> ExecuteStreamingTool {tool_name} {short(dict(arguments or {}))}")
         chunks: list[Any] = []
         stream = self._client().open_stream(request, timeout=self._call_timeout())
         try:
@@ -394,15 +388,14 @@ class BridgeServiceCaseContext(CaseContext):
         return call
 
 
-class BridgeServiceDriver(TransportDriver):
+class BridgeServiceDriver(SharedBridgeDriver[_WorkerState]):
     """One host emulator for the run; workers launched against it (or ``--target``)."""
 
     kind = "bridge-service"
+    no_bridge = "no worker: put its command after `--` or give --target HOST:PORT"
 
     def __init__(self, settings: RunSettings, stop: threading.Event | None = None) -> None:
         super().__init__(settings, stop)
-        if not settings.bridge_cmd and not settings.target:
-            raise HarnessError("no worker: put its command after `--` or give --target HOST:PORT")
         self.tool_calls: dict[str, list[dict[str, Any]]] = {}
         if settings.tool_calls:
             try:
@@ -413,9 +406,7 @@ class BridgeServiceDriver(TransportDriver):
             self.host = HostEmulator(port=settings.host_port).start()
         except OSError as exc:
             raise HarnessError(f"cannot start the host emulator: {exc}") from None
-        self._shared: _WorkerState | None = None
         self._own: dict[int, list[_WorkerState]] = {}
-        self._lock = threading.Lock()
 
     def new_state(
         self,
@@ -443,16 +434,7 @@ class BridgeServiceDriver(TransportDriver):
         return _WorkerState(worker, host, owns_host)
 
     def _start(self, state: _WorkerState) -> _WorkerState:
-        try:
-            state.worker.start()
-        except OSError as exc:
-            state.close()
-            raise HarnessError(
-                f"cannot start the worker {shlex.join(self.settings.bridge_cmd)}: {exc}"
-            ) from exc
-        except BaseException:
-            state.close()
-            raise
+        self._started("worker", state.worker.start, state.close)
         return state
 
     def own(self, ctx: BridgeServiceCaseContext, state: _WorkerState) -> None:
@@ -470,13 +452,10 @@ class BridgeServiceDriver(TransportDriver):
             ctx = BridgeServiceCaseContext(case, self.settings, deadline, self, state)
             self.own(ctx, state)
             return ctx
-        with self._lock:
-            if self._shared is None or (
-                self._shared.worker.has_process and self._shared.worker.poll() is not None
-            ):
-                self._discard_shared()
-                self._shared = self._start(self.new_state(shared=True))
-            shared = self._shared
+        shared = self._shared_bridge(
+            lambda state: state.worker.has_process and state.worker.poll() is not None,
+            lambda: self._start(self.new_state(shared=True)),
+        )
         return BridgeServiceCaseContext(case, self.settings, deadline, self, shared)
 
     def release(self, ctx: CaseContext, verdict: Verdict) -> None:
@@ -486,18 +465,10 @@ class BridgeServiceDriver(TransportDriver):
         for state in owned:
             state.close()
         if not owned and verdict.meaning.poisons_bridge:
-            with self._lock:
-                if self._shared is ctx.state:
-                    self._discard_shared()
-
-    def _discard_shared(self) -> None:
-        if self._shared is not None:
-            self._shared.close()
-            self._shared = None
+            self._poisoned(ctx.state)
 
     def close(self) -> None:
-        with self._lock:
-            self._discard_shared()
+        self._close_shared()
         for states in list(self._own.values()):
             for state in states:
                 state.close()
@@ -511,15 +482,10 @@ class BridgeServiceDriver(TransportDriver):
         return ctx.state.worker.output_tail().encode()
 
     def reproduction(self, ctx: CaseContext) -> list[str]:
-        where = (
-            f"-- {shlex.join(self.settings.bridge_cmd)}"
-            if self.settings.bridge_cmd
-            else f"--target {self.settings.target}"
-        )
         calls = f"--tool-calls {self.settings.tool_calls} " if self.settings.tool_calls else ""
         return [
             f"snakepit-harness conformance --profile bridge-service {calls}"
-            f"--case {ctx.case.id} {where}"
+            f"--case {ctx.case.id} {self._where()}"
         ]
 
 

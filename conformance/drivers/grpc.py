@@ -20,9 +20,8 @@ import contextlib
 import shlex
 import threading
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypedDict, TypeVar, Unpack
 
-from snakepit_harness.errors import HarnessError
 from snakepit_harness.protocol import decode_map
 from snakepit_harness.transports.grpc import (
     DEFAULT_STARTUP_TIMEOUT,
@@ -33,26 +32,34 @@ from snakepit_harness.transports.grpc import (
 
 from ..context import CaseContext
 from ..model import BridgeUse, Case, CaseFailed, CaseSkipped, RunSettings, Verdict
-from . import TransportDriver
+from ._shared import SharedBridgeDriver, short
 
 if TYPE_CHECKING:
     from snakepit_harness.protos import snakepit_pb2 as pb
 
-__all__ = ["DRIVER", "GrpcCaseContext", "GrpcDriver", "StatusOutcome"]
-
-# Characters of a map shown per recorded event.
-_EVENT_TEXT: Final = 300
+__all__ = ["DRIVER", "CallOptions", "GrpcCaseContext", "GrpcDriver", "StatusOutcome"]
 
 T = TypeVar("T")
 
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= _EVENT_TEXT else text[:_EVENT_TEXT] + f"... ({len(text)} chars)"
+# Each call's variant with a session_id (§8.6), as the events name it.
+_IN_SESSION: Final = {"Execute": "ExecuteInSession", "ExecuteStream": "ExecuteInSessionStream"}
 
 
 def _map_text(entries: Mapping[str, bytes]) -> str:
-    return _short({key: value[:80] for key, value in entries.items()})
+    return short({key: value[:80] for key, value in entries.items()})
+
+
+class CallOptions(TypedDict, total=False):
+    """What an ``Execute`` or ``ExecuteStream`` call may set besides command and args.
+
+    ``request_id`` defaults to a fresh one (:meth:`GrpcCaseContext.request_id`),
+    ``timeout_ms`` to 0 (none), and a ``session_id`` makes the call the
+    ``...InSession`` variant.
+    """
+
+    request_id: str | None
+    timeout_ms: int
+    session_id: str | None
 
 
 class StatusOutcome:
@@ -103,30 +110,33 @@ class GrpcCaseContext(CaseContext):
 
     # -- calls
 
-    def execute(
+    def _announce(
         self,
+        method: str,
         command: str,
-        args: Mapping[str, Any] | None = None,
-        *,
-        request_id: str | None = None,
-        timeout_ms: int = 0,
-        session_id: str | None = None,
+        args: Mapping[str, Any] | None,
+        options: CallOptions,
+    ) -> tuple[str, dict[str, Any]]:
+        """Record the call about to be made: the method's name as shown (``method``, or
+        its ``...InSession[id]`` variant), and the bridge call's keyword arguments."""
+        request_id = options.get("request_id")
+        rid = self.request_id() if request_id is None else request_id
+        session_id = options.get("session_id")
+        shown = method if session_id is None else f"{_IN_SESSION[method]}[{session_id}]"
+        self.event(f"-> {shown} {command} args={short(args)} request_id={rid!r}")
+        return shown, {
+            "timeout": self.remaining(),
+            "request_id": rid,
+            "timeout_ms": options.get("timeout_ms", 0),
+            "session_id": session_id,
+        }
+
+    def execute(
+        self, command: str, args: Mapping[str, Any] | None = None, **options: Unpack[CallOptions]
     ) -> pb.ExecuteResponse:
         """``Execute`` (or ``ExecuteInSession`` with ``session_id``); non-OK status fails."""
-        rid = self.request_id() if request_id is None else request_id
-        method = "Execute" if session_id is None else f"ExecuteInSession[{session_id}]"
-        self.event(f"-> {method} {command} args={_short(args)} request_id={rid!r}")
-        reply = self._guard(
-            method,
-            lambda: self.bridge.execute(
-                command,
-                args,
-                timeout=self.remaining(),
-                request_id=rid,
-                timeout_ms=timeout_ms,
-                session_id=session_id,
-            ),
-        )
+        method, call = self._announce("Execute", command, args, options)
+        reply = self._guard(method, lambda: self.bridge.execute(command, args, **call))
         self.event(
             f"<- success={reply.success} error={reply.error!r} request_id={reply.request_id!r} "
             f"result={_map_text(reply.result)}"
@@ -134,40 +144,22 @@ class GrpcCaseContext(CaseContext):
         return reply
 
     def open_stream(
-        self,
-        command: str,
-        args: Mapping[str, Any] | None = None,
-        *,
-        request_id: str | None = None,
-        timeout_ms: int = 0,
-        session_id: str | None = None,
+        self, command: str, args: Mapping[str, Any] | None = None, **options: Unpack[CallOptions]
     ) -> GrpcStream[pb.StreamResponse]:
-        rid = self.request_id() if request_id is None else request_id
-        method = "ExecuteStream" if session_id is None else f"ExecuteInSessionStream[{session_id}]"
-        self.event(f"-> {method} {command} args={_short(args)} request_id={rid!r}")
-        return self.bridge.execute_stream(
-            command,
-            args,
-            timeout=self.remaining(),
-            request_id=rid,
-            timeout_ms=timeout_ms,
-            session_id=session_id,
-        )
+        """``ExecuteStream`` (or ``ExecuteInSessionStream`` with ``session_id``), unread."""
+        _, call = self._announce("ExecuteStream", command, args, options)
+        return self.bridge.execute_stream(command, args, **call)
 
     def stream(
         self,
         command: str,
         args: Mapping[str, Any] | None = None,
         *,
-        request_id: str | None = None,
-        timeout_ms: int = 0,
-        session_id: str | None = None,
         allow_status: bool = False,
+        **options: Unpack[CallOptions],
     ) -> tuple[list[pb.StreamResponse], StatusOutcome | None]:
         """Every message of a stream, and the non-OK status that ended it (if allowed)."""
-        call = self.open_stream(
-            command, args, request_id=request_id, timeout_ms=timeout_ms, session_id=session_id
-        )
+        call = self.open_stream(command, args, **options)
         messages: list[pb.StreamResponse] = []
         try:
             for message in call:
@@ -202,7 +194,7 @@ class GrpcCaseContext(CaseContext):
         reply = self._guard(
             "Health", lambda: self.bridge.health(worker_id, timeout=self.remaining())
         )
-        self.event(f"<- {_short(str(reply).replace(chr(10), ' '))}")
+        self.event(f"<- {short(str(reply).replace(chr(10), ' '))}")
         return reply
 
     def get_info(
@@ -217,7 +209,7 @@ class GrpcCaseContext(CaseContext):
                 timeout=self.remaining(),
             ),
         )
-        self.event(f"<- {_short(str(reply).replace(chr(10), ' '))}")
+        self.event(f"<- {short(str(reply).replace(chr(10), ' '))}")
         return reply
 
     def health_v1(self, service: str = "") -> str:
@@ -255,18 +247,15 @@ class GrpcCaseContext(CaseContext):
         return decoded
 
 
-class GrpcDriver(TransportDriver):
+class GrpcDriver(SharedBridgeDriver[GrpcBridge]):
     """Starts gRPC bridges (or connects to ``--target``) and hands out case contexts."""
 
     kind = "grpc"
+    no_bridge = "no gRPC bridge: put its command after `--` or give --target"
 
     def __init__(self, settings: RunSettings, stop: threading.Event | None = None) -> None:
         super().__init__(settings, stop)
-        if not settings.bridge_cmd and not settings.target:
-            raise HarnessError("no gRPC bridge: put its command after `--` or give --target")
-        self._shared: GrpcBridge | None = None
         self._own: dict[int, GrpcBridge] = {}
-        self._lock = threading.Lock()
 
     def _new_bridge(self) -> GrpcBridge:
         if self.stop.is_set():
@@ -280,16 +269,7 @@ class GrpcDriver(TransportDriver):
         return GrpcBridge(target=self.settings.target, startup_timeout=self.settings.timeout)
 
     def _start(self, bridge: GrpcBridge) -> GrpcBridge:
-        try:
-            return bridge.start()
-        except OSError as exc:
-            bridge.close()
-            raise HarnessError(
-                f"cannot start the bridge {shlex.join(self.settings.bridge_cmd)}: {exc}"
-            ) from exc
-        except BaseException:
-            bridge.close()
-            raise
+        return self._started("bridge", bridge.start, bridge.close)
 
     def acquire(self, case: Case, deadline: float) -> GrpcCaseContext:
         if case.bridge is not BridgeUse.SHARED:
@@ -301,13 +281,10 @@ class GrpcDriver(TransportDriver):
             ctx = GrpcCaseContext(case, self.settings, deadline, bridge)
             self._own[id(ctx)] = bridge
             return ctx
-        with self._lock:
-            if self._shared is None or (
-                self._shared.has_process and self._shared.poll() is not None
-            ):
-                self._discard_shared()
-                self._shared = self._start(self._new_bridge())
-            shared = self._shared
+        shared = self._shared_bridge(
+            lambda bridge: bridge.has_process and bridge.poll() is not None,
+            lambda: self._start(self._new_bridge()),
+        )
         return GrpcCaseContext(case, self.settings, deadline, shared)
 
     def release(self, ctx: CaseContext, verdict: Verdict) -> None:
@@ -317,18 +294,10 @@ class GrpcDriver(TransportDriver):
             own.close()
             return
         if verdict.meaning.poisons_bridge:
-            with self._lock:
-                if self._shared is ctx.bridge:
-                    self._discard_shared()
-
-    def _discard_shared(self) -> None:
-        if self._shared is not None:
-            self._shared.close()
-            self._shared = None
+            self._poisoned(ctx.bridge)
 
     def close(self) -> None:
-        with self._lock:
-            self._discard_shared()
+        self._close_shared()
         for bridge in list(self._own.values()):
             bridge.close()
         self._own.clear()
@@ -338,14 +307,9 @@ class GrpcDriver(TransportDriver):
         return ctx.bridge.stderr_tail()
 
     def reproduction(self, ctx: CaseContext) -> list[str]:
-        where = (
-            f"-- {shlex.join(self.settings.bridge_cmd)}"
-            if self.settings.bridge_cmd
-            else f"--target {self.settings.target}"
-        )
         return [
             f"snakepit-harness conformance --transport grpc --profile grpc "
-            f"--case {ctx.case.id} {where}"
+            f"--case {ctx.case.id} {self._where()}"
         ]
 
 
