@@ -1,10 +1,11 @@
 """The floor: the least a Python v2 bridge can do per request, for ``bench_bridges.py``.
 
-It decodes each request, answers ``ping`` with a four-key result and echoes
-anything else's ``args`` — no validation, no dispatch table, no timestamps
-formatted per call.  It is *not* a conformant bridge; it shows how close to
-the raw echo any Python bridge can get on this machine, so that a missed
-target can be read as "the bridge's own overhead" or "beyond Python here".
+It reads frames as the raw echo does (``raw_echo.read_frames``), decodes each
+request, answers ``ping`` with a four-key result and echoes anything else's
+``args``: no validation, no dispatch table, no timestamps formatted per call.
+It is *not* a conformant bridge; it shows how close to the raw echo any Python
+bridge can get on this machine, so that a missed target can be read as "the
+bridge's own overhead" or "beyond Python here".
 
     python benchmarks/floor_bridge.py --protocol msgpack|json
 """
@@ -17,6 +18,8 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any
+
+from snakepit_harness.loadtests.raw_echo import read_frames
 
 _TIMESTAMP = "2026-01-01T00:00:00.000000Z"  # fixed: formatting one is bridge work
 
@@ -47,43 +50,21 @@ def main() -> None:
     protocol = sys.argv[sys.argv.index("--protocol") + 1] if "--protocol" in sys.argv else "json"
     decode, encode = _codec(protocol)
     started = time.monotonic()
-    handled = 0
-    buffer = bytearray(1024 * 1024)
-    view = memoryview(buffer)
-    start = end = 0
-    while True:
-        while end - start >= 4:
-            total = 4 + int.from_bytes(view[start : start + 4], "big")
-            if end - start < total:
-                if total > len(buffer) - start:
-                    bigger = bytearray(max(total, 2 * len(buffer)))
-                    bigger[: end - start] = view[start:end]
-                    view.release()
-                    buffer, view = bigger, memoryview(bigger)
-                    start, end = 0, end - start
-                break
-            request = decode(view[start + 4 : start + total])
-            start += total
-            handled += 1
-            if request["command"] == "ping":
-                result = {
-                    "status": "ok",
-                    "bridge_type": "floor",
-                    "uptime": time.monotonic() - started,
-                    "requests_handled": handled,
-                }
-            else:
-                result = {"status": "ok", "echoed": request.get("args", {})}
-            out = encode(
-                {"id": request["id"], "success": True, "result": result, "timestamp": _TIMESTAMP}
-            )
-            os.writev(1, [len(out).to_bytes(4, "big"), out])
-        if start == end:
-            start = end = 0
-        count = os.readv(0, [view[end:]])
-        if not count:
-            return
-        end += count
+    for handled, frame in enumerate(read_frames(0), start=1):
+        request = decode(frame[4:])
+        if request["command"] == "ping":
+            result = {
+                "status": "ok",
+                "bridge_type": "floor",
+                "uptime": time.monotonic() - started,
+                "requests_handled": handled,
+            }
+        else:
+            result = {"status": "ok", "echoed": request.get("args", {})}
+        out = encode(
+            {"id": request["id"], "success": True, "result": result, "timestamp": _TIMESTAMP}
+        )
+        os.writev(1, [len(out).to_bytes(4, "big"), out])
 
 
 if __name__ == "__main__":

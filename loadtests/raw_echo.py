@@ -18,6 +18,7 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from typing import Final
 
 from snakepit_harness.transports.spawn import tune_allocator
@@ -34,12 +35,17 @@ def _exit_now(signum: int, frame: object) -> None:
     os._exit(0)
 
 
-def serve(stdin_fd: int = 0, stdout_fd: int = 1) -> None:
+def read_frames(stdin_fd: int = 0) -> Iterator[memoryview]:
+    """Every whole frame read from ``stdin_fd`` (its 4-byte header included), until end of input.
+
+    A frame is a view into the receive buffer: use it before asking for the
+    next one, which may move or reuse the bytes.  Frames already buffered
+    (pipelined requests) come out before the next read.
+    """
     buffer = bytearray(_INITIAL_BUFFER)
     view = memoryview(buffer)
     start = end = 0  # buffer[start:end] holds received, unanswered bytes
     while True:
-        # Answer every whole frame already buffered (pipelined requests).
         while end - start >= _HEADER_SIZE:
             total = _HEADER_SIZE + int.from_bytes(view[start : start + _HEADER_SIZE], "big")
             if end - start < total:
@@ -50,9 +56,7 @@ def serve(stdin_fd: int = 0, stdout_fd: int = 1) -> None:
                     buffer, view = bigger, memoryview(bigger)
                     start, end = 0, end - start
                 break
-            out = view[start : start + total]
-            while out:
-                out = out[os.write(stdout_fd, out) :]
+            yield view[start : start + total]
             start += total
         if start == end:
             start = end = 0
@@ -63,6 +67,14 @@ def serve(stdin_fd: int = 0, stdout_fd: int = 1) -> None:
         if not count:
             return
         end += count
+
+
+def serve(stdin_fd: int = 0, stdout_fd: int = 1) -> None:
+    """Write every frame back unchanged, until end of input."""
+    for frame in read_frames(stdin_fd):
+        out = frame
+        while out:
+            out = out[os.write(stdout_fd, out) :]
 
 
 def main() -> None:
