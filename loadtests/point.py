@@ -20,6 +20,7 @@ __all__ = [
     "BRIDGE_KIND",
     "PointConfig",
     "baseline_command",
+    "describe_point",
 ]
 
 BRIDGE_KIND: Final = "bridge"
@@ -43,6 +44,14 @@ def baseline_command(transport: str, stream_chunks: int = 0) -> list[str]:
     if stream_chunks:
         command += ["--stream-chunks", str(stream_chunks)]
     return command
+
+
+def describe_point(pool: int, codec: str, payload: str, host_delay_ms: float | None) -> str:
+    """A point's coordinates as the report and the log name them ("pool=2 codec=json ...")."""
+    where = f"pool={pool} codec={codec} payload={payload}"
+    if host_delay_ms is not None:
+        where += f" host-delay={host_delay_ms:g}ms"
+    return where
 
 
 @dataclass
@@ -104,7 +113,5 @@ class PointConfig:
 
     @property
     def label(self) -> str:
-        label = f"{self.kind} pool={self.pool} codec={self.codec} payload={self.payload}"
-        if self.host_delay_ms is not None:
-            label += f" host-delay={self.host_delay_ms:g}ms"
-        return label
+        where = describe_point(self.pool, self.codec, self.payload, self.host_delay_ms)
+        return f"{self.kind} {where}"

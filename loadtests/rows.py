@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
-from .point import BASELINE_KIND
+from .point import BASELINE_KIND, describe_point
 
 __all__ = ["LOADGEN_BOTTLENECK_PCT", "LoadRow", "PointFailure", "rows_from_results"]
 
@@ -116,10 +116,7 @@ class LoadRow:
 
     @property
     def where(self) -> str:
-        where = f"pool={self.pool} codec={self.codec} payload={self.payload}"
-        if self.host_delay_ms is not None:
-            where += f" host-delay={self.host_delay_ms:g}ms"
-        return where
+        return describe_point(self.pool, self.codec, self.payload, self.host_delay_ms)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
