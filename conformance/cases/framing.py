@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import time
+from dataclasses import dataclass
 from typing import Any, Final
 
 from snakepit_harness.errors import BridgeCrashed, BridgeTimeout, RemoteProtocolError
@@ -48,6 +49,7 @@ from ..probes import (
     startup_probe,
 )
 from ..registry import ALL_STDIO, case
+from ._common import Member, declare_family, expect_exit_within_limit, recommend_clean_exit
 
 # The most a 4-byte header can announce.
 HUGE_ANNOUNCEMENT: Final = 0xFFFFFFFF
@@ -78,8 +80,6 @@ DISCARD_ANNOUNCEMENT: Final = 64 * 1024 * 1024 + 1
 _CHUNK: Final = 1024 * 1024
 # Stderr words that say the bridge tried to allocate and failed.
 MEMORY_ERROR_WORDS: Final = ("MemoryError", "bad_alloc", "out of memory", "Cannot allocate")
-# Time a bridge has to exit after end of input (§2.5).
-EXIT_LIMIT: Final = 2.0
 # Bytes the large-response echo's answer stays under 16 MiB by (envelope room).
 ENVELOPE_ROOM: Final = 4096
 
@@ -434,51 +434,52 @@ def oversize_discard(ctx: StdioCaseContext) -> None:
 # -- end of input --------------------------------------------------------------
 
 
-def _expect_exit_after_eof(ctx: StdioCaseContext, status_matters: bool) -> None:
+@dataclass(frozen=True)
+class EndOfInput:
+    """Where in the stream end of input comes (§2.5): one case each."""
+
+    slug: str  # the case id's last part
+    where: str  # as the requirement says it
+    sent_first: bytes  # what the harness sends before closing stdin
+    # Only end of input on a frame boundary is a clean end that SHOULD exit 0.
+    status_matters: bool = False
+
+    @property
+    def requirement(self) -> str:
+        should = " (SHOULD with status 0)" if self.status_matters else ""
+        return f"At end of input {self.where} the bridge exits within 2 s{should}."
+
+
+END_OF_INPUT: Final = (
+    EndOfInput("at-boundary", "on a frame boundary", b"", status_matters=True),
+    EndOfInput(
+        "inside-frame",
+        "in the middle of a frame's payload",
+        encode_header(100) + b'{"id": 1, "comm',
+    ),
+    EndOfInput(
+        "inside-header", "in the middle of a frame header", encode_header(100)[: HEADER_SIZE - 2]
+    ),
+)
+
+
+def _end_of_input(ctx: StdioCaseContext, at: EndOfInput) -> None:
+    if at.sent_first:
+        ctx.send_raw(at.sent_first)
     ctx.close_stdin()
     began = time.monotonic()
-    status = ctx.expect_exit(EXIT_LIMIT)
-    if status is None:
-        raise CaseFailed(f"the bridge did not exit within {EXIT_LIMIT:.0f} s of end of input")
+    status = expect_exit_within_limit(ctx, "end of input")
     ctx.event(f"exited {time.monotonic() - began:.2f} s after end of input")
-    if status_matters:
-        ctx.recommend(status == 0, f"exit status {status} after end of input (should be 0)")
+    if at.status_matters:
+        recommend_clean_exit(ctx, status, "end of input")
 
 
-@case(
-    "framing.eof-at-boundary",
+declare_family(
+    __name__,
+    _end_of_input,
+    (Member(f"framing.eof-{at.slug}", at.requirement, at) for at in END_OF_INPUT),
     section="2.5",
     level="required",
     profiles=ALL_STDIO,
-    requirement="At end of input on a frame boundary the bridge exits within 2 s "
-    "(SHOULD with status 0).",
     bridge="fresh",
 )
-def eof_at_boundary(ctx: StdioCaseContext) -> None:
-    _expect_exit_after_eof(ctx, status_matters=True)
-
-
-@case(
-    "framing.eof-inside-frame",
-    section="2.5",
-    level="required",
-    profiles=ALL_STDIO,
-    requirement="At end of input in the middle of a frame's payload the bridge exits within 2 s.",
-    bridge="fresh",
-)
-def eof_inside_frame(ctx: StdioCaseContext) -> None:
-    ctx.send_raw(encode_header(100) + b'{"id": 1, "comm')
-    _expect_exit_after_eof(ctx, status_matters=False)
-
-
-@case(
-    "framing.eof-inside-header",
-    section="2.5",
-    level="required",
-    profiles=ALL_STDIO,
-    requirement="At end of input in the middle of a frame header the bridge exits within 2 s.",
-    bridge="fresh",
-)
-def eof_inside_header(ctx: StdioCaseContext) -> None:
-    ctx.send_raw(encode_header(100)[: HEADER_SIZE - 2])
-    _expect_exit_after_eof(ctx, status_matters=False)

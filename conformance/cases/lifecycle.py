@@ -29,9 +29,18 @@ from snakepit_harness.transports.process import alive_pids, descendants, kill_pi
 from ..drivers.stdio import StdioCaseContext
 from ..model import CaseFailed
 from ..registry import ALL_STDIO, case
+from ._common import (
+    EXIT_LIMIT,
+    Declaration,
+    Member,
+    declare_family,
+    expect_exit_within_limit,
+    recommend_clean_exit,
+)
 
-# §5.3 and §5.4: the bridge must be gone within 2 s.
-EXIT_LIMIT: Final = 2.0
+# What every lifecycle case shares: it applies to every stdio profile, and it
+# ends its bridge (a signal, a closed pipe), so it gets a bridge of its own.
+LIFECYCLE: Final = Declaration(profiles=ALL_STDIO, bridge="fresh")
 # Time leftover descendants get to disappear after the bridge exits.
 CHILD_GRACE: Final = 1.0
 # Size of the echo whose answer is in flight when the signal arrives: several
@@ -48,9 +57,7 @@ def _signal_case(ctx: StdioCaseContext, sig: signal.Signals) -> None:
     if before:
         ctx.event(f"descendants before {sig.name}: {sorted(before)}")
     ctx.send_signal(sig)
-    status = ctx.expect_exit(EXIT_LIMIT)
-    if status is None:
-        raise CaseFailed(f"the bridge did not exit within {EXIT_LIMIT:.0f} s of {sig.name}")
+    status = expect_exit_within_limit(ctx, sig.name)
     deadline = time.monotonic() + CHILD_GRACE
     left = alive_pids(before)
     while left and time.monotonic() < deadline:
@@ -62,44 +69,38 @@ def _signal_case(ctx: StdioCaseContext, sig: signal.Signals) -> None:
             f"child processes outlived the bridge after {sig.name}: pids {sorted(left)} "
             "(killed by the harness)"
         )
-    ctx.recommend(status == 0, f"exit status {status} after {sig.name} (should be 0)")
+    recommend_clean_exit(ctx, status, sig.name)
 
 
-@case(
-    "lifecycle.sigterm",
+# The §5.3 signals, one case each (lifecycle.sigterm, lifecycle.sigint).
+SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
+
+declare_family(
+    __name__,
+    _signal_case,
+    (
+        Member(
+            f"lifecycle.{sig.name.lower()}",
+            f"On {sig.name} the bridge exits within 2 s (SHOULD with status 0) and leaves "
+            "no child processes behind.",
+            sig,
+        )
+        for sig in SIGNALS
+    ),
     section="5.3",
     level="required",
-    profiles=ALL_STDIO,
-    requirement="On SIGTERM the bridge exits within 2 s (SHOULD with status 0) and leaves "
-    "no child processes behind.",
-    bridge="fresh",
+    **LIFECYCLE,
 )
-def sigterm(ctx: StdioCaseContext) -> None:
-    _signal_case(ctx, signal.SIGTERM)
-
-
-@case(
-    "lifecycle.sigint",
-    section="5.3",
-    level="required",
-    profiles=ALL_STDIO,
-    requirement="On SIGINT the bridge exits within 2 s (SHOULD with status 0) and leaves "
-    "no child processes behind.",
-    bridge="fresh",
-)
-def sigint(ctx: StdioCaseContext) -> None:
-    _signal_case(ctx, signal.SIGINT)
 
 
 @case(
     "lifecycle.sigterm-mid-response",
     section="5.3",
     level="recommended",
-    profiles=ALL_STDIO,
     requirement="A response whose writing has started when SIGTERM arrives is finished "
     "whole before the bridge exits.",
-    bridge="fresh",
     timeout=20.0,
+    **LIFECYCLE,
 )
 def sigterm_mid_response(ctx: StdioCaseContext) -> None:
     ctx.send_value(
@@ -130,21 +131,16 @@ def sigterm_mid_response(ctx: StdioCaseContext) -> None:
     "lifecycle.broken-pipe",
     section="5.4",
     level="required",
-    profiles=ALL_STDIO,
     requirement="When the host closes the bridge's stdout, the bridge exits within 2 s "
     "(SHOULD without a traceback on stderr).",
-    bridge="fresh",
+    **LIFECYCLE,
 )
 def broken_pipe(ctx: StdioCaseContext) -> None:
     ctx.close_stdout()
     # The next answer (or the bridge's own POLLHUP check) meets the closed pipe.
     with contextlib.suppress(BridgeCrashed):  # it may have left already: fine
         ctx.send_value({"id": 502, "command": "ping", "args": {}})
-    status = ctx.expect_exit(EXIT_LIMIT)
-    if status is None:
-        raise CaseFailed(
-            f"the bridge did not exit within {EXIT_LIMIT:.0f} s of its stdout being closed"
-        )
+    expect_exit_within_limit(ctx, "its stdout being closed")
     ctx.bridge.wait_stderr_eof(STDERR_GRACE)
     stderr = ctx.bridge.stderr_tail().decode("utf-8", "replace")
     word = next((w for w in TRACEBACK_WORDS if w in stderr), None)
