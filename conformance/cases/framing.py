@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -49,7 +50,13 @@ from ..probes import (
     startup_probe,
 )
 from ..registry import ALL_STDIO, case
-from ._common import Member, declare_family, expect_exit_within_limit, recommend_clean_exit
+from ._common import (
+    Declaration,
+    Member,
+    declare_family,
+    expect_exit_within_limit,
+    recommend_clean_exit,
+)
 
 # The most a 4-byte header can announce.
 HUGE_ANNOUNCEMENT: Final = 0xFFFFFFFF
@@ -83,28 +90,52 @@ MEMORY_ERROR_WORDS: Final = ("MemoryError", "bad_alloc", "out of memory", "Canno
 # Bytes the large-response echo's answer stays under 16 MiB by (envelope room).
 ENVELOPE_ROOM: Final = 4096
 
+# What the start-up gates share: every stdio profile, a raw bridge (the start-up
+# probe starts it as a host does), and a failure blocks the cases that need a
+# working bridge (so a gate is always required).
+GATE: Final = Declaration(profiles=ALL_STDIO, bridge="raw", gate=True)
+GateBody = Callable[[StdioCaseContext, StartupProbe, bool], None]
+# What the §2.2 16 MiB cases share, a longer deadline among it: 16 MiB takes a
+# while to encode, pipe and decode on a slow machine.
+BIG_FRAME: Final[dict[str, Any]] = {
+    "section": "2.2",
+    "level": "required",
+    "profiles": ALL_STDIO,
+    "timeout": 30.0,
+}
+
 
 # -- gates ------------------------------------------------------------------
 
 
-@case(
+def _gate(id: str, *, section: str, requirement: str) -> Callable[[GateBody], GateBody]:
+    """Declare a start-up gate: its body judges the start-up probe, run once for the
+    three gates (``body(ctx, probe, probed_here)``, ``probed_here`` when this gate ran it)."""
+
+    def declare(body: GateBody) -> GateBody:
+        @functools.wraps(body)  # the case's source names the body
+        def run(ctx: StdioCaseContext) -> None:
+            body(ctx, *startup_probe(ctx))
+
+        case(id, section=section, level="required", requirement=requirement, **GATE)(run)
+        return body
+
+    return declare
+
+
+@_gate(
     "framing.stdout-clean",
     section="2.1",
-    level="required",
-    profiles=ALL_STDIO,
     requirement="The bridge writes nothing to stdout but frames (diagnostics go to stderr).",
-    bridge="raw",
-    gate=True,
 )
-def stdout_clean(ctx: StdioCaseContext) -> None:
-    probe, probed_here = startup_probe(ctx)
+def stdout_clean(ctx: StdioCaseContext, probe: StartupProbe, probed_here: bool) -> None:
     if probe.garbage or probe.garbage_error:
         ctx.event(f"stdout bytes that are not frames (hex): {probe.garbage.hex()}")
         ctx.event(f"as text: {probe.garbage.decode('utf-8', 'replace')!r}")
         raise RemoteProtocolError(
             f"stdout holds bytes that are not frames at start-up: {probe.garbage_error}"
         )
-    _blocked_by_other_gates(probe)
+    _skip_if_any(probe, UNUSABLE_NEGOTIATION, WRONG_CODEC, UNFLUSHED, UNANSWERED)
     # A few more answers on a ready bridge: text printed per request shows up
     # here.  Only ping and echo: other commands' defects belong to their cases.
     try:
@@ -125,70 +156,74 @@ def stdout_clean(ctx: StdioCaseContext) -> None:
         raise RemoteProtocolError("stdout holds bytes after the last answer that are not frames")
 
 
-def _blocked_by_other_gates(probe: StartupProbe) -> None:
-    """Start-up problems that other cases own: this gate cannot judge, it does not fail."""
-    if probe.negotiation_error:
-        raise _blocked(
-            f"the negotiation answer is unusable (negotiation.*): {probe.negotiation_error}"
-        )
-    if probe.codec_error:
-        raise _blocked("the first answer is not in the run's codec (lifecycle.startup)")
-    if probe.answered_only_after_eof or probe.steady_unflushed:
-        raise _blocked("answers came only after end of input (framing.flush)")
-    if not probe.answered:
-        raise _blocked("the bridge never answered at start-up (lifecycle.startup)")
+@dataclass(frozen=True)
+class StartupProblem:
+    """A start-up problem that one case judges (named in ``why``): another gate
+    that meets it cannot judge, and skips saying so."""
+
+    shows: Callable[[StartupProbe], object]
+    why: str  # the skip's reason; ``{probe}`` stands for the probe
+
+    def skip_if_shown(self, probe: StartupProbe) -> None:
+        if self.shows(probe):
+            raise _blocked(self.why.format(probe=probe))
+
+
+GARBAGE: Final = StartupProblem(
+    lambda p: p.garbage_error, "stdout holds garbage (framing.stdout-clean)"
+)
+UNUSABLE_NEGOTIATION: Final = StartupProblem(
+    lambda p: p.negotiation_error,
+    "the negotiation answer is unusable (negotiation.*): {probe.negotiation_error}",
+)
+WRONG_CODEC: Final = StartupProblem(
+    lambda p: p.codec_error, "the first answer is not in the run's codec (lifecycle.startup)"
+)
+UNFLUSHED: Final = StartupProblem(
+    lambda p: p.answered_only_after_eof or p.steady_unflushed,
+    "answers came only after end of input (framing.flush)",
+)
+UNANSWERED: Final = StartupProblem(
+    lambda p: not p.answered, "the bridge never answered at start-up (lifecycle.startup)"
+)
+
+
+def _skip_if_any(probe: StartupProbe, *problems: StartupProblem) -> None:
+    """Skip at the first of ``problems`` (in order) that the probe shows."""
+    for problem in problems:
+        problem.skip_if_shown(probe)
 
 
 def _blocked(why: str) -> Exception:
     return CaseSkipped(f"cannot judge: {why}")
 
 
-@case(
+@_gate(
     "framing.flush",
     section="2.6",
-    level="required",
-    profiles=ALL_STDIO,
     requirement="Each response is flushed at once: the host need not send more input "
     "(or close stdin) to receive it.",
-    bridge="raw",
-    gate=True,
 )
-def flush(ctx: StdioCaseContext) -> None:
-    probe, probed_here = startup_probe(ctx)
-    if probe.garbage_error:
-        raise _blocked("stdout holds garbage (framing.stdout-clean)")
-    if probe.negotiation_error:
-        raise _blocked(
-            f"the negotiation answer is unusable (negotiation.*): {probe.negotiation_error}"
-        )
-    if probe.codec_error:
-        raise _blocked("the first answer is not in the run's codec (lifecycle.startup)")
-    if probe.answered_only_after_eof or probe.steady_unflushed:
+def flush(ctx: StdioCaseContext, probe: StartupProbe, probed_here: bool) -> None:
+    _skip_if_any(probe, GARBAGE, UNUSABLE_NEGOTIATION, WRONG_CODEC)
+    if UNFLUSHED.shows(probe):  # this case's own verdict
         raise CaseFailed(
             "an answer arrived only after the harness closed the bridge's stdin: "
             "the bridge does not flush its responses"
         )
-    if not probe.answered:
-        raise _blocked("the bridge never answered at start-up (lifecycle.startup)")
+    UNANSWERED.skip_if_shown(probe)
     # The probe already sent a second request once the bridge was up and saw
     # it answered with stdin open: steady-state flushing is judged too.
-    del probed_here
 
 
-@case(
+@_gate(
     "lifecycle.startup",
     section="5.1",
-    level="required",
-    profiles=ALL_STDIO,
     requirement="The bridge answers its first request within 20 s of being started "
     "(SHOULD within 2 s).",
-    bridge="raw",
-    gate=True,
 )
-def startup(ctx: StdioCaseContext) -> None:
-    probe, _ = startup_probe(ctx)
-    if probe.garbage_error:
-        raise _blocked("stdout holds garbage (framing.stdout-clean)")
+def startup(ctx: StdioCaseContext, probe: StartupProbe, _: bool) -> None:
+    GARBAGE.skip_if_shown(probe)
     if probe.answered_only_after_eof:
         raise _blocked("the first answer came only after end of input (framing.flush)")
     ctx.event(f"start-up bytes sent (hex): {probe.sent.hex()}")
@@ -244,11 +279,8 @@ def _padded(request: dict[str, Any], codec_name: str, size: int) -> dict[str, An
 
 @case(
     "framing.large-request",
-    section="2.2",
-    level="required",
-    profiles=ALL_STDIO,
     requirement="The bridge accepts a request frame whose payload is 16 MiB.",
-    timeout=30.0,
+    **BIG_FRAME,
 )
 def large_request(ctx: StdioCaseContext) -> None:
     pad = _padding_length("ping", 301, ctx.codec_name, SPEC_MIN_FRAME_SIZE)
@@ -260,11 +292,8 @@ def large_request(ctx: StdioCaseContext) -> None:
 
 @case(
     "framing.large-response",
-    section="2.2",
-    level="required",
-    profiles=ALL_STDIO,
     requirement="The bridge sends a response frame of (nearly) 16 MiB whole and intact.",
-    timeout=30.0,
+    **BIG_FRAME,
 )
 def large_response(ctx: StdioCaseContext) -> None:
     pad = _padding_length("echo", 302, ctx.codec_name, SPEC_MIN_FRAME_SIZE - ENVELOPE_ROOM)
