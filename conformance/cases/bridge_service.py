@@ -51,8 +51,8 @@ from snakepit_harness.protocol.bridge_service import (
     tool_error_problems,
 )
 
-from ..model import BridgeUse, CaseFn
-from ..registry import case
+from ..model import BridgeUse
+from ._transport import TransportCases
 
 if TYPE_CHECKING:  # the driver imports grpc; the cases must load without it
     from ..drivers.bridge_service import BridgeServiceCaseContext, ToolCall
@@ -93,6 +93,8 @@ HEARTBEAT_FLAGS: Final = (
 # Types a value of another JSON type is wrong for (errors.wrong-type-argument).
 _TYPED: Final = {"int": 1, "integer": 1, "float": 1.5, "number": 1.5, "bool": True, "boolean": True}
 _WRONG_VALUE: Final = "snakepit-harness: a value of the wrong type"
+# The time limit of a case that judges the exercise (the driver's CALLS_IN_ALL calls).
+EXERCISE_TIMEOUT: Final = 180
 
 
 def _data() -> dict[str, Any]:
@@ -100,27 +102,14 @@ def _data() -> dict[str, Any]:
     return loaded
 
 
-def _case(
-    case_id: str,
-    *,
-    section: str,
-    level: str,
-    requirement: str,
-    bridge: BridgeUse = BridgeUse.SHARED,
-    gate: bool = False,
-    timeout: float | None = None,
-) -> Callable[[CaseFn], CaseFn]:
-    return case(
-        f"bridge-service.{case_id}",
-        section=section,
-        level=level,
-        profiles=PROFILE,
-        requirement=requirement,
-        transport="bridge-service",
-        bridge=bridge,
-        gate=gate,
-        timeout=timeout,
-    )
+_case: Final = TransportCases("bridge-service", PROFILE, prefix="bridge-service.")
+# Cases that launch a worker of their own get start-up's limit (§9.3.1) and 5 s to judge it.
+_launch_case: Final = _case.preset(bridge=BridgeUse.RAW, timeout=BRIDGE_READY_LIMIT + 5)
+# Cases that judge the exercise (every callable tool called, up to CALLS_IN_ALL calls)
+# get the time the slowest of those calls may take.
+_exercise_case: Final = _case.preset(timeout=EXERCISE_TIMEOUT)
+# SIGTERM cases signal a worker of their own and wait out §9.14.1's limit, and 10 s more.
+_sigterm_case: Final = _case.preset(bridge=BridgeUse.FRESH, timeout=BRIDGE_SIGTERM_LIMIT + 10)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -190,19 +179,23 @@ def _need_exercise(ctx: BridgeServiceCaseContext) -> list[ToolCall]:
     return calls
 
 
+def _need_successes(ctx: BridgeServiceCaseContext) -> list[ToolCall]:
+    """The exercise's successful unary calls; SKIP when there are none to judge."""
+    _need_exercise(ctx)
+    successes = _successes(ctx)
+    if not successes:
+        ctx.skip("no call succeeded (execute.success says so)")
+    return successes
+
+
 # -- §9.2 launch -----------------------------------------------------------------
 
 
-@_case(
-    "launch.heartbeat-flags",
-    section="9.2.3",
-    level="recommended",
-    bridge=BridgeUse.RAW,
-    timeout=BRIDGE_READY_LIMIT + 5,
-    requirement="The worker accepts upstream's heartbeat flags (--heartbeat-enabled, "
-    "--heartbeat-interval-ms, ... --heartbeat-dependent) and starts with them.",
-)
+@_launch_case("launch.heartbeat-flags", section="9.2.3", level="recommended")
 def launch_heartbeat_flags(ctx: BridgeServiceCaseContext) -> None:
+    """The worker accepts upstream's heartbeat flags (--heartbeat-enabled, --heartbeat-interval-ms,
+    ... --heartbeat-dependent) and starts with them.
+    """
     try:
         worker = ctx.launch(extra_args=HEARTBEAT_FLAGS)
     except (BridgeCrashed, BridgeTimeout) as exc:
@@ -215,16 +208,9 @@ def launch_heartbeat_flags(ctx: BridgeServiceCaseContext) -> None:
 # -- §9.3 start-up ---------------------------------------------------------------
 
 
-@_case(
-    "startup.ready-file",
-    section="9.3.1",
-    level="required",
-    bridge=BridgeUse.RAW,
-    gate=True,
-    timeout=BRIDGE_READY_LIMIT + 5,
-    requirement="Once serving, the worker writes its port into SNAKEPIT_READY_FILE within 30 s.",
-)
+@_launch_case("startup.ready-file", section="9.3.1", level="required", gate=True)
 def startup_ready_file(ctx: BridgeServiceCaseContext) -> None:
+    """Once serving, the worker writes its port into SNAKEPIT_READY_FILE within 30 s."""
     worker = ctx.launch()  # no port in time: TIMEOUT; exited first: CRASH
     text = worker.ready_text or ""  # as read when it first named the port
     ctx.event(f"ready file held {text!r}")
@@ -238,15 +224,9 @@ def startup_ready_file(ctx: BridgeServiceCaseContext) -> None:
     )
 
 
-@_case(
-    "startup.serving-when-ready",
-    section="9.3.2",
-    level="required",
-    bridge=BridgeUse.RAW,
-    timeout=BRIDGE_READY_LIMIT + 5,
-    requirement="The port in the ready file accepts calls the moment it is there.",
-)
+@_launch_case("startup.serving-when-ready", section="9.3.2", level="required")
 def startup_serving_when_ready(ctx: BridgeServiceCaseContext) -> None:
+    """The port in the ready file accepts calls the moment it is there."""
     worker = ctx.launch()
     ctx.require(
         worker.ready_probe is None,
@@ -255,15 +235,9 @@ def startup_serving_when_ready(ctx: BridgeServiceCaseContext) -> None:
     )
 
 
-@_case(
-    "startup.ready-file-kept",
-    section="9.3.3",
-    level="recommended",
-    bridge=BridgeUse.RAW,
-    timeout=BRIDGE_READY_LIMIT + 5,
-    requirement="The worker leaves the ready file alone once written (the host deletes it).",
-)
+@_launch_case("startup.ready-file-kept", section="9.3.3", level="recommended")
 def startup_ready_file_kept(ctx: BridgeServiceCaseContext) -> None:
+    """The worker leaves the ready file alone once written (the host deletes it)."""
     worker = ctx.launch()
     time.sleep(READY_FILE_SETTLE)
     assert worker.ready_file is not None
@@ -273,15 +247,9 @@ def startup_ready_file_kept(ctx: BridgeServiceCaseContext) -> None:
     )
 
 
-@_case(
-    "startup.loopback",
-    section="9.3.4",
-    level="recommended",
-    bridge=BridgeUse.RAW,
-    timeout=BRIDGE_READY_LIMIT + 5,
-    requirement="The worker listens on loopback only (127.0.0.1 or ::1), not on every interface.",
-)
+@_launch_case("startup.loopback", section="9.3.4", level="recommended")
 def startup_loopback(ctx: BridgeServiceCaseContext) -> None:
+    """The worker listens on loopback only (127.0.0.1 or ::1), not on every interface."""
     worker = ctx.launch()
     sockets = [s for s in worker.listening_sockets() if s.port == worker.port]
     if not sockets:
@@ -295,15 +263,9 @@ def startup_loopback(ctx: BridgeServiceCaseContext) -> None:
     )
 
 
-@_case(
-    "startup.host-ping-first",
-    section="9.3.5",
-    level="recommended",
-    bridge=BridgeUse.RAW,
-    timeout=BRIDGE_READY_LIMIT + 5,
-    requirement="The worker pings its host before it reports ready.",
-)
+@_launch_case("startup.host-ping-first", section="9.3.5", level="recommended")
 def startup_host_ping_first(ctx: BridgeServiceCaseContext) -> None:
+    """The worker pings its host before it reports ready."""
     worker = ctx.launch()
     ready_at = worker.started_at + (worker.ready_elapsed or 0.0)
     before = [c for c in ctx.host.calls() if c.at <= ready_at]
@@ -327,10 +289,11 @@ def _closed_port() -> int:
     level="recommended",
     bridge=BridgeUse.RAW,
     timeout=BRIDGE_HOST_WAIT_LIMIT + 10,
-    requirement="A worker whose host never answers gives up within 30 s: it exits with a "
-    "non-zero status and writes no ready file.",
 )
 def startup_host_unreachable(ctx: BridgeServiceCaseContext) -> None:
+    """A worker whose host never answers gives up within 30 s: it exits with a non-zero status and
+    writes no ready file.
+    """
     address = f"127.0.0.1:{_closed_port()}"
     worker = ctx.launch(host_address=address, wait=False)
     ctx.event(f"told the host is at {address}, where nothing listens")
@@ -351,14 +314,11 @@ def startup_host_unreachable(ctx: BridgeServiceCaseContext) -> None:
 # -- §9.4 host callbacks ---------------------------------------------------------
 
 
-@_case(
-    "callbacks.register-tools",
-    section="9.4.2",
-    level="required",
-    requirement="Before answering a session's first ExecuteTool, the worker has registered "
-    "its tools with the host (RegisterTools for that session, or for every session).",
-)
+@_case("callbacks.register-tools", section="9.4.2", level="required")
 def callbacks_register_tools(ctx: BridgeServiceCaseContext) -> None:
+    """Before answering a session's first ExecuteTool, the worker has registered its tools with the
+    host (RegisterTools for that session, or for every session).
+    """
     _need_callbacks(ctx)
     session = ctx.session_id()
     _trigger(ctx, session)
@@ -379,14 +339,11 @@ def callbacks_register_tools(ctx: BridgeServiceCaseContext) -> None:
     )
 
 
-@_case(
-    "callbacks.registration-valid",
-    section="9.4.2",
-    level="required",
-    requirement="RegisterTools has a worker_id, tool names that are non-empty and unique, "
-    "and parameter names unique within each tool.",
-)
+@_case("callbacks.registration-valid", section="9.4.2", level="required")
 def callbacks_registration_valid(ctx: BridgeServiceCaseContext) -> None:
+    """RegisterTools has a worker_id, tool names that are non-empty and unique, and parameter names
+    unique within each tool.
+    """
     _need_callbacks(ctx)
     calls = ctx.host.calls("RegisterTools")
     if not calls:
@@ -412,25 +369,17 @@ def _callbacks_in(ctx: BridgeServiceCaseContext, method: str, calls: int) -> int
     return sum(1 for c in ctx.host.calls(method) if c.session_id == session)
 
 
-@_case(
-    "callbacks.register-once",
-    section="9.4.3",
-    level="recommended",
-    requirement="The worker registers its tools once per session, not once per call.",
-)
+@_case("callbacks.register-once", section="9.4.3", level="recommended")
 def callbacks_register_once(ctx: BridgeServiceCaseContext) -> None:
+    """The worker registers its tools once per session, not once per call."""
     _need_callbacks(ctx)
     count = _callbacks_in(ctx, "RegisterTools", 3)
     ctx.recommend(count <= 1, f"RegisterTools came {count} times for 3 calls in one session")
 
 
-@_case(
-    "callbacks.initialize-once",
-    section="9.4.3",
-    level="recommended",
-    requirement="The worker calls InitializeSession on the host at most once per session.",
-)
+@_case("callbacks.initialize-once", section="9.4.3", level="recommended")
 def callbacks_initialize_once(ctx: BridgeServiceCaseContext) -> None:
+    """The worker calls InitializeSession on the host at most once per session."""
     _need_callbacks(ctx)
     count = _callbacks_in(ctx, "InitializeSession", 3)
     ctx.recommend(
@@ -440,13 +389,9 @@ def callbacks_initialize_once(ctx: BridgeServiceCaseContext) -> None:
     )
 
 
-@_case(
-    "callbacks.deadline",
-    section="9.4.4",
-    level="recommended",
-    requirement="Callbacks made while serving a call carry a deadline no later than the call's.",
-)
+@_case("callbacks.deadline", section="9.4.4", level="recommended")
 def callbacks_deadline(ctx: BridgeServiceCaseContext) -> None:
+    """Callbacks made while serving a call carry a deadline no later than the call's."""
     _need_callbacks(ctx)
     session = ctx.session_id()
     began = time.monotonic()
@@ -469,15 +414,9 @@ def callbacks_deadline(ctx: BridgeServiceCaseContext) -> None:
         )
 
 
-@_case(
-    "callbacks.host-tools",
-    section="9.4.5",
-    level="required",
-    timeout=180,
-    requirement="ExecuteElixirTool calls name a tool the host exposes and send "
-    "parameters as Any-JSON.",
-)
+@_exercise_case("callbacks.host-tools", section="9.4.5", level="required")
 def callbacks_host_tools(ctx: BridgeServiceCaseContext) -> None:
+    """ExecuteElixirTool calls name a tool the host exposes and send parameters as Any-JSON."""
     from snakepit_harness.transports.bridge_host import decode_parameters
 
     _need_callbacks(ctx)
@@ -498,15 +437,11 @@ def callbacks_host_tools(ctx: BridgeServiceCaseContext) -> None:
 # -- §9.5 ExecuteTool ------------------------------------------------------------
 
 
-@_case(
-    "execute.valid-calls",
-    section="9.5.1",
-    level="required",
-    timeout=180,
-    requirement="Every call the registered specs say is valid ends with status OK (success "
-    "or a tool error) and the worker keeps serving.",
-)
+@_exercise_case("execute.valid-calls", section="9.5.1", level="required")
 def execute_valid_calls(ctx: BridgeServiceCaseContext) -> None:
+    """Every call the registered specs say is valid ends with status OK (success or a tool error)
+    and the worker keeps serving.
+    """
     calls = _need_exercise(ctx)
     for call in calls:
         ctx.require(not call.failure, f"{call.describe()}: {call.failure}")
@@ -519,14 +454,9 @@ def execute_valid_calls(ctx: BridgeServiceCaseContext) -> None:
     ctx.still_serving()
 
 
-@_case(
-    "execute.success",
-    section="9.5.2",
-    level="required",
-    timeout=180,
-    requirement="At least one of the valid calls the harness makes succeeds.",
-)
+@_exercise_case("execute.success", section="9.5.2", level="required")
 def execute_success(ctx: BridgeServiceCaseContext) -> None:
+    """At least one of the valid calls the harness makes succeeds."""
     calls = _need_exercise(ctx)
     ok = [
         c
@@ -545,19 +475,10 @@ def execute_success(ctx: BridgeServiceCaseContext) -> None:
     ctx.require(False, f"none of {len(calls)} valid call(s) succeeded: " + "; ".join(errors))
 
 
-@_case(
-    "execute.execution-time",
-    section="9.5.3",
-    level="recommended",
-    timeout=180,
-    requirement="execution_time_ms is the time the tool took: between 0 and the call's wall time.",
-)
+@_exercise_case("execute.execution-time", section="9.5.3", level="recommended")
 def execute_execution_time(ctx: BridgeServiceCaseContext) -> None:
-    _need_exercise(ctx)
-    successes = _successes(ctx)
-    if not successes:
-        ctx.skip("no call succeeded (execute.success says so)")
-    for call in successes:
+    """execution_time_ms is the time the tool took: between 0 and the call's wall time."""
+    for call in _need_successes(ctx):
         reported = call.response.execution_time_ms
         ctx.recommend(
             0 <= reported <= call.elapsed * 1000 + 1000,
@@ -566,19 +487,10 @@ def execute_execution_time(ctx: BridgeServiceCaseContext) -> None:
         )
 
 
-@_case(
-    "results.json",
-    section="9.7.2",
-    level="required",
-    timeout=180,
-    requirement="A successful result's Any.value is strict UTF-8 JSON text.",
-)
+@_exercise_case("results.json", section="9.7.2", level="required")
 def results_json(ctx: BridgeServiceCaseContext) -> None:
-    _need_exercise(ctx)
-    successes = _successes(ctx)
-    if not successes:
-        ctx.skip("no call succeeded (execute.success says so)")
-    for call in successes:
+    """A successful result's Any.value is strict UTF-8 JSON text."""
+    for call in _need_successes(ctx):
         reply = call.response
         if reply.binary_result and not reply.result.value:
             continue
@@ -588,15 +500,11 @@ def results_json(ctx: BridgeServiceCaseContext) -> None:
             ctx.require(False, f"{call.describe()}: result {reply.result.value[:80]!r}: {exc}")
 
 
-@_case(
-    "results.type-url",
-    section="9.7.2",
-    level="recommended",
-    timeout=180,
-    requirement="A result's type URL is type.googleapis.com/snakepit.<kind>, the kind agreeing "
-    "with its JSON value.",
-)
+@_exercise_case("results.type-url", section="9.7.2", level="recommended")
 def results_type_url(ctx: BridgeServiceCaseContext) -> None:
+    """A result's type URL is type.googleapis.com/snakepit.<kind>, the kind agreeing with its JSON
+    value.
+    """
     _need_exercise(ctx)
     judged = 0
     for call in _successes(ctx):
@@ -621,14 +529,11 @@ def _unknown_tool(ctx: BridgeServiceCaseContext) -> tuple[Any, Any]:
     return ctx.execute(NO_SUCH_TOOL, {"x": 1}, allow_status=True)
 
 
-@_case(
-    "errors.unknown-tool",
-    section="9.8.1",
-    level="required",
-    requirement="ExecuteTool of an unregistered tool is a tool error: status OK, "
-    "success=false, a non-empty error_message.",
-)
+@_case("errors.unknown-tool", section="9.8.1", level="required")
 def errors_unknown_tool(ctx: BridgeServiceCaseContext) -> None:
+    """ExecuteTool of an unregistered tool is a tool error: status OK, success=false, a non-empty
+    error_message.
+    """
     reply, status = _unknown_tool(ctx)
     ctx.require(
         status is None,
@@ -639,13 +544,9 @@ def errors_unknown_tool(ctx: BridgeServiceCaseContext) -> None:
     ctx.require(reply.error_message, "success=false with an empty error_message")
 
 
-@_case(
-    "errors.names-tool",
-    section="9.6.2",
-    level="recommended",
-    requirement="The error for an unknown tool names the tool.",
-)
+@_case("errors.names-tool", section="9.6.2", level="recommended")
 def errors_names_tool(ctx: BridgeServiceCaseContext) -> None:
+    """The error for an unknown tool names the tool."""
     reply, status = _unknown_tool(ctx)
     if status is not None or reply.success:
         ctx.skip("no tool error to read (errors.unknown-tool says why)")
@@ -655,14 +556,11 @@ def errors_names_tool(ctx: BridgeServiceCaseContext) -> None:
     )
 
 
-@_case(
-    "errors.json-shape",
-    section="9.6.2",
-    level="recommended",
-    requirement="error_message is a JSON object with string type and message (and optional "
-    "stacktrace list, traceback string, context object).",
-)
+@_case("errors.json-shape", section="9.6.2", level="recommended")
 def errors_json_shape(ctx: BridgeServiceCaseContext) -> None:
+    """error_message is a JSON object with string type and message (and optional stacktrace list,
+    traceback string, context object).
+    """
     reply, status = _unknown_tool(ctx)
     if status is not None or reply.success or not reply.error_message:
         ctx.skip("no tool error to read (errors.unknown-tool says why)")
@@ -678,13 +576,9 @@ def _with_required(ctx: BridgeServiceCaseContext) -> list[ToolInfo]:
     ]
 
 
-@_case(
-    "errors.missing-argument",
-    section="9.6.1",
-    level="required",
-    requirement="A call without a required parameter ends with status OK and success=false.",
-)
+@_case("errors.missing-argument", section="9.6.1", level="required")
 def errors_missing_argument(ctx: BridgeServiceCaseContext) -> None:
+    """A call without a required parameter ends with status OK and success=false."""
     tool = ctx.need_tools("a non-streaming tool with a required parameter", _with_required(ctx))[0]
     missing = next(p for p in tool.required if p.name not in ("kwargs", "args"))
     arguments = {k: v for k, v in (example_arguments(tool) or {}).items() if k != missing.name}
@@ -701,14 +595,11 @@ def errors_missing_argument(ctx: BridgeServiceCaseContext) -> None:
     ctx.still_serving()
 
 
-@_case(
-    "errors.wrong-type-argument",
-    section="9.6.1",
-    level="required",
-    requirement="A call with a parameter of the wrong type ends with status OK (success or a "
-    "tool error) and the worker keeps serving.",
-)
+@_case("errors.wrong-type-argument", section="9.6.1", level="required")
 def errors_wrong_type_argument(ctx: BridgeServiceCaseContext) -> None:
+    """A call with a parameter of the wrong type ends with status OK (success or a tool error) and
+    the worker keeps serving.
+    """
     typed = [
         t
         for t in _with_required(ctx)
@@ -756,14 +647,11 @@ def _echoed(ctx: BridgeServiceCaseContext, value: Any) -> Any:
         ctx.require(False, f"{tool.name}'s result is not JSON: {exc}")
 
 
-@_case(
-    "values.parameters-json",
-    section="9.7.1",
-    level="required",
-    requirement="Parameters arrive decoded from Any-JSON (StringValue type URL, JSON text): "
-    "an echo returns each value unchanged.",
-)
+@_case("values.parameters-json", section="9.7.1", level="required")
 def values_parameters_json(ctx: BridgeServiceCaseContext) -> None:
+    """Parameters arrive decoded from Any-JSON (StringValue type URL, JSON text): an echo returns
+    each value unchanged.
+    """
     for entry in _data()["parameters"]:
         value = entry["value"]
         result = _echoed(ctx, value)
@@ -774,13 +662,9 @@ def values_parameters_json(ctx: BridgeServiceCaseContext) -> None:
         )
 
 
-@_case(
-    "values.large-integers",
-    section="9.7.1",
-    level="required",
-    requirement="Integers keep their exact value through a tool (no float on the way).",
-)
+@_case("values.large-integers", section="9.7.1", level="required")
 def values_large_integers(ctx: BridgeServiceCaseContext) -> None:
+    """Integers keep their exact value through a tool (no float on the way)."""
     for value in _data()["large_integers"]:
         result = _echoed(ctx, value)
         ctx.require(
@@ -794,14 +678,11 @@ def _canary_pickle(path: Path) -> bytes:
     return b"cbuiltins\nopen\n(V" + str(path).encode() + b"\nVw\ntR."
 
 
-@_case(
-    "values.unpickle",
-    section="9.7.3",
-    level="required",
-    requirement="The worker does not unpickle a binary parameter because the request's "
-    "metadata says it is a pickle.",
-)
+@_case("values.unpickle", section="9.7.3", level="required")
 def values_unpickle(ctx: BridgeServiceCaseContext) -> None:
+    """The worker does not unpickle a binary parameter because the request's metadata says it is a
+    pickle.
+    """
     host = ctx.worker.address.rpartition(":")[0].strip("[]")
     if host not in ("127.0.0.1", "localhost", "::1"):
         ctx.skip("needs a worker on this machine, to see what its unpickling did")
@@ -836,14 +717,9 @@ def _good_streams(ctx: BridgeServiceCaseContext) -> list[ToolCall]:
     return good
 
 
-@_case(
-    "stream.final-chunk",
-    section="9.9.1",
-    level="required",
-    timeout=180,
-    requirement="A streaming tool's stream has exactly one chunk with is_final=true, the last.",
-)
+@_exercise_case("stream.final-chunk", section="9.9.1", level="required")
 def stream_final_chunk(ctx: BridgeServiceCaseContext) -> None:
+    """A streaming tool's stream has exactly one chunk with is_final=true, the last."""
     for call in _good_streams(ctx):
         finals = [i for i, c in enumerate(call.chunks) if c.is_final]
         ctx.require(
@@ -856,28 +732,18 @@ def stream_final_chunk(ctx: BridgeServiceCaseContext) -> None:
         )
 
 
-@_case(
-    "stream.chunk-ids",
-    section="9.9.2",
-    level="recommended",
-    timeout=180,
-    requirement="chunk_id is non-empty and unique within a stream.",
-)
+@_exercise_case("stream.chunk-ids", section="9.9.2", level="recommended")
 def stream_chunk_ids(ctx: BridgeServiceCaseContext) -> None:
+    """chunk_id is non-empty and unique within a stream."""
     for call in _good_streams(ctx):
         ids = [c.chunk_id for c in call.chunks]
         ctx.recommend(all(ids), f"{call.describe()}: empty chunk_id among {ids!r}")
         ctx.recommend(len(set(ids)) == len(ids), f"{call.describe()}: repeated ids in {ids!r}")
 
 
-@_case(
-    "stream.chunk-json",
-    section="9.9.2",
-    level="recommended",
-    timeout=180,
-    requirement="A chunk that carries a value carries its JSON text.",
-)
+@_exercise_case("stream.chunk-json", section="9.9.2", level="recommended")
 def stream_chunk_json(ctx: BridgeServiceCaseContext) -> None:
+    """A chunk that carries a value carries its JSON text."""
     for call in _good_streams(ctx):
         for chunk in call.chunks:
             if not chunk.data:
@@ -894,14 +760,11 @@ def stream_chunk_json(ctx: BridgeServiceCaseContext) -> None:
                 )
 
 
-@_case(
-    "stream.error-status",
-    section="9.9.4",
-    level="required",
-    requirement="A stream that fails (here: an unknown tool) ends with a non-OK status, "
-    "whose details are the error JSON.",
-)
+@_case("stream.error-status", section="9.9.4", level="required")
 def stream_error_status(ctx: BridgeServiceCaseContext) -> None:
+    """A stream that fails (here: an unknown tool) ends with a non-OK status, whose details are the
+    error JSON.
+    """
     chunks, status = ctx.stream(NO_SUCH_TOOL, {"x": 1})
     ctx.require(
         status is not None,
@@ -913,15 +776,11 @@ def stream_error_status(ctx: BridgeServiceCaseContext) -> None:
         ctx.recommend(False, f"status details: {problem}")
 
 
-@_case(
-    "stream.non-streaming-tool",
-    section="9.9.3",
-    level="recommended",
-    timeout=180,
-    requirement="ExecuteStreamingTool of a non-streaming tool answers its whole result in one "
-    "chunk, or refuses; it does not split the result.",
-)
+@_exercise_case("stream.non-streaming-tool", section="9.9.3", level="recommended")
 def stream_non_streaming_tool(ctx: BridgeServiceCaseContext) -> None:
+    """ExecuteStreamingTool of a non-streaming tool answers its whole result in one chunk, or
+    refuses; it does not split the result.
+    """
     # Results that could be split (a map, a list, a string of two or more) show it best.
     ranked = sorted(
         (c for c in _successes(ctx) if not c.response.binary_result),
@@ -955,90 +814,66 @@ def _safe_result(reply: Any) -> Any:
 # -- §9.10 sessions ----------------------------------------------------------------
 
 
+def _session_answer(ctx: BridgeServiceCaseContext, method: str, session_id: str) -> Any:
+    """``method`` of ``session_id``'s answer; any non-OK status fails the case."""
+    reply, status = ctx.session_call(method, session_id)
+    ctx.require(status is None, f"{method} ended with status {status}")
+    return reply
+
+
 def _initialised(ctx: BridgeServiceCaseContext) -> str:
     session = ctx.session_id()
-    reply, status = ctx.session_call("InitializeSession", session)
-    ctx.require(status is None, f"InitializeSession ended with status {status}")
+    reply = _session_answer(ctx, "InitializeSession", session)
     ctx.require(reply.success, f"InitializeSession answered success=false: {reply.error_message}")
     return session
 
 
-@_case(
-    "sessions.initialize",
-    section="9.10.1",
-    level="required",
-    requirement="InitializeSession answers success=true.",
-)
+@_case("sessions.initialize", section="9.10.1", level="required")
 def sessions_initialize(ctx: BridgeServiceCaseContext) -> None:
+    """InitializeSession answers success=true."""
     _initialised(ctx)
 
 
-@_case(
-    "sessions.get",
-    section="9.10.2",
-    level="required",
-    requirement="GetSession of an initialised session answers its session_id.",
-)
+@_case("sessions.get", section="9.10.2", level="required")
 def sessions_get(ctx: BridgeServiceCaseContext) -> None:
+    """GetSession of an initialised session answers its session_id."""
     session = _initialised(ctx)
-    reply, status = ctx.session_call("GetSession", session)
-    ctx.require(status is None, f"GetSession ended with status {status}")
+    reply = _session_answer(ctx, "GetSession", session)
     ctx.require(reply.session_id == session, f"GetSession answered {reply.session_id!r}")
 
 
-@_case(
-    "sessions.heartbeat-valid",
-    section="9.10.2",
-    level="required",
-    requirement="Heartbeat of an initialised session answers session_valid=true, server_time set.",
-)
+@_case("sessions.heartbeat-valid", section="9.10.2", level="required")
 def sessions_heartbeat_valid(ctx: BridgeServiceCaseContext) -> None:
+    """Heartbeat of an initialised session answers session_valid=true, server_time set."""
     session = _initialised(ctx)
-    reply, status = ctx.session_call("Heartbeat", session)
-    ctx.require(status is None, f"Heartbeat ended with status {status}")
+    reply = _session_answer(ctx, "Heartbeat", session)
     ctx.require(reply.session_valid, "session_valid=false for a session just initialised")
     ctx.require(reply.server_time.seconds > 0, "server_time is not set")
 
 
-@_case(
-    "sessions.cleanup",
-    section="9.10.2",
-    level="required",
-    requirement="CleanupSession answers success=true; afterwards Heartbeat says "
-    "session_valid=false.",
-)
+@_case("sessions.cleanup", section="9.10.2", level="required")
 def sessions_cleanup(ctx: BridgeServiceCaseContext) -> None:
+    """CleanupSession answers success=true; afterwards Heartbeat says session_valid=false."""
     session = _initialised(ctx)
-    reply, status = ctx.session_call("CleanupSession", session)
-    ctx.require(status is None, f"CleanupSession ended with status {status}")
+    reply = _session_answer(ctx, "CleanupSession", session)
     ctx.require(reply.success, "CleanupSession answered success=false")
-    reply, status = ctx.session_call("Heartbeat", session)
-    ctx.require(status is None, f"Heartbeat ended with status {status}")
+    reply = _session_answer(ctx, "Heartbeat", session)
     ctx.require(not reply.session_valid, "session_valid=true for a session cleaned up")
 
 
-@_case(
-    "sessions.unknown",
-    section="9.10.2",
-    level="required",
-    requirement="Heartbeat of a session never initialised answers session_valid=false.",
-)
+@_case("sessions.unknown", section="9.10.2", level="required")
 def sessions_unknown(ctx: BridgeServiceCaseContext) -> None:
-    reply, status = ctx.session_call("Heartbeat", ctx.session_id("never"))
-    ctx.require(status is None, f"Heartbeat ended with status {status}")
+    """Heartbeat of a session never initialised answers session_valid=false."""
+    reply = _session_answer(ctx, "Heartbeat", ctx.session_id("never"))
     ctx.require(not reply.session_valid, "session_valid=true for a session nobody initialised")
 
 
 # -- §9.11 ping, §9.12 deadlines, §9.13 size ---------------------------------------
 
 
-@_case(
-    "ping.rpc",
-    section="9.11.1",
-    level="required",
-    requirement="Ping answers with status OK; server_time is the current time.",
-)
+@_case("ping.rpc", section="9.11.1", level="required")
 def ping_rpc(ctx: BridgeServiceCaseContext) -> None:
+    """Ping answers with status OK; server_time is the current time."""
     reply = ctx.ping("snakepit-harness")
     seconds = reply.server_time.seconds + reply.server_time.nanos / 1e9
     ctx.recommend(
@@ -1047,14 +882,9 @@ def ping_rpc(ctx: BridgeServiceCaseContext) -> None:
     )
 
 
-@_case(
-    "deadlines.responsive",
-    section="9.12.1",
-    level="recommended",
-    timeout=30,
-    requirement="While a call waits for a slow host callback, the worker answers Ping within 1 s.",
-)
+@_case("deadlines.responsive", section="9.12.1", level="recommended", timeout=30)
 def deadlines_responsive(ctx: BridgeServiceCaseContext) -> None:
+    """While a call waits for a slow host callback, the worker answers Ping within 1 s."""
     from snakepit_harness.transports.bridge_service import build_tool_request
     from snakepit_harness.transports.grpc import GrpcStatusError
 
@@ -1099,14 +929,9 @@ def _quietly(call: Callable[[], Any]) -> None:
         call()
 
 
-@_case(
-    "limits.large-request",
-    section="9.13.1",
-    level="recommended",
-    timeout=60,
-    requirement="The worker accepts ExecuteTool requests of 16 MiB.",
-)
+@_case("limits.large-request", section="9.13.1", level="recommended", timeout=60)
 def limits_large_request(ctx: BridgeServiceCaseContext) -> None:
+    """The worker accepts ExecuteTool requests of 16 MiB."""
     payload = "x" * (16 * MIB - 256)
     _, status = ctx.execute(NO_SUCH_TOOL, {"payload": payload}, allow_status=True)
     # Any answer about the tool means the request got in; these mean it did not.
@@ -1128,43 +953,25 @@ def _terminated(ctx: BridgeServiceCaseContext) -> Any:
     return ended
 
 
-@_case(
-    "lifecycle.sigterm-exit",
-    section="9.14.1",
-    level="required",
-    bridge=BridgeUse.FRESH,
-    timeout=BRIDGE_SIGTERM_LIMIT + 10,
-    requirement="On SIGTERM the worker exits within 6 s.",
-)
+@_sigterm_case("lifecycle.sigterm-exit", section="9.14.1", level="required")
 def lifecycle_sigterm_exit(ctx: BridgeServiceCaseContext) -> None:
+    """On SIGTERM the worker exits within 6 s."""
     ended = _terminated(ctx)
     ctx.require(ended is not None, f"still running {BRIDGE_SIGTERM_LIMIT:.0f} s after SIGTERM")
 
 
-@_case(
-    "lifecycle.sigterm-status",
-    section="9.14.1",
-    level="recommended",
-    bridge=BridgeUse.FRESH,
-    timeout=BRIDGE_SIGTERM_LIMIT + 10,
-    requirement="After SIGTERM the worker exits with status 0.",
-)
+@_sigterm_case("lifecycle.sigterm-status", section="9.14.1", level="recommended")
 def lifecycle_sigterm_status(ctx: BridgeServiceCaseContext) -> None:
+    """After SIGTERM the worker exits with status 0."""
     ended = _terminated(ctx)
     if ended is None:
         ctx.skip("it did not exit (lifecycle.sigterm-exit says so)")
     ctx.recommend(ended.returncode == 0, f"exited after SIGTERM with {ended.describe()}")
 
 
-@_case(
-    "lifecycle.no-orphans",
-    section="9.14.1",
-    level="required",
-    bridge=BridgeUse.FRESH,
-    timeout=BRIDGE_SIGTERM_LIMIT + 10,
-    requirement="After SIGTERM no process the worker started outlives it.",
-)
+@_sigterm_case("lifecycle.no-orphans", section="9.14.1", level="required")
 def lifecycle_no_orphans(ctx: BridgeServiceCaseContext) -> None:
+    """After SIGTERM no process the worker started outlives it."""
     ended = _terminated(ctx)
     if ended is None:
         ctx.skip("it did not exit (lifecycle.sigterm-exit says so)")
@@ -1191,10 +998,9 @@ def _command_line(pid: int) -> str:
     level="recommended",
     bridge=BridgeUse.RAW,
     timeout=BRIDGE_READY_LIMIT + 10,
-    requirement="With heartbeats enabled the worker sends Heartbeat for its session every "
-    "interval_ms.",
 )
 def heartbeat_sends(ctx: BridgeServiceCaseContext) -> None:
+    """With heartbeats enabled the worker sends Heartbeat for its session every interval_ms."""
     ctx.launch(heartbeat=FAST_BEATS)
     session = ctx.session_id()
     began = time.monotonic()
@@ -1215,10 +1021,11 @@ def heartbeat_sends(ctx: BridgeServiceCaseContext) -> None:
     level="required",
     bridge=BridgeUse.RAW,
     timeout=BRIDGE_READY_LIMIT + HOST_LOSS_BEATS.host_loss_limit() + 10,
-    requirement="A dependent worker exits once its host is gone, within the time its "
-    "heartbeat config allows.",
 )
 def lifecycle_host_loss(ctx: BridgeServiceCaseContext) -> None:
+    """A dependent worker exits once its host is gone, within the time its heartbeat config
+    allows.
+    """
     worker = ctx.launch(heartbeat=HOST_LOSS_BEATS)
     session = ctx.session_id()
     _trigger(ctx, session)

@@ -31,14 +31,13 @@ import json
 import re
 import signal
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from snakepit_harness.errors import RemoteProtocolError, TransportError
 from snakepit_harness.protocol import GRPC_READY_LIMIT, GRPC_SIGTERM_LIMIT, READY_PREFIX
 
-from ..model import BridgeUse, CaseFailed, CaseFn, Grade
-from ..registry import case
+from ..model import BridgeUse, CaseFailed, Grade
+from ._transport import TransportCases
 
 if TYPE_CHECKING:  # the driver imports grpc; the cases must load without it
     from ..drivers.grpc import GrpcCaseContext
@@ -60,27 +59,11 @@ STDOUT_SETTLE: Final = 0.3
 TIMESTAMP_SLACK_NS: Final = 300 * 10**9
 
 
-def _grpc_case(
-    case_id: str,
-    *,
-    section: str,
-    level: str,
-    requirement: str,
-    bridge: BridgeUse = BridgeUse.SHARED,
-    gate: bool = False,
-    timeout: float | None = None,
-) -> Callable[[CaseFn], CaseFn]:
-    return case(
-        case_id,
-        section=section,
-        level=level,
-        profiles=GRPC,
-        requirement=requirement,
-        transport="grpc",
-        bridge=bridge,
-        gate=gate,
-        timeout=timeout,
-    )
+_grpc_case: Final = TransportCases("grpc", GRPC)
+# Start-up cases start the bridge themselves: §8.2's 10 s for the ready line, and 5 s more.
+_startup_case: Final = _grpc_case.preset(bridge=BridgeUse.RAW, timeout=READY_WITHIN + 5)
+# The SIGTERM case signals a bridge of its own and waits out §8.10's limit, and 5 s more.
+_sigterm_case: Final = _grpc_case.preset(bridge=BridgeUse.FRESH, timeout=SIGTERM_EXIT_WITHIN + 5)
 
 
 def _json_or_none(raw: bytes) -> Any:
@@ -93,17 +76,11 @@ def _json_or_none(raw: bytes) -> Any:
 # -- §8.2 start-up ---------------------------------------------------------------
 
 
-@_grpc_case(
-    "grpc.startup.ready-line",
-    section="8.2",
-    level="required",
-    bridge=BridgeUse.RAW,
-    gate=True,
-    timeout=READY_WITHIN + 5,
-    requirement="Once serving, the bridge prints exactly one stdout line "
-    "GRPC_SERVER_READY_ON_PORT=<port>, flushed, within 10 s.",
-)
+@_startup_case("grpc.startup.ready-line", section="8.2", level="required", gate=True)
 def startup_ready_line(ctx: GrpcCaseContext) -> None:
+    """Once serving, the bridge prints exactly one stdout line GRPC_SERVER_READY_ON_PORT=<port>,
+    flushed, within 10 s.
+    """
     try:
         bridge = ctx.start()
     except TransportError:
@@ -129,16 +106,11 @@ def startup_ready_line(ctx: GrpcCaseContext) -> None:
     ctx.require(lines == ready, f"stdout must hold only the ready line; it also has {lines!r}")
 
 
-@_grpc_case(
-    "grpc.startup.serving-when-ready",
-    section="8.2",
-    level="required",
-    bridge=BridgeUse.RAW,
-    timeout=READY_WITHIN + 5,
-    requirement="The ready line comes only once the server is serving: a call made "
-    "right after it is answered.",
-)
+@_startup_case("grpc.startup.serving-when-ready", section="8.2", level="required")
 def startup_serving_when_ready(ctx: GrpcCaseContext) -> None:
+    """The ready line comes only once the server is serving: a call made right after it is
+    answered.
+    """
     bridge = ctx.start()
     ctx.require(
         bridge.ready_probe is None,
@@ -147,13 +119,9 @@ def startup_serving_when_ready(ctx: GrpcCaseContext) -> None:
     )
 
 
-@_grpc_case(
-    "grpc.startup.loopback",
-    section="8.2",
-    level="recommended",
-    requirement="Without --host the bridge listens on 127.0.0.1 only, not on all interfaces.",
-)
+@_grpc_case("grpc.startup.loopback", section="8.2", level="recommended")
 def startup_loopback(ctx: GrpcCaseContext) -> None:
+    """Without --host the bridge listens on 127.0.0.1 only, not on all interfaces."""
     ctx.need_process()
     if any(arg == "--host" or arg.startswith("--host=") for arg in ctx.bridge.argv):
         ctx.skip("the command line chooses the address with --host")
@@ -172,13 +140,9 @@ def startup_loopback(ctx: GrpcCaseContext) -> None:
 # -- §8.4 Execute, §6 over gRPC ------------------------------------------------------
 
 
-@_grpc_case(
-    "grpc.execute.request-id",
-    section="8.4",
-    level="required",
-    requirement="Execute echoes request_id, on success and on failure.",
-)
+@_grpc_case("grpc.execute.request-id", section="8.4", level="required")
 def execute_request_id(ctx: GrpcCaseContext) -> None:
+    """Execute echoes request_id, on success and on failure."""
     for command in ("ping", "no_such_command_xyz"):
         rid = f"rid-{command}-{time.monotonic_ns()}"
         reply = ctx.execute(command, {}, request_id=rid)
@@ -188,13 +152,9 @@ def execute_request_id(ctx: GrpcCaseContext) -> None:
         )
 
 
-@_grpc_case(
-    "grpc.execute.timestamp",
-    section="8.4",
-    level="recommended",
-    requirement="ExecuteResponse.timestamp is in nanoseconds since the epoch.",
-)
+@_grpc_case("grpc.execute.timestamp", section="8.4", level="recommended")
 def execute_timestamp(ctx: GrpcCaseContext) -> None:
+    """ExecuteResponse.timestamp is in nanoseconds since the epoch."""
     before = time.time_ns()
     reply = ctx.execute("ping")
     after = time.time_ns()
@@ -204,14 +164,9 @@ def execute_timestamp(ctx: GrpcCaseContext) -> None:
     )
 
 
-@_grpc_case(
-    "grpc.execute.ping",
-    section="6.1",
-    level="required",
-    gate=True,  # a bridge that cannot answer ping would cost every case a deadline
-    requirement='ping over Execute answers success=true with result status "ok".',
-)
+@_grpc_case("grpc.execute.ping", section="6.1", level="required", gate=True)
 def execute_ping(ctx: GrpcCaseContext) -> None:
+    """ping over Execute answers success=true with result status "ok"."""
     reply = ctx.execute("ping", {"worker_id": "conformance"})
     ctx.require(reply.success, f"ping failed: {reply.error!r}")
     result = ctx.decode(reply.result)
@@ -233,13 +188,9 @@ ECHO_ARGS: Final = {
 }
 
 
-@_grpc_case(
-    "grpc.execute.echo",
-    section="6.2",
-    level="required",
-    requirement="echo over Execute returns echoed deep-equal to the args.",
-)
+@_grpc_case("grpc.execute.echo", section="6.2", level="required")
 def execute_echo(ctx: GrpcCaseContext) -> None:
+    """echo over Execute returns echoed deep-equal to the args."""
     reply = ctx.execute("echo", ECHO_ARGS)
     ctx.require(reply.success, f"echo failed: {reply.error!r}")
     result = ctx.decode(reply.result)
@@ -251,13 +202,9 @@ def execute_echo(ctx: GrpcCaseContext) -> None:
     ctx.require(sent_back == ECHO_ARGS, f"echoed {echoed!r} differs from the args {ECHO_ARGS!r}")
 
 
-@_grpc_case(
-    "grpc.execute.compute",
-    section="6.3",
-    level="required",
-    requirement="compute over Execute does the arithmetic (divide is true division).",
-)
+@_grpc_case("grpc.execute.compute", section="6.3", level="required")
 def execute_compute(ctx: GrpcCaseContext) -> None:
+    """compute over Execute does the arithmetic (divide is true division)."""
     for operation, a, b, expected in (("add", 2, 3, 5), ("divide", 7, 2, 3.5)):
         reply = ctx.execute("compute", {"operation": operation, "a": a, "b": b})
         ctx.require(reply.success, f"compute {operation} failed: {reply.error!r}")
@@ -265,13 +212,9 @@ def execute_compute(ctx: GrpcCaseContext) -> None:
         ctx.require(result == expected, f"compute {operation} {a} {b} gave {result!r}")
 
 
-@_grpc_case(
-    "grpc.execute.info",
-    section="6.4",
-    level="required",
-    requirement="The info command lists every command the bridge answers.",
-)
+@_grpc_case("grpc.execute.info", section="6.4", level="required")
 def execute_info(ctx: GrpcCaseContext) -> None:
+    """The info command lists every command the bridge answers."""
     reply = ctx.execute("info")
     ctx.require(reply.success, f"info failed: {reply.error!r}")
     info = ctx.decode(reply.result).get("bridge_info")
@@ -284,27 +227,20 @@ def execute_info(ctx: GrpcCaseContext) -> None:
     ctx.require(not missing, f"supported_commands lacks {missing}")
 
 
-@_grpc_case(
-    "grpc.execute.unknown-command",
-    section="8.4",
-    level="required",
-    requirement="An unknown command answers success=false with a non-empty error.",
-)
+@_grpc_case("grpc.execute.unknown-command", section="8.4", level="required")
 def execute_unknown_command(ctx: GrpcCaseContext) -> None:
+    """An unknown command answers success=false with a non-empty error."""
     reply = ctx.execute("no_such_command_xyz")
     ctx.require(not reply.success, "an unknown command answered success=true")
     ctx.require(reply.error, "success=false without an error text")
     ctx.require(ctx.execute("ping").success, "the bridge stopped answering ping afterwards")
 
 
-@_grpc_case(
-    "grpc.execute.handler-failure",
-    section="8.4",
-    level="required",
-    requirement="A failing command (division by zero) answers success=false with an error "
-    "and the bridge keeps serving.",
-)
+@_grpc_case("grpc.execute.handler-failure", section="8.4", level="required")
 def execute_handler_failure(ctx: GrpcCaseContext) -> None:
+    """A failing command (division by zero) answers success=false with an error and the bridge
+    keeps serving.
+    """
     reply = ctx.execute("compute", {"operation": "divide", "a": 1, "b": 0})
     ctx.require(not reply.success, "division by zero answered success=true")
     ctx.require(reply.error, "success=false without an error text")
@@ -314,14 +250,11 @@ def execute_handler_failure(ctx: GrpcCaseContext) -> None:
 # -- §8.3 values ------------------------------------------------------------------
 
 
-@_grpc_case(
-    "grpc.values.json-args",
-    section="8.3",
-    level="required",
-    requirement="The bridge decodes each args value as JSON (numbers arrive as numbers, "
-    "quoted strings as strings).",
-)
+@_grpc_case("grpc.values.json-args", section="8.3", level="required")
 def values_json_args(ctx: GrpcCaseContext) -> None:
+    """The bridge decodes each args value as JSON (numbers arrive as numbers, quoted strings as
+    strings).
+    """
     reply = ctx.execute("compute", {"operation": "multiply", "a": 6, "b": 7})
     ctx.require(
         reply.success,
@@ -337,13 +270,9 @@ def values_json_args(ctx: GrpcCaseContext) -> None:
     )
 
 
-@_grpc_case(
-    "grpc.values.json-results",
-    section="8.3",
-    level="recommended",
-    requirement="Result values are JSON texts (strings quoted).",
-)
+@_grpc_case("grpc.values.json-results", section="8.3", level="recommended")
 def values_json_results(ctx: GrpcCaseContext) -> None:
+    """Result values are JSON texts (strings quoted)."""
     reply = ctx.execute("ping")
     ctx.require(reply.success, f"ping failed: {reply.error!r}")
     not_json = [
@@ -356,14 +285,11 @@ def values_json_results(ctx: GrpcCaseContext) -> None:
     )
 
 
-@_grpc_case(
-    "grpc.values.raw-bytes",
-    section="8.3",
-    level="recommended",
-    requirement="Raw non-JSON bytes in args are accepted (passed to the command as bytes): "
-    "the call completes and the bridge keeps serving.",
-)
+@_grpc_case("grpc.values.raw-bytes", section="8.3", level="recommended")
 def values_raw_bytes(ctx: GrpcCaseContext) -> None:
+    """Raw non-JSON bytes in args are accepted (passed to the command as bytes): the call completes
+    and the bridge keeps serving.
+    """
     reply = ctx.execute("echo", {"blob": b"\x00\xff\xfe raw \x80"})
     ctx.require(reply.success or reply.error, "success=false without an error text")
     ctx.require(ctx.execute("ping").success, "the bridge stopped answering ping afterwards")
@@ -372,14 +298,9 @@ def values_raw_bytes(ctx: GrpcCaseContext) -> None:
 # -- §8.5 streaming -------------------------------------------------------------------
 
 
-@_grpc_case(
-    "grpc.stream.ping-stream",
-    section="8.5",
-    level="required",
-    requirement="ping_stream {count} yields count data messages {ping_number, message}, "
-    "then the final one.",
-)
+@_grpc_case("grpc.stream.ping-stream", section="8.5", level="required")
 def stream_ping_stream(ctx: GrpcCaseContext) -> None:
+    """ping_stream {count} yields count data messages {ping_number, message}, then the final one."""
     count = 3
     messages, _ = ctx.stream("ping_stream", {"count": count})
     # Data messages are the ones with a ping_number: which message carries
@@ -394,13 +315,9 @@ def stream_ping_stream(ctx: GrpcCaseContext) -> None:
         ctx.require("message" in chunk, f"ping {number} lacks message: {chunk!r}")
 
 
-@_grpc_case(
-    "grpc.stream.chunk-index",
-    section="8.5",
-    level="required",
-    requirement="Stream messages carry chunk_index 0, 1, 2, ... in order.",
-)
+@_grpc_case("grpc.stream.chunk-index", section="8.5", level="required")
 def stream_chunk_index(ctx: GrpcCaseContext) -> None:
+    """Stream messages carry chunk_index 0, 1, 2, ... in order."""
     messages, _ = ctx.stream("ping_stream", {"count": 4})
     indexes = [m.chunk_index for m in messages]
     ctx.require(
@@ -409,13 +326,9 @@ def stream_chunk_index(ctx: GrpcCaseContext) -> None:
     )
 
 
-@_grpc_case(
-    "grpc.stream.final-message",
-    section="8.5",
-    level="required",
-    requirement="Exactly one stream message has is_final=true, and it is the last.",
-)
+@_grpc_case("grpc.stream.final-message", section="8.5", level="required")
 def stream_final_message(ctx: GrpcCaseContext) -> None:
+    """Exactly one stream message has is_final=true, and it is the last."""
     messages, _ = ctx.stream("ping_stream", {"count": 3})
     finals = [i for i, m in enumerate(messages) if m.is_final]
     ctx.require(messages, "the stream ended without any message")
@@ -424,14 +337,11 @@ def stream_final_message(ctx: GrpcCaseContext) -> None:
     ctx.require(finals[0] == len(messages) - 1, "the final message is not the last one")
 
 
-@_grpc_case(
-    "grpc.stream.non-streaming",
-    section="8.5",
-    level="required",
-    requirement="A non-streaming command over ExecuteStream answers with one final message "
-    "carrying its Execute result.",
-)
+@_grpc_case("grpc.stream.non-streaming", section="8.5", level="required")
 def stream_non_streaming(ctx: GrpcCaseContext) -> None:
+    """A non-streaming command over ExecuteStream answers with one final message carrying its
+    Execute result.
+    """
     messages, _ = ctx.stream("compute", {"operation": "add", "a": 20, "b": 22})
     ctx.require(len(messages) == 1, f"{len(messages)} messages, not one")
     only = messages[0]
@@ -441,14 +351,11 @@ def stream_non_streaming(ctx: GrpcCaseContext) -> None:
     ctx.require(result == 42, f"the chunk's result is {result!r}, not compute's 42")
 
 
-@_grpc_case(
-    "grpc.stream.error-final",
-    section="8.5",
-    level="required",
-    requirement="An error ends the stream with a final message whose error is set "
-    "(not a bare gRPC error status).",
-)
+@_grpc_case("grpc.stream.error-final", section="8.5", level="required")
 def stream_error_final(ctx: GrpcCaseContext) -> None:
+    """An error ends the stream with a final message whose error is set (not a bare gRPC error
+    status).
+    """
     messages, status = ctx.stream("no_such_command_xyz", {}, allow_status=True)
     ctx.require(
         status is None,
@@ -459,27 +366,18 @@ def stream_error_final(ctx: GrpcCaseContext) -> None:
     ctx.require(last.is_final and last.error, "the last message is not final with error set")
 
 
-@_grpc_case(
-    "grpc.stream.request-id",
-    section="8.5",
-    level="recommended",
-    requirement="Stream messages echo the request_id.",
-)
+@_grpc_case("grpc.stream.request-id", section="8.5", level="recommended")
 def stream_request_id(ctx: GrpcCaseContext) -> None:
+    """Stream messages echo the request_id."""
     rid = ctx.request_id()
     messages, _ = ctx.stream("ping_stream", {"count": 2}, request_id=rid)
     wrong = [m.request_id for m in messages if m.request_id != rid]
     ctx.require(not wrong, f"request_id {rid!r} came back as {wrong}")
 
 
-@_grpc_case(
-    "grpc.stream.cancel",
-    section="8.5",
-    level="recommended",
-    timeout=20,
-    requirement="When the client cancels a stream the bridge stops producing and keeps serving.",
-)
+@_grpc_case("grpc.stream.cancel", section="8.5", level="recommended", timeout=20)
 def stream_cancel(ctx: GrpcCaseContext) -> None:
+    """When the client cancels a stream the bridge stops producing and keeps serving."""
     observable = "stream_stats" in ctx.supported_commands()
     before = ctx.decode(ctx.execute("stream_stats").result) if observable else {}
     call = ctx.open_stream("ping_stream", {"count": 100_000, "interval": 0.01})
@@ -512,13 +410,9 @@ def stream_cancel(ctx: GrpcCaseContext) -> None:
 # -- §8.6 sessions ---------------------------------------------------------------------
 
 
-@_grpc_case(
-    "grpc.session.execute",
-    section="8.6",
-    level="required",
-    requirement="ExecuteInSession works as Execute (success, result, request_id echoed).",
-)
+@_grpc_case("grpc.session.execute", section="8.6", level="required")
 def session_execute(ctx: GrpcCaseContext) -> None:
+    """ExecuteInSession works as Execute (success, result, request_id echoed)."""
     # Judged against plain Execute, so a defect both share is left to its own case.
     plain_id, session_rid = ctx.request_id(), ctx.request_id()
     plain = ctx.execute("ping", request_id=plain_id)
@@ -531,13 +425,9 @@ def session_execute(ctx: GrpcCaseContext) -> None:
     )
 
 
-@_grpc_case(
-    "grpc.session.stream",
-    section="8.6",
-    level="required",
-    requirement="ExecuteInSessionStream works as ExecuteStream.",
-)
+@_grpc_case("grpc.session.stream", section="8.6", level="required")
 def session_stream(ctx: GrpcCaseContext) -> None:
+    """ExecuteInSessionStream works as ExecuteStream."""
     # Judged against plain ExecuteStream, so a defect both share is left to its own case.
     plain, _ = ctx.stream("ping_stream", {"count": 2})
     messages, _ = ctx.stream("ping_stream", {"count": 2}, session_id="conformance-session-1")
@@ -554,13 +444,9 @@ def session_stream(ctx: GrpcCaseContext) -> None:
     )
 
 
-@_grpc_case(
-    "grpc.session.session-id",
-    section="8.6",
-    level="recommended",
-    requirement="The session_id is passed to the command (it appears in echo's args).",
-)
+@_grpc_case("grpc.session.session-id", section="8.6", level="recommended")
 def session_session_id(ctx: GrpcCaseContext) -> None:
+    """The session_id is passed to the command (it appears in echo's args)."""
     reply = ctx.execute("echo", {"x": 1}, session_id="conformance-session-2")
     ctx.require(reply.success, f"echo in a session failed: {reply.error!r}")
     echoed = ctx.decode(reply.result).get("echoed")
@@ -570,13 +456,9 @@ def session_session_id(ctx: GrpcCaseContext) -> None:
     )
 
 
-@_grpc_case(
-    "grpc.session.store-scoped",
-    section="8.6",
-    level="recommended",
-    requirement="State held by commands (the §7.3 store) is scoped by session_id.",
-)
+@_grpc_case("grpc.session.store-scoped", section="8.6", level="recommended")
 def session_store_scoped(ctx: GrpcCaseContext) -> None:
+    """State held by commands (the §7.3 store) is scoped by session_id."""
     commands = ctx.supported_commands()
     if not {"store", "retrieve"} <= commands:
         ctx.skip("the bridge has no store/retrieve commands (serve the enhanced adapter)")
@@ -589,13 +471,9 @@ def session_store_scoped(ctx: GrpcCaseContext) -> None:
     ctx.require(not other.success, "another session could retrieve the stored object")
 
 
-@_grpc_case(
-    "grpc.session.active-sessions",
-    section="8.8",
-    level="recommended",
-    requirement="GetInfo stats count the sessions in use (active_sessions).",
-)
+@_grpc_case("grpc.session.active-sessions", section="8.8", level="recommended")
 def session_active_sessions(ctx: GrpcCaseContext) -> None:
+    """GetInfo stats count the sessions in use (active_sessions)."""
     for session in ("conformance-active-1", "conformance-active-2"):
         ctx.execute("ping", session_id=session)
     info = ctx.get_info(include_capabilities=False, include_stats=True)
@@ -609,13 +487,9 @@ def session_active_sessions(ctx: GrpcCaseContext) -> None:
 # -- §8.7 health ---------------------------------------------------------------------------
 
 
-@_grpc_case(
-    "grpc.health.rpc",
-    section="8.7",
-    level="required",
-    requirement="Health answers healthy=true, echoes worker_id, and uptime_ms does not decrease.",
-)
+@_grpc_case("grpc.health.rpc", section="8.7", level="required")
 def health_rpc(ctx: GrpcCaseContext) -> None:
+    """Health answers healthy=true, echoes worker_id, and uptime_ms does not decrease."""
     first = ctx.health("conformance-worker")
     second = ctx.health("conformance-worker")
     ctx.require(first.healthy and second.healthy, "healthy is false while serving")
@@ -629,13 +503,9 @@ def health_rpc(ctx: GrpcCaseContext) -> None:
     )
 
 
-@_grpc_case(
-    "grpc.health.total-requests",
-    section="8.7",
-    level="recommended",
-    requirement="Health.total_requests counts executed requests.",
-)
+@_grpc_case("grpc.health.total-requests", section="8.7", level="recommended")
 def health_total_requests(ctx: GrpcCaseContext) -> None:
+    """Health.total_requests counts executed requests."""
     before = ctx.health().total_requests
     for _ in range(3):
         ctx.execute("ping")
@@ -643,13 +513,9 @@ def health_total_requests(ctx: GrpcCaseContext) -> None:
     ctx.require(after >= before + 3, f"total_requests went from {before} to {after} over 3 calls")
 
 
-@_grpc_case(
-    "grpc.health.standard",
-    section="8.7",
-    level="recommended",
-    requirement="The standard grpc.health.v1.Health service reports SERVING.",
-)
+@_grpc_case("grpc.health.standard", section="8.7", level="recommended")
 def health_standard(ctx: GrpcCaseContext) -> None:
+    """The standard grpc.health.v1.Health service reports SERVING."""
     status = ctx.status_of("grpc.health.v1 Check", lambda: ctx.health_v1(""))
     ctx.require(status is None, f"grpc.health.v1 Check failed: {status!r}")
     ctx.require(ctx.health_v1("") == "SERVING", "grpc.health.v1 does not report SERVING")
@@ -658,14 +524,11 @@ def health_standard(ctx: GrpcCaseContext) -> None:
 # -- §8.8 GetInfo ----------------------------------------------------------------------------
 
 
-@_grpc_case(
-    "grpc.info.commands",
-    section="8.8",
-    level="required",
-    requirement="GetInfo gives worker_type, version and supported_commands listing every "
-    "command (the generic ones and ping_stream included).",
-)
+@_grpc_case("grpc.info.commands", section="8.8", level="required")
 def info_commands(ctx: GrpcCaseContext) -> None:
+    """GetInfo gives worker_type, version and supported_commands listing every command (the generic
+    ones and ping_stream included).
+    """
     info = ctx.get_info(include_capabilities=False, include_stats=False)
     ctx.require(info.worker_type, "worker_type is empty")
     ctx.require(info.version, "version is empty")
@@ -673,13 +536,9 @@ def info_commands(ctx: GrpcCaseContext) -> None:
     ctx.require(not missing, f"supported_commands lacks {missing}")
 
 
-@_grpc_case(
-    "grpc.info.stats",
-    section="8.8",
-    level="recommended",
-    requirement="GetInfo with include_stats returns stats.",
-)
+@_grpc_case("grpc.info.stats", section="8.8", level="recommended")
 def info_stats(ctx: GrpcCaseContext) -> None:
+    """GetInfo with include_stats returns stats."""
     ctx.execute("ping")
     info = ctx.get_info(include_capabilities=False, include_stats=True)
     ctx.require(info.HasField("stats"), "no stats although include_stats was set")
@@ -689,13 +548,9 @@ def info_stats(ctx: GrpcCaseContext) -> None:
     )
 
 
-@_grpc_case(
-    "grpc.info.capabilities",
-    section="8.8",
-    level="recommended",
-    requirement="GetInfo with include_capabilities returns capabilities.",
-)
+@_grpc_case("grpc.info.capabilities", section="8.8", level="recommended")
 def info_capabilities(ctx: GrpcCaseContext) -> None:
+    """GetInfo with include_capabilities returns capabilities."""
     info = ctx.get_info(include_capabilities=True, include_stats=False)
     ctx.require(len(info.capabilities) > 0, "no capabilities although include_capabilities was set")
 
@@ -703,14 +558,9 @@ def info_capabilities(ctx: GrpcCaseContext) -> None:
 # -- §8.9 limits -------------------------------------------------------------------------------
 
 
-@_grpc_case(
-    "grpc.limits.large-request",
-    section="8.9",
-    level="recommended",
-    timeout=60,
-    requirement="A 16 MiB request message is accepted.",
-)
+@_grpc_case("grpc.limits.large-request", section="8.9", level="recommended", timeout=60)
 def limits_large_request(ctx: GrpcCaseContext) -> None:
+    """A 16 MiB request message is accepted."""
     payload = "x" * (16 * MIB)
     status = ctx.status_of(
         "Execute ping with 16 MiB",
@@ -720,14 +570,9 @@ def limits_large_request(ctx: GrpcCaseContext) -> None:
     ctx.require(ctx.execute("ping").success, "the bridge stopped answering afterwards")
 
 
-@_grpc_case(
-    "grpc.limits.timeout-ms",
-    section="8.9",
-    level="recommended",
-    timeout=20,
-    requirement="timeout_ms is honoured: an overrunning call fails with DEADLINE_EXCEEDED.",
-)
+@_grpc_case("grpc.limits.timeout-ms", section="8.9", level="recommended", timeout=20)
 def limits_timeout_ms(ctx: GrpcCaseContext) -> None:
+    """timeout_ms is honoured: an overrunning call fails with DEADLINE_EXCEEDED."""
     timeout_ms = 300
     began = time.monotonic()
     messages, status = ctx.stream(
@@ -751,16 +596,11 @@ def limits_timeout_ms(ctx: GrpcCaseContext) -> None:
 # -- §8.10 SIGTERM --------------------------------------------------------------------------------
 
 
-@_grpc_case(
-    "grpc.lifecycle.sigterm",
-    section="8.10",
-    level="required",
-    bridge=BridgeUse.FRESH,
-    timeout=SIGTERM_EXIT_WITHIN + 5,
-    requirement="On SIGTERM the bridge exits within 5 s (MUST), with status 0 (SHOULD), "
-    "leaving no process behind.",
-)
+@_sigterm_case("grpc.lifecycle.sigterm", section="8.10", level="required")
 def lifecycle_sigterm(ctx: GrpcCaseContext) -> None:
+    """On SIGTERM the bridge exits within 5 s (MUST), with status 0 (SHOULD), leaving no process
+    behind.
+    """
     ctx.require(ctx.execute("ping").success, "ping failed before the signal")
     ctx.event("-> SIGTERM")
     ctx.bridge.send_signal(signal.SIGTERM)
