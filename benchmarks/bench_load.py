@@ -12,8 +12,9 @@ ratio, the generator's CPU per request (every generator process, the locust
 master included, over the window, divided by the requests), and how many runs
 were generator-bound (a process at >= 85% of a CPU).  Each run also measures
 the generator's floor (``generator_floor.py``: a bare gevent loop of writev,
-hub wait, readv against the raw echo, the least a load user can spend), and
-the last lines give the pool-1 raw baseline's µs per request against it.
+hub wait, readv against the raw echo, the least a load user can spend, once
+sleeping in the hub and once polling first), and the last lines give the
+pool-1 raw baseline's µs per request against both.
 
 Read it with the machine in mind: generator processes and bridges share the
 CPUs, so on a small machine a second generator process takes CPU from the
@@ -98,8 +99,8 @@ def sweep(bridge: list[str], pools: list[int], processes: int, duration: float) 
         return rows
 
 
-def floor_us() -> float:
-    """The generator floor's CPU µs per request, measured now in a process of its own."""
+def floor_us() -> dict[str, float]:
+    """The generator floor's CPU µs per request, sleeping and polling, measured now."""
     done = subprocess.run(
         [sys.executable, str(FLOOR_SCRIPT), "--json"],
         capture_output=True,
@@ -108,7 +109,8 @@ def floor_us() -> float:
     )
     if done.returncode != 0:
         raise SystemExit(f"bench_load: the floor measurement failed:\n{done.stderr}")
-    return float(json.loads(done.stdout)["us_per_request"])
+    figures = json.loads(done.stdout)
+    return {wait: float(figure["us_per_request"]) for wait, figure in figures.items()}
 
 
 def _median(values: list[float]) -> float | None:
@@ -180,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         for procs in (1, args.processes)
     }
     load_before = os.getloadavg()[0]
-    floors: list[float] = []
+    floors: list[dict[str, float]] = []
     for run in range(1, args.runs + 1):
         floors.append(floor_us())
         for procs in (1, args.processes):
@@ -193,15 +195,19 @@ def main(argv: list[str] | None = None) -> int:
         f"medians of {args.runs} runs; bridge: {' '.join(bridge)}"
     )
     print(table(cells, pools, args.processes, args.runs))
-    floor = statistics.median(floors)
-    print(f"\ngenerator floor (bare gevent loop, raw echo): {floor:.1f} µs per request")
+    floor = {wait: statistics.median(f[wait] for f in floors) for wait in floors[0]}
+    print(
+        f"\ngenerator floor (bare gevent loop, raw echo): {floor['sleep']:.1f} µs per request "
+        f"sleeping in the hub, {floor['poll']:.1f} polling first (the pool's default way)"
+    )
     if min(pools) == 1:
         for procs in (1, args.processes):
             measured = _median(cells[1, "baseline", procs].us_per_request)
             if measured is not None:
                 print(
                     f"pool-1 raw baseline, {procs} generator process(es): {measured:.1f} µs "
-                    f"per request = {measured / floor:.2f}x the floor"
+                    f"per request = {measured / floor['poll']:.2f}x the polling floor, "
+                    f"{measured / floor['sleep']:.2f}x the sleeping one"
                 )
     return 0
 

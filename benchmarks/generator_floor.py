@@ -5,8 +5,10 @@
 One greenlet sends the small profile's ping frame to the raw echo baseline
 (``snakepit_harness.loadtests.raw_echo``, 1 MiB pipes) and reads the echo
 back, in a closed loop: ``writev``, a wait on the gevent hub, ``readv``;
-nothing else (no locust, no pool, no checks, no statistics).  It prints the
-requests per second and this process's CPU per request.  A load user cannot
+nothing else (no locust, no pool, no checks, no statistics).  It does so
+twice: sleeping in the hub at once, and polling the pipe for the load pool's
+window first (``loadtests/spin.py``), and prints for each the requests per
+second and this process's CPU per request.  A load user cannot
 do less, so the generator's ``gen µs/req`` at the raw baseline is best read as
 a ratio against this figure, measured on the same machine at the same time
 (``bench_load.py`` does).  Run it in its own process: importing gevent here
@@ -25,6 +27,7 @@ from typing import Final
 
 import gevent
 from gevent import get_hub
+from snakepit_harness.loadtests.spin import SPIN_WINDOW_NS
 
 PIPE_SIZE: Final = 1024 * 1024  # as the load pool asks for (1 MiB frames)
 WARM_UP_REQUESTS: Final = 2000
@@ -38,8 +41,13 @@ def _frame() -> bytes:
     return len(body).to_bytes(4, "big") + body
 
 
-def measure(requests: int) -> tuple[float, float]:
-    """(requests per second, CPU µs per request) of the bare loop."""
+def measure(requests: int, poll_ns: int = 0) -> tuple[float, float]:
+    """(requests per second, CPU µs per request) of the bare loop.
+
+    ``poll_ns`` > 0: poll the pipe that long for each answer before waiting
+    in the hub, as the load pool does where its trials find it cheaper
+    (``loadtests/spin.py``); 0: wait at once.
+    """
     echo = subprocess.Popen(
         [sys.executable, "-m", "snakepit_harness.loadtests.raw_echo"],
         stdin=subprocess.PIPE,
@@ -55,10 +63,20 @@ def measure(requests: int) -> tuple[float, float]:
     buffer = bytearray(64 * 1024)
     figures: list[float] = []
 
+    def poll(window_ns: int) -> int:
+        """Bytes read while polling for up to ``window_ns`` (0 when nothing came)."""
+        until = time.perf_counter_ns() + window_ns
+        while True:
+            try:
+                return os.readv(read_fd, [buffer])
+            except BlockingIOError:
+                if time.perf_counter_ns() >= until:
+                    return 0
+
     def loop(count: int) -> None:
         for _ in range(count):
             os.writev(write_fd, [frame])
-            received = 0
+            received = poll(poll_ns) if poll_ns else 0
             while received < len(frame):
                 hub.wait(readable)
                 try:
@@ -84,13 +102,22 @@ def measure(requests: int) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--requests", type=int, default=40_000)
-    parser.add_argument("--json", action="store_true", help="print {rps, us_per_request}")
+    parser.add_argument(
+        "--json", action="store_true", help="print {sleep: {rps, us_per_request}, poll: {...}}"
+    )
     args = parser.parse_args(argv)
-    rps, us = measure(args.requests)
+    figures = {}
+    for wait, poll_ns in (("sleep", 0), ("poll", SPIN_WINDOW_NS)):
+        rps, us = measure(args.requests, poll_ns)
+        figures[wait] = {"rps": rps, "us_per_request": us}
     if args.json:
-        print(json.dumps({"rps": rps, "us_per_request": us}))
-    else:
-        print(f"generator floor: {rps:,.0f} req/s, {us:.1f} µs of CPU per request")
+        print(json.dumps(figures))
+        return 0
+    for wait, figure in figures.items():
+        print(
+            f"generator floor ({wait}): {figure['rps']:,.0f} req/s, "
+            f"{figure['us_per_request']:.1f} µs of CPU per request"
+        )
     return 0
 
 

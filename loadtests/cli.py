@@ -36,6 +36,8 @@ from snakepit_harness.protocol import ExitCode
 from snakepit_harness.transports.grpc_channel import GrpcStatusError
 
 from .bridge_calls import NoToolsRegistered
+from .point import GENERATOR_POLLS, GENERATOR_WAITS
+from .spin import SPIN_WINDOW_NS
 from .sweep import AUTO, PROTOBUF_TRANSPORTS
 
 if TYPE_CHECKING:
@@ -170,6 +172,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="locust processes generating the load on this host, each driving its share of "
         "the users and of the pool (locust --processes); auto: per point, half the CPUs, "
         "at most the pool size, at least 1 (default: auto)",
+    )
+    parser.add_argument(
+        "--generator-wait",
+        choices=GENERATOR_WAITS,
+        default=GENERATOR_POLLS,
+        help="how a generator process that drives a single stdio worker waits for each "
+        f"answer: poll the pipe for up to {SPIN_WINDOW_NS // 1000} µs before sleeping, where "
+        "trials measure that it costs less CPU (poll), or sleep at once (sleep); see "
+        "docs/load.md (default: poll)",
     )
     service = parser.add_argument_group("bridge-service (Snakepit v0.13 workers)")
     service.add_argument(
@@ -402,6 +413,7 @@ def run_load(args: argparse.Namespace) -> int:
         expect_workers=args.expect_workers,
         master_bind_port=args.master_bind_port,
         generator_processes=args.generator_processes,
+        generator_wait=args.generator_wait,
         host_delays_ms=args.host_delay,
         planned_calls=planned_calls,
     )

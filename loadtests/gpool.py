@@ -64,6 +64,7 @@ from snakepit_harness.transports.stdio import PIPE_SIZE
 
 from .pool import DEFAULT_SHARE, DrainedPipe, PoolError, PoolShare, WorkerPool
 from .profiles import RAW_CODEC, raw_wire_codec
+from .spin import SpinPolicy
 
 __all__ = ["BridgeWorker", "PoolError", "StdioPool"]
 
@@ -106,6 +107,7 @@ class BridgeWorker:
         self._stderr = DrainedPipe(stderr_fd, STDERR_TAIL_BYTES)
         self.closed = False
         self.busy_since_ns = 0  # perf_counter_ns of the request in hand, 0 when idle
+        self.spin: SpinPolicy | None = None  # poll before waiting (see .spin); None: wait
 
     @property
     def pid(self) -> int:
@@ -212,12 +214,39 @@ class BridgeWorker:
         A worker in use is always READY (one that broke framing, or whose
         output ended, is replaced), and a frame left over from before (a
         bridge answering twice) still comes out first, as it would have.
+        With a :class:`~.spin.SpinPolicy` the first read polls the pipe for
+        the policy's window before it waits in the hub.
         """
         connection = self.connection
-        self._fill()
+        spin = self.spin
+        if spin is None or not (window := spin.next_window_ns()) or not self._poll(window, spin):
+            self._fill()
         while (event := connection.next_event()) is NEED_DATA:
             self._fill()
         return event
+
+    def _poll(self, window_ns: int, spin: SpinPolicy) -> bool:
+        """Read stdout without waiting for up to ``window_ns``; True once bytes (or EOF) came.
+
+        Nothing else runs meanwhile (no greenlet switch): the policy is used
+        only where this worker is the process's only one.
+        """
+        out, into, now = self._out, self._read_into, time.perf_counter_ns
+        began = now()
+        until = began + window_ns
+        while True:
+            try:
+                count = os.readv(out, [into])
+            except BlockingIOError:
+                if (ended := now()) < until:
+                    continue
+                spin.heard(False, ended - began)
+                return False
+            except OSError as exc:
+                raise self._crashed(f"stdout read failed: {exc}") from None
+            spin.heard(True, now() - began)
+            self.connection.receive_data(into[:count] if count else b"")
+            return True
 
     def failure(self, event: Event) -> HarnessError:
         """The error an event other than the expected one means."""
@@ -288,10 +317,15 @@ class StdioPool(WorkerPool[BridgeWorker]):
         *,
         select: str = NEGOTIATE,
         share: PoolShare = DEFAULT_SHARE,
+        poll_answers: bool = True,
     ) -> None:
         super().__init__(argv, size, share)
         self.codec = codec
         self.select = select
+        # A process driving one worker has nothing else to do while it waits
+        # for an answer: it polls first (.spin).  With more workers, polling
+        # one would keep the others' answers waiting.
+        self.poll_answers = poll_answers and size == 1
         self.notes: list[str] = []  # what the pool noticed and worked around
         self._watchdog = gevent.spawn(self._watch_deadlines)
 
@@ -307,6 +341,15 @@ class StdioPool(WorkerPool[BridgeWorker]):
         super().close()
         self._watchdog.kill(block=False)
 
+    def poll_counts(self) -> tuple[int, int, float]:
+        """(answers polled for, found by polling, seconds spent polling) over every worker."""
+        policies = [w.spin for w in self.spawned if w.spin is not None]
+        return (
+            sum(p.polls for p in policies),
+            sum(p.hits for p in policies),
+            sum(p.polled_ns for p in policies) / 1e9,
+        )
+
     def spawn_worker(self, index: int) -> BridgeWorker:
         if self.codec == RAW_CODEC:
             mode, offered = raw_wire_codec(), ("json",)
@@ -314,7 +357,10 @@ class StdioPool(WorkerPool[BridgeWorker]):
             mode, offered = NEGOTIATE, (self.codec,)
         else:
             mode, offered = self.codec, ("json",)
-        return BridgeWorker(self.argv, index, mode, offered)
+        worker = BridgeWorker(self.argv, index, mode, offered)
+        if self.poll_answers:
+            worker.spin = SpinPolicy()
+        return worker
 
     def greet(self, worker: BridgeWorker) -> None:
         if worker.connection.codec_mode == NEGOTIATE:

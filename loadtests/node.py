@@ -32,7 +32,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from snakepit_harness.transports.process import cpu_seconds, own_cpu_seconds, rss_bytes
 
 from .hires import LatencyRecord
-from .point import BASELINE_KIND, PointConfig
+from .point import BASELINE_KIND, GENERATOR_POLLS, PointConfig
 from .pool import PoolError, PoolShare, WorkerPool
 from .profiles import RequestTemplate, bytes_as_base64, load_profile, make_templates
 
@@ -144,6 +144,7 @@ class PointRun:
         gevent.sleep(config.warmup_s)
         pids = self.pool.pids()
         self.marks.update(bridge_cpu=cpu_seconds(pids), own_cpu=own_cpu_seconds())
+        self.marks["polls"], self.marks["poll_hits"], self.marks["poll_s"] = _poll_counts(self.pool)
         self.rss_samples = [(0.0, rss_bytes(pids))]
         environment.runner.stats.reset_all()  # a worker's drops its unsent warm-up
         self.window_began = time.perf_counter()
@@ -179,6 +180,7 @@ class PointRun:
         pids = pool.pids()
         bridge_cpu = cpu_seconds(pids) - self.marks["bridge_cpu"]
         own_cpu = own_cpu_seconds() - self.marks["own_cpu"]
+        polls, hits, polled_s = _poll_counts(pool)
         if self.rss_samples[-1][0] < window - 0.5:
             self.rss_samples.append((window, rss_bytes(pids)))
         self.final = {
@@ -192,6 +194,12 @@ class PointRun:
             "restarts": pool.restarts,
             "stderr_tails": [tail for tail in pool.stderr_tails() if tail.strip()][:3],
             "notes": list(getattr(pool, "notes", [])),
+            "answers_polled": polls - self.marks["polls"],
+            "answers_found_polling": hits - self.marks["poll_hits"],
+            # CPU spent polling for answers: idle time in disguise, not work.
+            "loadgen_busy_pct": 100.0 * (own_cpu - (polled_s - self.marks["poll_s"])) / window
+            if window > 0
+            else 0.0,
         }
         if not self._ship_final(environment.runner):
             self.locust_total = _locust_total(environment)
@@ -281,8 +289,10 @@ class PointRun:
             bridge_cpu_pct=sum(f["bridge_cpu_pct"] for f in good),
             loadgen_cpu_pct=max(f["loadgen_cpu_pct"] for f in good),
             loadgen_cpu_pct_per_node=[f["loadgen_cpu_pct"] for f in good],
+            loadgen_busy_pct_per_node=[f.get("loadgen_busy_pct") for f in good],
             coordinator_cpu_pct=coordinator_pct,
             generator_cpu_us_per_request=1e6 * generator_cpu / requests if requests else None,
+            answers_polled_share=_polled_share(good, requests),
             idle_processes=sum(1 for f in good if f.get("workers") == 0),
             rss_samples=_sum_rss([f["rss_samples"] for f in good]),
             restarts=sum(f["restarts"] for f in good),
@@ -301,7 +311,14 @@ def _stdio_pool(run: PointRun, config: PointConfig, size: int, share: PoolShare)
     from .gpool import StdioPool
 
     run.templates = make_templates(config.payload, config.codec)
-    return StdioPool(config.bridge_cmd, size, config.codec, select=config.codec_select, share=share)
+    return StdioPool(
+        config.bridge_cmd,
+        size,
+        config.codec,
+        select=config.codec_select,
+        share=share,
+        poll_answers=config.generator_wait == GENERATOR_POLLS,
+    )
 
 
 def _grpc_pool(run: PointRun, config: PointConfig, size: int, share: PoolShare) -> Any:
@@ -382,3 +399,25 @@ def _sum_rss(per_node: list[list[Any]]) -> list[list[float]]:
 
 def is_master(environment: Any) -> bool:
     return isinstance(environment.runner, MasterRunner)
+
+
+def _poll_counts(pool: Any) -> tuple[int, int, float]:
+    """A stdio pool's (answers polled for, found by polling, seconds polling) so far.
+
+    (0, 0, 0.0) for pools that never poll (gRPC, bridge-service).
+    """
+    counts = getattr(pool, "poll_counts", None)
+    return counts() if counts is not None else (0, 0, 0.0)
+
+
+def _polled_share(finals: list[dict[str, Any]], requests: int) -> float | None:
+    """The share of the window's requests whose answer the generator found by polling.
+
+    None when no generator process polled (more than one worker each, gRPC,
+    ``--generator-wait sleep``): the figure explains ``gen µs/req``.
+    """
+    polled = sum(f.get("answers_polled", 0) for f in finals)
+    if not polled or not requests:
+        return None
+    found: int = sum(f.get("answers_found_polling", 0) for f in finals)
+    return min(1.0, found / requests)

@@ -18,6 +18,9 @@ from typing import Final
 __all__ = [
     "BASELINE_KIND",
     "BRIDGE_KIND",
+    "GENERATOR_POLLS",
+    "GENERATOR_SLEEPS",
+    "GENERATOR_WAITS",
     "PointConfig",
     "baseline_command",
     "describe_point",
@@ -25,6 +28,11 @@ __all__ = [
 
 BRIDGE_KIND: Final = "bridge"
 BASELINE_KIND: Final = "baseline"
+# How a generator process that drives one stdio worker waits for an answer
+# (PointConfig.generator_wait): poll the pipe first (.spin), or sleep at once.
+GENERATOR_POLLS: Final = "poll"
+GENERATOR_SLEEPS: Final = "sleep"
+GENERATOR_WAITS: Final = (GENERATOR_POLLS, GENERATOR_SLEEPS)
 
 
 BASELINE_MODULES: Final = {
@@ -80,6 +88,7 @@ class PointConfig:
     # whole pool of their own.
     generator_processes: int = 1
     split_pool: bool = False
+    generator_wait: str = GENERATOR_POLLS
     # bridge-service: the file holding the serialised ExecuteToolRequest
     # every call sends (written by the sweep for the point), the tool it
     # names, the host emulator the workers call back into (started by the

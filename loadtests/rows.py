@@ -84,6 +84,9 @@ class LoadRow:
     generator_processes: int = 1
     generator_cpu_us_per_request: float | None = None
     generator_bound: bool = False
+    # The share of requests whose answer the generator found by polling the
+    # pipe (loadtests/spin.py); None where it did not poll.
+    answers_polled_share: float | None = None
     # Locust's own median, from its (re-bucketed) dict: a cross-check only.
     locust_p50_ms: float | None = None
     top_error: str = ""
@@ -128,7 +131,10 @@ def _trip(result: dict[str, Any], name: str) -> float | None:
 
 
 def _generator_bound(result: dict[str, Any]) -> bool:
-    per_process = list(result.get("loadgen_cpu_pct_per_node") or [])
+    # A process's busy share leaves out the CPU it spent polling for answers
+    # (loadtests/spin.py): polling fills time it had nothing else to do in.
+    busy = [pct for pct in result.get("loadgen_busy_pct_per_node") or [] if pct is not None]
+    per_process = busy or list(result.get("loadgen_cpu_pct_per_node") or [])
     if not per_process and result.get("loadgen_cpu_pct") is not None:
         per_process = [result["loadgen_cpu_pct"]]
     if result.get("coordinator_cpu_pct") is not None:
@@ -173,6 +179,7 @@ def _row(result: dict[str, Any]) -> LoadRow:
         generator_processes=result.get("generator_processes", config.get("generator_processes", 1)),
         generator_cpu_us_per_request=generator_us,
         generator_bound=_generator_bound(result),
+        answers_polled_share=result.get("answers_polled_share"),
         locust_p50_ms=(result.get("locust_total") or {}).get("p50_ms"),
         top_error=max(kinds.items(), key=lambda item: item[1])[0],
         notes=list(result.get("notes") or []),

@@ -39,7 +39,7 @@ from snakepit_harness.transports.bridge_host import host_process
 from snakepit_harness.transports.spawn import TERMINATE_GRACE_S, supervised_group
 
 from .bridge_calls import PlannedCall
-from .point import BASELINE_KIND, BRIDGE_KIND, PointConfig, baseline_command
+from .point import BASELINE_KIND, BRIDGE_KIND, GENERATOR_POLLS, PointConfig, baseline_command
 
 __all__ = [
     "AUTO",
@@ -104,6 +104,7 @@ class SweepOptions:
     expect_workers: int = 1
     master_bind_port: int = 5557
     generator_processes: int | str = AUTO  # a count, or AUTO (per point)
+    generator_wait: str = GENERATOR_POLLS  # see PointConfig.generator_wait
     # bridge-service: milliseconds the host emulator adds to every callback
     # (a sweep dimension), and each payload's planned call (bridge_calls.py).
     host_delays_ms: list[float] = field(default_factory=lambda: [0.0])
@@ -188,6 +189,7 @@ def plan(options: SweepOptions) -> list[PointConfig]:
                 "expect_nodes": processes if options.master or processes > 1 else 1,
                 "generator_processes": processes,
                 "split_pool": processes > 1 and not options.master,
+                "generator_wait": options.generator_wait,
             }
             wants_baseline = options.baseline == "all" or (
                 options.baseline == "smallest" and pool == smallest

@@ -298,3 +298,39 @@ def test_a_request_past_its_deadline_fails_and_the_worker_is_replaced(tmp_path: 
     assert row["requests"] == 0 and row["errors"] >= 2
     assert "no complete response in time" in row["top_error"]
     assert row["restarts"] >= 2
+
+
+@pytest.mark.parametrize("wait", ["poll", "sleep"])
+def test_a_process_driving_one_worker_polls_for_answers_unless_told_to_sleep(
+    tmp_path: Path, wait: str
+) -> None:
+    status, out, err, _ = run_watched(
+        [
+            "--pool",
+            "1,2",
+            "--codec",
+            "msgpack",
+            "--payload",
+            "small",
+            "--generator-processes",
+            "1",
+            "--generator-wait",
+            wait,
+            *QUICK,
+            "--json",
+            str(tmp_path / "r.json"),
+            "--",
+            *V2,
+        ],
+    )
+    assert status == 0, err + out
+    report: dict[str, Any] = json.loads((tmp_path / "r.json").read_text())
+    assert report["options"]["generator_wait"] == wait
+    shares = {(r["kind"], r["pool"]): r["answers_polled_share"] for r in report["rows"]}
+    assert set(shares) == {("baseline", 1), ("bridge", 1), ("baseline", 2), ("bridge", 2)}
+    for (_, pool), share in shares.items():
+        if wait == "poll" and pool == 1:
+            # The trials poll in every window, whatever they then choose.
+            assert isinstance(share, float) and 0.0 <= share <= 1.0
+        else:  # told to sleep, or a process with two workers: it never polls
+            assert share is None
