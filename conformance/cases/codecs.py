@@ -276,16 +276,24 @@ def msgpack_no_0x83(ctx: StdioCaseContext) -> None:
 # -- negotiation (§3.4) --------------------------------------------------------
 
 
-def _negotiate(ctx: StdioCaseContext, offer: dict[str, Any]) -> Any:
-    json_codec = get_codec("json")
-    ctx.send_value(offer, codec=json_codec)
+def _exchange(
+    ctx: StdioCaseContext, request: dict[str, Any], codec_name: str, undecodable: str, shown: int
+) -> Any:
+    """Send ``request`` in ``codec_name`` and decode the answer in it; FAIL with
+    ``undecodable`` and the answer's first ``shown`` bytes (hex) if it is not."""
+    codec = get_codec(codec_name)
+    ctx.send_value(request, codec=codec)
     payload = ctx.read_frame()
     try:
-        reply = json_codec.decode(payload)
+        return codec.decode(payload)
     except Exception as exc:
-        raise CaseFailed(
-            f"the negotiation answer is not JSON (§3.4: it MUST be): {payload[:80].hex()}"
-        ) from exc
+        raise CaseFailed(f"{undecodable}: {payload[:shown].hex()}") from exc
+
+
+def _negotiate(ctx: StdioCaseContext, offer: dict[str, Any]) -> Any:
+    reply = _exchange(
+        ctx, offer, "json", "the negotiation answer is not JSON (§3.4: it MUST be)", 80
+    )
     ctx.event(f"negotiation answer {reply!r}")
     ctx.require_match(
         reply,
@@ -296,16 +304,9 @@ def _negotiate(ctx: StdioCaseContext, offer: dict[str, Any]) -> Any:
 
 
 def _ping_in(ctx: StdioCaseContext, codec_name: str) -> None:
-    codec = get_codec(codec_name)
-    ctx.send_value({"id": 701, "command": "ping", "args": {}}, codec=codec)
-    payload = ctx.read_frame()
-    try:
-        reply = codec.decode(payload)
-    except Exception as exc:
-        raise CaseFailed(
-            f"after selecting {codec_name}, the answer to a ping is not {codec_name}: "
-            f"{payload[:60].hex()}"
-        ) from exc
+    ping = {"id": 701, "command": "ping", "args": {}}
+    not_in_codec = f"after selecting {codec_name}, the answer to a ping is not {codec_name}"
+    reply = _exchange(ctx, ping, codec_name, not_in_codec, 60)
     ctx.require_match(reply, {"result": {"status": "ok"}}, f"a ping in {codec_name}")
 
 
@@ -376,20 +377,13 @@ def negotiation_common(ctx: StdioCaseContext) -> None:
     bridge="raw",
 )
 def negotiation_first_frame(ctx: StdioCaseContext) -> None:
-    json_codec = get_codec("json")
     init = {
         "id": 1,
         "command": "ping",
         "args": {"worker_id": "conformance", "initialization": True},
     }
-    ctx.send_value(init, codec=json_codec)
-    payload = ctx.read_frame()
-    try:
-        reply = json_codec.decode(payload)
-    except Exception as exc:
-        raise CaseFailed(
-            f"the answer to a first-frame JSON request is not JSON: {payload[:60].hex()}"
-        ) from exc
+    not_json = "the answer to a first-frame JSON request is not JSON"
+    reply = _exchange(ctx, init, "json", not_json, 60)
     ctx.require_match(
         reply,
         {"success": True, "result": {"status": "ok"}},

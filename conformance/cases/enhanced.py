@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from snakepit_harness.protocol import ENHANCED_COMMANDS
+
 from ..drivers.stdio import StdioCaseContext
 from ..probes import expect_alive
 from ..registry import case
@@ -53,16 +55,6 @@ from ..registry import case
 __all__ = ["PROBES", "Probe"]
 
 ENHANCED: Final = frozenset({"enhanced"})
-ENHANCED_COMMANDS: Final = (
-    "call",
-    "store",
-    "retrieve",
-    "list_stored",
-    "delete_stored",
-    "clear_session",
-    "pipeline",
-    "inspect",
-)
 # §7.3 reference cap; the case sends one more store than this.
 REFERENCE_CAP: Final = 1000
 # §7.7 reference container limit.
