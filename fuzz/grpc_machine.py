@@ -115,6 +115,28 @@ class GrpcSessions(RuleBasedStateMachine):
             self._fail([f"{method}: {exc}"])
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _execute(
+        self, command: str, args: dict[str, Any], session: str | None = None
+    ) -> tuple[Any, str]:
+        """``Execute`` (``ExecuteInSession`` in ``session``): the response and its request id."""
+        request_id = self._request_id()
+        method = "Execute" if session is None else "ExecuteInSession"
+        where = {} if session is None else {"session": session}
+        response = self._call(
+            method,
+            lambda bridge: bridge.execute(
+                command,
+                args,
+                request_id=request_id,
+                timeout=self.target.response_timeout,
+                session_id=session,
+            ),
+            **where,
+            command=command,
+            args=repr(args),
+        )
+        return response, request_id
+
     def _check_unary(self, response: Any, request_id: str, command: str) -> dict[str, Any]:
         if response.request_id != request_id:
             self._fail(
@@ -133,30 +155,7 @@ class GrpcSessions(RuleBasedStateMachine):
     @rule(data=st.data(), session=st.one_of(st.none(), st.sampled_from(SESSIONS)))
     def echo(self, data: st.DataObject, session: str | None) -> None:
         args = _args(data)
-        request_id = self._request_id()
-        if session is None:
-            response = self._call(
-                "Execute",
-                lambda b: b.execute(
-                    "echo", args, request_id=request_id, timeout=self.target.response_timeout
-                ),
-                command="echo",
-                args=repr(args),
-            )
-        else:
-            response = self._call(
-                "ExecuteInSession",
-                lambda b: b.execute_in_session(
-                    session,
-                    "echo",
-                    args,
-                    request_id=request_id,
-                    timeout=self.target.response_timeout,
-                ),
-                session=session,
-                command="echo",
-                args=repr(args),
-            )
+        response, request_id = self._execute("echo", args, session)
         result = self._check_unary(response, request_id, "echo")
         if not response.success:
             self._fail([f"echo failed: {response.error!r} (§6.2)"])
@@ -172,16 +171,8 @@ class GrpcSessions(RuleBasedStateMachine):
     def compute(self, op: str, data: st.DataObject) -> None:
         a = data.draw(numbers("json"), label="a")
         b = data.draw(numbers("json"), label="b")
-        request_id = self._request_id()
         args = {"operation": op, "a": a, "b": b}
-        response = self._call(
-            "Execute",
-            lambda br: br.execute(
-                "compute", args, request_id=request_id, timeout=self.target.response_timeout
-            ),
-            command="compute",
-            args=repr(args),
-        )
+        response, request_id = self._execute("compute", args)
         result = self._check_unary(response, request_id, "compute")
         must_succeed, want = expected_compute(op, a, b, "json")
         if not must_succeed:

@@ -22,6 +22,7 @@ bookkeeping, no I/O: the worker (:mod:`.gpool`) does the polling.
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Callable
 from typing import Final
@@ -43,10 +44,12 @@ SPIN_TRIAL: Final = 256
 SPIN_REST: Final = 4096
 
 
-# The policy's phases, in the order they cycle.
-_TRIAL_POLLING: Final = "trial-polling"
-_TRIAL_SLEEPING: Final = "trial-sleeping"
-_USING: Final = "using"
+class _Phase(enum.Enum):
+    """What the policy is doing, in the order the phases cycle."""
+
+    TRIAL_POLLING = "trial-polling"
+    TRIAL_SLEEPING = "trial-sleeping"
+    USING = "using"  # the cheaper way, until the next trials
 
 
 class SpinPolicy:
@@ -64,7 +67,7 @@ class SpinPolicy:
         self.trial = trial
         self.rest = rest
         self.clock = clock
-        self._phase = _USING  # with nothing left: the first request starts a trial
+        self._phase = _Phase.USING  # with nothing left: the first request starts a trial
         self._left = 0
         self._began = 0
         self.polling = True
@@ -97,14 +100,14 @@ class SpinPolicy:
 
     def _next_phase(self) -> None:
         now = self.clock()
-        if self._phase == _TRIAL_POLLING:
+        if self._phase is _Phase.TRIAL_POLLING:
             self.poll_cost_ns = (now - self._began) / self.trial
-            self._phase, self.polling, self._left = _TRIAL_SLEEPING, False, self.trial
-        elif self._phase == _TRIAL_SLEEPING:
+            self._phase, self.polling, self._left = _Phase.TRIAL_SLEEPING, False, self.trial
+        elif self._phase is _Phase.TRIAL_SLEEPING:
             self.sleep_cost_ns = (now - self._began) / self.trial
             self.polling = self.poll_cost_ns < self.sleep_cost_ns
             self.choices.append(self.polling)
-            self._phase, self._left = _USING, self.rest
+            self._phase, self._left = _Phase.USING, self.rest
         else:
-            self._phase, self.polling, self._left = _TRIAL_POLLING, True, self.trial
+            self._phase, self.polling, self._left = _Phase.TRIAL_POLLING, True, self.trial
         self._began = now
