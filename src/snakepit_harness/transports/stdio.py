@@ -172,6 +172,13 @@ class StdioBridge(ProcessOwner):
         """The bridge's peak resident memory (VmHWM) or None where /proc cannot tell."""
         return process_memory(self.pid).get("VmHWM")
 
+    def _time_left(self, deadline: float, what: str) -> float:
+        """Seconds left until ``deadline``; past it, BridgeTimeout saying ``what``."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise BridgeTimeout(what, self.stderr_tail())
+        return remaining
+
     # -- writing ------------------------------------------------------------
 
     def send_bytes(self, data: bytes, timeout: float) -> None:
@@ -190,13 +197,11 @@ class StdioBridge(ProcessOwner):
                 raise self._crashed("the bridge closed its stdin") from None
             view = view[written:]
             if view:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise BridgeTimeout(
-                        f"the bridge stopped reading its stdin ({len(view)} of "
-                        f"{len(data)} bytes unsent after {timeout:.1f} s)",
-                        self.stderr_tail(),
-                    )
+                remaining = self._time_left(
+                    deadline,
+                    f"the bridge stopped reading its stdin ({len(view)} of "
+                    f"{len(data)} bytes unsent after {timeout:.1f} s)",
+                )
                 select.select([], [self._stdin_fd], [], min(remaining, 0.5))
 
     def send_frame(self, payload: bytes, timeout: float) -> bytes:
@@ -234,13 +239,11 @@ class StdioBridge(ProcessOwner):
                 # Our read end is closed: nothing more can arrive.
                 self._end_of_output()
                 continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise BridgeTimeout(
-                    f"no complete response within {timeout:.1f} s "
-                    f"({self.connection.buffered} bytes of a partial frame buffered)",
-                    self.stderr_tail(),
-                )
+            remaining = self._time_left(
+                deadline,
+                f"no complete response within {timeout:.1f} s "
+                f"({self.connection.buffered} bytes of a partial frame buffered)",
+            )
             readable, _, _ = select.select([self._stdout_fd], [], [], remaining)
             if readable:
                 self._read_available()
