@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self, TypedDict, Unpack
 
 from ..errors import BridgeCrashed, BridgeTimeout, RemoteProtocolError
 from ..protocol import GRPC_READY_LIMIT, READY_PREFIX, encode_args
@@ -49,6 +49,7 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_STARTUP_TIMEOUT",
     "READY_PREFIX",
+    "CallOptions",
     "GrpcBridge",
     "GrpcStatusError",
     "GrpcStream",
@@ -267,22 +268,14 @@ class GrpcBridge(ProcessOwner):
         )
 
     def execute(
-        self,
-        command: str,
-        args: Mapping[str, Any] | None = None,
-        *,
-        timeout: float = DEFAULT_CALL_TIMEOUT,
-        request_id: str = "",
-        timeout_ms: int = 0,
-        session_id: str | None = None,
+        self, command: str, args: Mapping[str, Any] | None = None, **options: Unpack[CallOptions]
     ) -> pb.ExecuteResponse:
         """``Execute`` (``ExecuteInSession`` with ``session_id``): ``args`` values are
         JSON-encoded, ``bytes`` sent raw (§8.3)."""
         from snakepit_harness.protos import snakepit_pb2
 
-        request = _request(command, args, request_id, timeout_ms, session_id)
-        name = "Execute" if session_id is None else "ExecuteInSession"
-        return self._require_channel().unary(name, request, snakepit_pb2.ExecuteResponse, timeout)
+        method, request, timeout = _call("Execute", command, args, options)
+        return self._require_channel().unary(method, request, snakepit_pb2.ExecuteResponse, timeout)
 
     def execute_in_session(
         self, session_id: str, command: str, args: Mapping[str, Any] | None = None, **options: Any
@@ -291,21 +284,13 @@ class GrpcBridge(ProcessOwner):
         return self.execute(command, args, session_id=session_id, **options)
 
     def execute_stream(
-        self,
-        command: str,
-        args: Mapping[str, Any] | None = None,
-        *,
-        timeout: float = DEFAULT_CALL_TIMEOUT,
-        request_id: str = "",
-        timeout_ms: int = 0,
-        session_id: str | None = None,
+        self, command: str, args: Mapping[str, Any] | None = None, **options: Unpack[CallOptions]
     ) -> GrpcStream[pb.StreamResponse]:
         """``ExecuteStream`` (``ExecuteInSessionStream`` with ``session_id``)."""
         from snakepit_harness.protos import snakepit_pb2
 
-        request = _request(command, args, request_id, timeout_ms, session_id)
-        name = "ExecuteStream" if session_id is None else "ExecuteInSessionStream"
-        return self._require_channel().stream(name, request, snakepit_pb2.StreamResponse, timeout)
+        method, request, timeout = _call("ExecuteStream", command, args, options)
+        return self._require_channel().stream(method, request, snakepit_pb2.StreamResponse, timeout)
 
     def execute_in_session_stream(
         self, session_id: str, command: str, args: Mapping[str, Any] | None = None, **options: Any
@@ -357,25 +342,34 @@ class GrpcBridge(ProcessOwner):
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
-def _request(
-    command: str,
-    args: Mapping[str, Any] | None,
-    request_id: str,
-    timeout_ms: int,
-    session_id: str | None,
-) -> pb.ExecuteRequest | pb.SessionRequest:
-    """An ``ExecuteRequest``, or a ``SessionRequest`` when ``session_id`` is given (§8.1)."""
+class CallOptions(TypedDict, total=False):
+    """What an ``Execute``/``ExecuteStream`` call may set besides its command and args."""
+
+    timeout: float  # seconds for the call (DEFAULT_CALL_TIMEOUT)
+    request_id: str  # "" by default
+    timeout_ms: int  # the request's own deadline field (§8.3); 0: none
+    session_id: str | None  # given: the ``...InSession`` variant (§8.6)
+
+
+def _call(
+    method: str, command: str, args: Mapping[str, Any] | None, options: CallOptions
+) -> tuple[str, pb.ExecuteRequest | pb.SessionRequest, float]:
+    """The method to call (``method`` or its ``...InSession`` variant), its request, its timeout.
+
+    An ``ExecuteRequest``, or a ``SessionRequest`` when ``session_id`` is given (§8.1).
+    """
     from snakepit_harness.protos import snakepit_pb2
 
     encoded = encode_args(args)
+    session_id = options.get("session_id")
+    fields: dict[str, Any] = {
+        "command": command,
+        "args": encoded,
+        "timeout_ms": options.get("timeout_ms", 0),
+        "request_id": options.get("request_id", ""),
+    }
+    timeout = options.get("timeout", DEFAULT_CALL_TIMEOUT)
     if session_id is None:
-        return snakepit_pb2.ExecuteRequest(
-            command=command, args=encoded, timeout_ms=timeout_ms, request_id=request_id
-        )
-    return snakepit_pb2.SessionRequest(
-        session_id=session_id,
-        command=command,
-        args=encoded,
-        timeout_ms=timeout_ms,
-        request_id=request_id,
-    )
+        return method, snakepit_pb2.ExecuteRequest(**fields), timeout
+    in_session = method.replace("Execute", "ExecuteInSession", 1)
+    return in_session, snakepit_pb2.SessionRequest(session_id=session_id, **fields), timeout
