@@ -35,6 +35,7 @@ from typing import Any, ClassVar, Final
 import gevent
 from gevent.hub import get_hub
 
+from snakepit_harness import protocol
 from snakepit_harness.errors import (
     BridgeCrashed,
     BridgeTimeout,
@@ -49,13 +50,6 @@ from snakepit_harness.protocol import (
     NEGOTIATE,
     NEGOTIATION_TIMEOUT,
     STARTUP_LIMIT,
-    Closed,
-    Event,
-    FramingError,
-    HostConnection,
-    NegotiationFailed,
-    Response,
-    Selected,
     init_ping,
     is_ok_result,
 )
@@ -94,7 +88,7 @@ class BridgeWorker:
         self, argv: Sequence[str], index: int, codec_mode: str, offered: tuple[str, ...]
     ) -> None:
         self.index = index
-        self.connection = HostConnection(codec_mode, offered=offered)
+        self.connection = protocol.HostConnection(codec_mode, offered=offered)
         self.proc, stdin_fd, self._out, stderr_fd = spawn_with_pipes(argv)
         assert stdin_fd is not None
         self._in = stdin_fd
@@ -199,7 +193,7 @@ class BridgeWorker:
             self.connection.receive_data(self._read_into[:count] if count else b"")
             return
 
-    def read_event(self, deadline: float) -> Event:
+    def read_event(self, deadline: float) -> protocol.Event:
         """The connection's next event, reading stdout until one is whole."""
         self.deadline = deadline
         connection = self.connection
@@ -207,7 +201,7 @@ class BridgeWorker:
             self._fill()
         return event
 
-    def _answer(self) -> Event:
+    def _answer(self) -> protocol.Event:
         """:meth:`read_event` right after a request: read before asking the connection.
 
         The answer is not there yet, so asking first would only cost a call.
@@ -248,13 +242,13 @@ class BridgeWorker:
             self.connection.receive_data(into[:count] if count else b"")
             return True
 
-    def failure(self, event: Event) -> HarnessError:
+    def failure(self, event: protocol.Event) -> HarnessError:
         """The error an event other than the expected one means."""
-        if isinstance(event, FramingError):
+        if isinstance(event, protocol.FramingError):
             return FramingViolation(event.reason, event.data)
-        if isinstance(event, NegotiationFailed):
+        if isinstance(event, protocol.NegotiationFailed):
             return HandshakeFailed(event.reason, event.payload)
-        if isinstance(event, Closed):
+        if isinstance(event, protocol.Closed):
             what = "stdout closed"
             if event.partial:
                 what += f" in the middle of a frame ({len(event.partial)} bytes of it received)"
@@ -266,14 +260,15 @@ class BridgeWorker:
         self.deadline = time.monotonic() + timeout
         self.write(parts, size)
         event = self._answer()
-        if type(event) is Response:
+        if type(event) is protocol.Response:
             return event.payload
         raise self.failure(event)
 
     def continue_in(self, codec: str) -> None:
         """Go on in ``codec`` without negotiating (the bridge's command line chose it)."""
-        leftover = self.connection.unread(self.connection.buffered)
-        self.connection = HostConnection(codec, max_frame_size=self.connection.max_frame_size)
+        old = self.connection
+        leftover = old.unread(old.buffered)
+        self.connection = protocol.HostConnection(codec, max_frame_size=old.max_frame_size)
         if leftover:
             self.connection.receive_data(leftover)
 
@@ -371,7 +366,7 @@ class StdioPool(WorkerPool[BridgeWorker]):
         worker.deadline = deadline
         worker.write([frame], len(frame))
         event = worker.read_event(deadline)
-        if not isinstance(event, Response):
+        if not isinstance(event, protocol.Response):
             raise worker.failure(event)
         if self.codec == RAW_CODEC:
             return  # the raw echo sends the ping back unread
@@ -387,9 +382,9 @@ class StdioPool(WorkerPool[BridgeWorker]):
         worker.deadline = deadline
         worker.write([offer], len(offer))
         event = worker.read_event(deadline)
-        if isinstance(event, Selected):
+        if isinstance(event, protocol.Selected):
             return
-        if isinstance(event, NegotiationFailed) and event.answered_in == self.codec:
+        if isinstance(event, protocol.NegotiationFailed) and event.answered_in == self.codec:
             worker.continue_in(self.codec)
             note = (
                 f"the bridge answered the negotiation frame in {self.codec}: its command line "
@@ -399,7 +394,7 @@ class StdioPool(WorkerPool[BridgeWorker]):
                 self.notes.append(note)
             return
         error = worker.failure(event)
-        if isinstance(event, NegotiationFailed):
+        if isinstance(event, protocol.NegotiationFailed):
             fix = (
                 f"its command line chose {event.answered_in}: load it with --codec "
                 f"{event.answered_in}, or start it without its codec flag to negotiate "

@@ -24,17 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Self
 
+from .. import protocol
 from ..errors import BridgeCrashed, BridgeTimeout, FramingViolation, HandshakeFailed
 from ..protocol import (
     HOST_MAX_FRAME_SIZE,
     NEED_DATA,
     Codec,
-    Event,
-    FramingError,
-    HostConnection,
-    NegotiationFailed,
-    Response,
-    Selected,
     encode_frame,
 )
 from .process import ProcessOwner, describe_returncode, process_memory, spawn_in_group
@@ -112,7 +107,7 @@ class StdioBridge(ProcessOwner):
         self.argv = list(argv)
         self._env = dict(env) if env is not None else None
         self._cwd = cwd
-        self.connection = HostConnection(codec_mode, max_frame_size=read_max_frame)
+        self.connection = protocol.HostConnection(codec_mode, max_frame_size=read_max_frame)
         self._stderr_tail_bytes = stderr_tail_bytes
         self._stdin_fd: int | None = None
         self._stdout_fd: int | None = None
@@ -224,7 +219,7 @@ class StdioBridge(ProcessOwner):
 
     # -- reading ------------------------------------------------------------
 
-    def read_event(self, timeout: float) -> Event:
+    def read_event(self, timeout: float) -> protocol.Event:
         """The connection's next event, reading stdout for at most ``timeout`` s.
 
         Raises :class:`BridgeTimeout` when none is whole in time; every other
@@ -259,13 +254,13 @@ class StdioBridge(ProcessOwner):
         """
         return self.payload_of(self.read_event(timeout))
 
-    def payload_of(self, event: Event) -> bytes:
+    def payload_of(self, event: protocol.Event) -> bytes:
         """The frame an event carries, or the error it stands for, raised (see read_frame)."""
-        if isinstance(event, Response | Selected):
+        if isinstance(event, protocol.Response | protocol.Selected):
             return event.payload
-        if isinstance(event, FramingError):
+        if isinstance(event, protocol.FramingError):
             raise FramingViolation(event.reason, event.data)
-        if isinstance(event, NegotiationFailed):
+        if isinstance(event, protocol.NegotiationFailed):
             raise HandshakeFailed(event.reason, event.payload)
         raise self._crashed_on_eof()
 
@@ -288,7 +283,7 @@ class StdioBridge(ProcessOwner):
         wire = self.connection.send_offer()
         self.send_bytes(wire, timeout)
         event = self.read_event(timeout)
-        if isinstance(event, Selected):
+        if isinstance(event, protocol.Selected):
             return event.codec, wire
         self.payload_of(event)  # raises what the event stands for
         # A Response cannot follow an offer (the connection reads it as the answer).
