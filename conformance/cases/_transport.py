@@ -1,10 +1,13 @@
-"""How the case modules of the non-stdio transports declare their cases.
+"""How the case modules declare their cases, whatever transport they drive.
 
-The gRPC and bridge-service modules each declare every case for one
-transport and one profile set; :class:`TransportCases` is the ``case``
-decorator with those filled in (and an id prefix, where the profile's ids
-share one), and :meth:`TransportCases.preset` adds options a family of cases
-shares (a raw bridge and start-up's time limit, say) under one name.
+Each case module declares cases for one transport and one profile set (the
+stdio modules: mostly every stdio profile; gRPC and bridge-service: their
+own); :class:`TransportCases` is the ``case`` decorator with those filled in
+(and an id prefix, where the profile's ids share one).
+:meth:`TransportCases.preset` adds options a family of cases shares (a raw
+bridge and start-up's time limit, the codecs a MessagePack case runs under,
+say) under one name, and :meth:`TransportCases.for_profiles` narrows the
+profile set for the cases of a module that apply to fewer profiles.
 
 A case's requirement is its function's docstring (folded into one line), so
 the text the report shows is what a reader of the function sees first, and
@@ -18,18 +21,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TypedDict, Unpack
+from typing import Final, TypedDict, Unpack
 
 from ..model import BridgeUse, CaseFn
-from ..registry import case
+from ..registry import ALL_STDIO, case
 
-__all__ = ["CaseOptions", "TransportCases", "requirement_of"]
+__all__ = ["STDIO_CASES", "CaseOptions", "TransportCases", "requirement_of"]
 
 
 class CaseOptions(TypedDict, total=False):
-    """What a case may set beyond its citation: how it gets its bridge, whether it is a
-    gate, its time limit (see :func:`~snakepit_harness.conformance.registry.case`)."""
+    """What a case may set beyond its citation: the codec modes it runs under (all, if
+    unset), how it gets its bridge, whether it is a gate, its time limit (see
+    :func:`~snakepit_harness.conformance.registry.case`)."""
 
+    codecs: tuple[str, ...] | None
     bridge: BridgeUse
     gate: bool
     timeout: float | None
@@ -49,12 +54,17 @@ class TransportCases:
         """This decorator with ``defaults`` for the options its cases do not set."""
         return replace(self, defaults={**self.defaults, **defaults})
 
+    def for_profiles(self, profiles: frozenset[str]) -> TransportCases:
+        """This decorator (preset and all) for cases that apply to ``profiles`` instead."""
+        return replace(self, profiles=profiles)
+
     def __call__(
         self, case_id: str, *, section: str, level: str, **options: Unpack[CaseOptions]
     ) -> Callable[[CaseFn], CaseFn]:
         """Declare the function as case ``prefix + case_id``, cited as ``section``; its
         docstring is the requirement.  ``options`` override the preset's."""
         chosen: CaseOptions = {
+            "codecs": None,
             "bridge": BridgeUse.SHARED,
             "gate": False,
             "timeout": None,
@@ -74,6 +84,11 @@ class TransportCases:
             )(fn)
 
         return decorate
+
+
+# The stdio modules' decorator (§2-§7): a case applies to every stdio profile
+# unless its module narrows it with ``for_profiles``.
+STDIO_CASES: Final = TransportCases("stdio", ALL_STDIO)
 
 
 def requirement_of(fn: CaseFn) -> str:

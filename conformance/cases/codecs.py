@@ -29,7 +29,7 @@ from snakepit_harness.errors import BridgeTimeout
 from snakepit_harness.protocol import NEGOTIATION_OFFER, encode_frame, get_codec
 
 from ..drivers.stdio import StdioCaseContext
-from ..model import CaseFailed
+from ..model import BridgeUse, CaseFailed
 from ..probes import (
     expect_alive,
     grade_failure,
@@ -37,7 +37,8 @@ from ..probes import (
     is_ping_answer,
     memory_growth,
 )
-from ..registry import ALL_STDIO, V2_AND_UP, case
+from ..registry import V2_AND_UP
+from ._transport import STDIO_CASES
 
 # A float product that overflows to infinity on every IEEE-754 platform.
 OVERFLOW_ARGS: Final = {"operation": "multiply", "a": 1e308, "b": 10}
@@ -47,6 +48,19 @@ NON_STANDARD_TOKENS: Final = (b"NaN", b"Infinity")
 DECODE_ALLOCATION_LIMIT: Final = 512 * 1024 * 1024
 # How often memory is sampled while an answer is awaited.
 MEMORY_POLL: Final = 0.1
+
+# Every stdio profile, every codec mode.
+_case: Final = STDIO_CASES
+# A case about one codec runs in the modes that may speak it: that codec fixed,
+# and negotiation (which may select another; the case then skips).
+_json_case: Final = STDIO_CASES.preset(codecs=("json", "negotiate"))
+# MessagePack is a v2 codec (§3.2), so its cases are v2 and up.
+_msgpack_case: Final = STDIO_CASES.for_profiles(V2_AND_UP).preset(codecs=("msgpack", "negotiate"))
+# §3.4: only a bridge in auto mode (``--codec negotiate``) negotiates, in its
+# first frame, so these cases start the bridge as a host does (raw) and speak first.
+_negotiation_case: Final = STDIO_CASES.for_profiles(V2_AND_UP).preset(
+    codecs=("negotiate",), bridge=BridgeUse.RAW
+)
 
 
 def _echo(ctx: StdioCaseContext, args: dict[str, Any]) -> Any:
@@ -61,16 +75,11 @@ def _require_codec(ctx: StdioCaseContext, name: str) -> None:
         ctx.skip(f"needs the {name} codec (this run speaks {ctx.codec_name})")
 
 
-@case(
-    "messages.unencodable-result",
-    section="4.6",
-    level="required",
-    profiles=ALL_STDIO,
-    requirement="A result the codec cannot carry (an infinite float under JSON) is answered "
-    "success false with serialization_error, as strict JSON, and the bridge keeps serving.",
-    codecs=("json", "negotiate"),
-)
+@_json_case("messages.unencodable-result", section="4.6", level="required")
 def unencodable_result(ctx: StdioCaseContext) -> None:
+    """A result the codec cannot carry (an infinite float under JSON) is answered success false with
+    serialization_error, as strict JSON, and the bridge keeps serving.
+    """
     _require_codec(ctx, "json")
     ctx.send_value({"id": 401, "command": "compute", "args": OVERFLOW_ARGS})
     payload = ctx.read_frame()
@@ -95,15 +104,9 @@ def unencodable_result(ctx: StdioCaseContext) -> None:
     expect_alive(ctx, "after an unencodable result")
 
 
-@case(
-    "codecs.msgpack.non-finite-float",
-    section="6.3",
-    level="required",
-    profiles=V2_AND_UP,
-    requirement="Under MessagePack an overflowing compute result is carried as a float infinity.",
-    codecs=("msgpack", "negotiate"),
-)
+@_msgpack_case("codecs.msgpack.non-finite-float", section="6.3", level="required")
 def msgpack_infinity(ctx: StdioCaseContext) -> None:
+    """Under MessagePack an overflowing compute result is carried as a float infinity."""
     _require_codec(ctx, "msgpack")
     reply = ctx.request({"id": 402, "command": "compute", "args": OVERFLOW_ARGS})
     result = reply.get("result") if isinstance(reply, dict) else None
@@ -114,14 +117,9 @@ def msgpack_infinity(ctx: StdioCaseContext) -> None:
     )
 
 
-@case(
-    "codecs.json.safe-integers",
-    section="3.1",
-    level="required",
-    profiles=ALL_STDIO,
-    requirement="Integers within ±(2^53-1) come back from echo exactly.",
-)
+@_case("codecs.json.safe-integers", section="3.1", level="required")
 def json_safe_integers(ctx: StdioCaseContext) -> None:
+    """Integers within ±(2^53-1) come back from echo exactly."""
     args = {"max": 2**53 - 1, "min": -(2**53 - 1), "zero": 0, "neg": -1, "big": 2**40 + 3}
     echoed = _echo(ctx, args)
     ctx.require_match(echoed, {"$eq": args}, "echoed integers")
@@ -132,30 +130,18 @@ def json_safe_integers(ctx: StdioCaseContext) -> None:
         )
 
 
-@case(
-    "codecs.json.big-integers",
-    section="3.1",
-    level="recommended",
-    profiles=ALL_STDIO,
-    requirement="Integers beyond ±(2^53-1) come back from echo exactly.",
-    codecs=("json", "negotiate"),
-)
+@_json_case("codecs.json.big-integers", section="3.1", level="recommended")
 def json_big_integers(ctx: StdioCaseContext) -> None:
+    """Integers beyond ±(2^53-1) come back from echo exactly."""
     _require_codec(ctx, "json")
     args = {"u64max_plus": 2**64 + 1, "i64min_minus": -(2**63) - 1, "huge": 10**30 + 7}
     echoed = _echo(ctx, args)
     ctx.recommend_match(echoed, {"$eq": args}, "integers beyond 2^53")
 
 
-@case(
-    "codecs.msgpack.integers",
-    section="6.2",
-    level="required",
-    profiles=V2_AND_UP,
-    requirement="Under MessagePack, integers across the int64/uint64 range come back exactly.",
-    codecs=("msgpack", "negotiate"),
-)
+@_msgpack_case("codecs.msgpack.integers", section="6.2", level="required")
 def msgpack_integers(ctx: StdioCaseContext) -> None:
+    """Under MessagePack, integers across the int64/uint64 range come back exactly."""
     _require_codec(ctx, "msgpack")
     args = {
         "u64max": 2**64 - 1,
@@ -168,32 +154,22 @@ def msgpack_integers(ctx: StdioCaseContext) -> None:
     ctx.require_match(echoed, {"$eq": args}, "echoed integers")
 
 
-@case(
-    "codecs.msgpack.bin-preserved",
-    section="3.2",
-    level="recommended",
-    profiles=V2_AND_UP,
-    requirement="Under MessagePack, bytes sent as bin come back as bin (and text as str).",
-    codecs=("msgpack", "negotiate"),
-)
+@_msgpack_case("codecs.msgpack.bin-preserved", section="3.2", level="recommended")
 def msgpack_bin(ctx: StdioCaseContext) -> None:
+    """Under MessagePack, bytes sent as bin come back as bin (and text as str)."""
     _require_codec(ctx, "msgpack")
     args = {"blob": bytes(range(256)), "empty": b"", "text": "ünïcode"}
     echoed = _echo(ctx, args)
     ctx.recommend_match(echoed, {"$eq": args}, "echoed bin/str values")
 
 
-@case(
-    "codecs.msgpack.bounded-decode",
-    section="3.2",
-    level="required",
-    profiles=V2_AND_UP,
-    requirement="MessagePack decoding is bounded by the frame: length fields claiming "
-    "billions of items neither crash the bridge nor make it allocate them.",
-    codecs=("msgpack", "negotiate"),
-    bridge="fresh",
+@_msgpack_case(
+    "codecs.msgpack.bounded-decode", section="3.2", level="required", bridge=BridgeUse.FRESH
 )
 def msgpack_bounded(ctx: StdioCaseContext) -> None:
+    """MessagePack decoding is bounded by the frame: length fields claiming billions of items
+    neither crash the bridge nor make it allocate them.
+    """
     _require_codec(ctx, "msgpack")
     before = group_memory(ctx.bridge)
     hostile = (
@@ -237,16 +213,9 @@ def _read_watching_memory(ctx: StdioCaseContext, before: Any, payload: bytes) ->
             ctx.remaining()  # TIMEOUT once the case's deadline passes
 
 
-@case(
-    "codecs.msgpack.no-0x83",
-    section="3.5",
-    level="recommended",
-    profiles=V2_AND_UP,
-    requirement="No MessagePack response starts with the byte 0x83 (a 3-entry map), "
-    "which Snakepit rejects.",
-    codecs=("msgpack", "negotiate"),
-)
+@_msgpack_case("codecs.msgpack.no-0x83", section="3.5", level="recommended")
 def msgpack_no_0x83(ctx: StdioCaseContext) -> None:
+    """No MessagePack response starts with the byte 0x83 (a 3-entry map), which Snakepit rejects."""
     _require_codec(ctx, "msgpack")
     requests: list[Any] = [
         {"id": 601, "command": "ping", "args": {}},
@@ -310,17 +279,21 @@ def _ping_in(ctx: StdioCaseContext, codec_name: str) -> None:
     ctx.require_match(reply, {"result": {"status": "ok"}}, f"a ping in {codec_name}")
 
 
-@case(
-    "negotiation.preferred",
-    section="3.4",
-    level="required",
-    profiles=V2_AND_UP,
-    requirement="Offered msgpack and json with msgpack preferred, the bridge answers "
-    "protocol_selected in JSON with a codec both support (SHOULD msgpack) and then uses it.",
-    codecs=("negotiate",),
-    bridge="raw",
-)
+def _expect_selected(
+    ctx: StdioCaseContext, offer: dict[str, Any], codec_name: str, why: str
+) -> None:
+    """Negotiate with ``offer``; FAIL unless the bridge selects ``codec_name``, then ping in
+    it.  ``why`` ends the FAIL message (after "selected 'x'"): why it had to be that codec."""
+    selected = _negotiate(ctx, offer)
+    ctx.require(selected == codec_name, f"selected {selected!r}{why}")
+    _ping_in(ctx, codec_name)
+
+
+@_negotiation_case("negotiation.preferred", section="3.4", level="required")
 def negotiation_preferred(ctx: StdioCaseContext) -> None:
+    """Offered msgpack and json with msgpack preferred, the bridge answers protocol_selected in JSON
+    with a codec both support (SHOULD msgpack) and then uses it.
+    """
     selected = _negotiate(ctx, NEGOTIATION_OFFER)
     ctx.require(selected in ("msgpack", "json"), f"selected {selected!r}, which was not offered")
     ctx.recommend(
@@ -330,53 +303,29 @@ def negotiation_preferred(ctx: StdioCaseContext) -> None:
     _ping_in(ctx, selected)
 
 
-@case(
-    "negotiation.json-only",
-    section="3.4",
-    level="required",
-    profiles=V2_AND_UP,
-    requirement="Offered only json, the bridge selects json and keeps speaking it.",
-    codecs=("negotiate",),
-    bridge="raw",
-)
+@_negotiation_case("negotiation.json-only", section="3.4", level="required")
 def negotiation_json_only(ctx: StdioCaseContext) -> None:
+    """Offered only json, the bridge selects json and keeps speaking it."""
     offer = {"type": "protocol_negotiation", "supported": ["json"], "preferred": "json"}
-    selected = _negotiate(ctx, offer)
-    ctx.require(selected == "json", f"selected {selected!r} when only json was offered")
-    _ping_in(ctx, "json")
+    _expect_selected(ctx, offer, "json", " when only json was offered")
 
 
-@case(
-    "negotiation.common-codec",
-    section="3.4",
-    level="required",
-    profiles=V2_AND_UP,
-    requirement="Offered an unknown preferred codec and json, the bridge selects json.",
-    codecs=("negotiate",),
-    bridge="raw",
-)
+@_negotiation_case("negotiation.common-codec", section="3.4", level="required")
 def negotiation_common(ctx: StdioCaseContext) -> None:
+    """Offered an unknown preferred codec and json, the bridge selects json."""
     offer = {
         "type": "protocol_negotiation",
         "supported": ["cbor-conformance", "json"],
         "preferred": "cbor-conformance",
     }
-    selected = _negotiate(ctx, offer)
-    ctx.require(selected == "json", f"selected {selected!r}; json is the only common codec")
-    _ping_in(ctx, "json")
+    _expect_selected(ctx, offer, "json", "; json is the only common codec")
 
 
-@case(
-    "negotiation.first-frame-request",
-    section="3.4",
-    level="required",
-    profiles=V2_AND_UP,
-    requirement="When the first frame is an ordinary request, the bridge answers it in JSON "
-    "and stays on JSON.",
-    codecs=("negotiate",),
-    bridge="raw",
-)
+@_negotiation_case("negotiation.first-frame-request", section="3.4", level="required")
 def negotiation_first_frame(ctx: StdioCaseContext) -> None:
+    """When the first frame is an ordinary request, the bridge answers it in JSON and stays on
+    JSON.
+    """
     init = {
         "id": 1,
         "command": "ping",

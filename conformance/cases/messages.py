@@ -25,9 +25,12 @@ from snakepit_harness.protocol import ERROR_TYPES, encode_frame, failure_form
 
 from ..drivers.stdio import StdioCaseContext
 from ..model import CaseFailed
-from ..registry import ALL_STDIO, case
+from ._transport import STDIO_CASES
 
 PIPELINE_DEPTH: Final = 8
+
+# Every case here applies to each stdio profile and codec, on the shared bridge.
+_case: Final = STDIO_CASES
 
 
 def _pipeline_requests(codec_name: str) -> list[tuple[str, Any]]:
@@ -60,15 +63,11 @@ def _recognise(kind: str, request: Any, reply: Any) -> bool:
     return failure_form(reply) != "none"
 
 
-@case(
-    "messages.pipelining",
-    section="4.7",
-    level="required",
-    profiles=ALL_STDIO,
-    requirement="Requests sent together, before any answer is read, are each answered "
-    "exactly once, in the order received.",
-)
+@_case("messages.pipelining", section="4.7", level="required")
 def pipelining(ctx: StdioCaseContext) -> None:
+    """Requests sent together, before any answer is read, are each answered exactly once, in the
+    order received.
+    """
     plan = _pipeline_requests(ctx.codec_name)
     wire = bytearray()
     for kind, request in plan:
@@ -109,15 +108,11 @@ def pipelining(ctx: StdioCaseContext) -> None:
             )
 
 
-@case(
-    "messages.error-shape",
-    section="4.2",
-    level="required",
-    profiles=ALL_STDIO,
-    requirement="A failure response has success false, a non-empty error string and a "
-    "timestamp string (SHOULD an error_type from the §4.2 list).",
-)
+@_case("messages.error-shape", section="4.2", level="required")
 def error_shape(ctx: StdioCaseContext) -> None:
+    """A failure response has success false, a non-empty error string and a timestamp string (SHOULD
+    an error_type from the §4.2 list).
+    """
     reply = ctx.request(
         {"id": 901, "command": "compute", "args": {"operation": "divide", "a": 1, "b": 0}}
     )
@@ -142,14 +137,9 @@ def error_shape(ctx: StdioCaseContext) -> None:
     )
 
 
-@case(
-    "commands.ping.counters",
-    section="6.1",
-    level="recommended",
-    profiles=ALL_STDIO,
-    requirement="ping's uptime and requests_handled never decrease from one ping to the next.",
-)
+@_case("commands.ping.counters", section="6.1", level="recommended")
 def ping_counters(ctx: StdioCaseContext) -> None:
+    """ping's uptime and requests_handled never decrease from one ping to the next."""
     samples: list[tuple[Any, Any]] = []
     for _ in range(3):
         reply = ctx.request({"id": ctx.next_id(), "command": "ping", "args": {}})
