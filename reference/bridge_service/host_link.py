@@ -21,7 +21,8 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from snakepit_harness.protocol import UnencodableValue
@@ -41,10 +42,28 @@ __all__ = ["CALLBACK_TIMEOUT", "HostLink", "HostUnreachable"]
 
 # The longest any callback may take (the call's own deadline may be shorter).
 CALLBACK_TIMEOUT: Final = 5.0
-# Start-up pings: each waits this long; the wait between them doubles up to the cap.
-PING_TIMEOUT: Final = 1.0
-PING_BACKOFF_START: Final = 0.05
-PING_BACKOFF_CAP: Final = 1.0
+
+
+@dataclass(frozen=True)
+class PingSchedule:
+    """How a worker pings its host until it answers: each ping's timeout, and the pause
+    between pings, doubling from ``first_pause`` up to ``longest_pause`` (seconds)."""
+
+    timeout: float
+    first_pause: float
+    longest_pause: float
+
+    def pauses(self) -> Iterator[float]:
+        pause = self.first_pause
+        while True:
+            yield pause
+            pause = min(pause * 2, self.longest_pause)
+
+
+# A host that is starting answers within a few pings; one that is gone is
+# pinged about once a second until the start-up budget runs out.
+STARTUP_PINGS: Final = PingSchedule(timeout=1.0, first_pause=0.05, longest_pause=1.0)
+
 # Sessions remembered as set up on the host; the least recently used beyond
 # this are forgotten (set up again if they come back), so a host that opens
 # a session per call cannot grow the worker without bound.
@@ -140,12 +159,14 @@ class HostLink:
 
         stop = stop or self._stop
         give_up = time.monotonic() + budget
-        pause = PING_BACKOFF_START
+        pauses = STARTUP_PINGS.pauses()
         tries = 0
         while True:
             tries += 1
             try:
-                self._stub.Ping(self.pb.PingRequest(message=self.worker_id), timeout=PING_TIMEOUT)
+                self._stub.Ping(
+                    self.pb.PingRequest(message=self.worker_id), timeout=STARTUP_PINGS.timeout
+                )
                 return tries
             except grpc.RpcError as exc:
                 left = give_up - time.monotonic()
@@ -157,8 +178,7 @@ class HostLink:
                         f"no answer from the host at {self.address} after {tries} pings "
                         f"in {budget:.0f} s (last: {last})"
                     ) from None
-                stop.wait(min(pause, left))
-                pause = min(pause * 2, PING_BACKOFF_CAP)
+                stop.wait(min(next(pauses), left))
 
     # -- sessions -----------------------------------------------------------
 
