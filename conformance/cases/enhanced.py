@@ -49,8 +49,9 @@ from typing import Any, Final
 from snakepit_harness.protocol import ENHANCED_COMMANDS
 
 from ..drivers.stdio import StdioCaseContext
+from ..model import BridgeUse
 from ..probes import expect_alive
-from ..registry import case
+from ._transport import STDIO_CASES
 
 __all__ = ["PROBES", "Probe"]
 
@@ -62,6 +63,13 @@ REFERENCE_ITEMS: Final = 10
 MODEL_SEED: Final = 20_261_128
 MODEL_STEPS: Final = 300
 MARKER: Final = "{marker}"  # replaced by a path that must not come to exist
+# A case that sends hundreds of requests (the dictionary model's steps, the
+# cap's 1001 stores) gets this long on a slow machine.
+MANY_REQUESTS_TIMEOUT: Final = 60.0
+
+# Every case here applies to the enhanced profile alone.
+_case: Final = STDIO_CASES.for_profiles(ENHANCED)
+_many_requests_case: Final = _case.preset(timeout=MANY_REQUESTS_TIMEOUT)
 
 
 # -- helpers ------------------------------------------------------------------
@@ -143,15 +151,11 @@ def _plain_shape(value: Any) -> dict[str, Any]:
 # -- §7.1 call ------------------------------------------------------------------
 
 
-@case(
-    "enhanced.call.function",
-    section="7.1",
-    level="required",
-    profiles=ENHANCED,
-    requirement="call imports the module, walks to the attribute and calls it with args; the "
-    "answer has status ok, the serialised result, stored_as and target.",
-)
+@_case("enhanced.call.function", section="7.1", level="required")
 def call_function(ctx: StdioCaseContext) -> None:
+    """call imports the module, walks to the attribute and calls it with args; the answer has
+    status ok, the serialised result, stored_as and target.
+    """
     result = _ok(ctx, "call", {"target": "math.sqrt", "args": [16]})
     ctx.require_match(
         result,
@@ -159,14 +163,9 @@ def call_function(ctx: StdioCaseContext) -> None:
     )
 
 
-@case(
-    "enhanced.call.kwargs",
-    section="7.1",
-    level="required",
-    profiles=ENHANCED,
-    requirement="call passes kwargs as keyword arguments.",
-)
+@_case("enhanced.call.kwargs", section="7.1", level="required")
 def call_kwargs(ctx: StdioCaseContext) -> None:
+    """call passes kwargs as keyword arguments."""
     result = _ok(
         ctx,
         "call",
@@ -175,27 +174,18 @@ def call_kwargs(ctx: StdioCaseContext) -> None:
     ctx.require_match(result["result"], {"type": "str", "value": '{"a": 2, "b": 1}'})
 
 
-@case(
-    "enhanced.call.attribute",
-    section="7.1",
-    level="required",
-    profiles=ENHANCED,
-    requirement="call returns a non-callable attribute instead of calling it.",
-)
+@_case("enhanced.call.attribute", section="7.1", level="required")
 def call_attribute(ctx: StdioCaseContext) -> None:
+    """call returns a non-callable attribute instead of calling it."""
     result = _ok(ctx, "call", {"target": "math.pi"})
     ctx.require_match(result["result"], {"type": "float", "value": 3.141592653589793})
 
 
-@case(
-    "enhanced.call.store-as-and-references",
-    section="7.1",
-    level="required",
-    profiles=ENHANCED,
-    requirement="call with store_as keeps the result; stored.ID targets walk from it and "
-    '"stored.ID" strings inside args stand for it.',
-)
+@_case("enhanced.call.store-as-and-references", section="7.1", level="required")
 def call_store_as(ctx: StdioCaseContext) -> None:
+    """call with store_as keeps the result; stored.ID targets walk from it and "stored.ID"
+    strings inside args stand for it.
+    """
     with _scratch(ctx) as session:
         made = _ok(
             ctx,
@@ -224,14 +214,9 @@ def call_store_as(ctx: StdioCaseContext) -> None:
         ctx.require_match(referenced["result"], {"type": "str", "value": '[3, "x"]'})
 
 
-@case(
-    "enhanced.call.missing-reference",
-    section="7.3",
-    level="required",
-    profiles=ENHANCED,
-    requirement="A stored. target naming an id the session does not hold is not_found.",
-)
+@_case("enhanced.call.missing-reference", section="7.3", level="required")
 def call_missing(ctx: StdioCaseContext) -> None:
+    """A stored. target naming an id the session does not hold is not_found."""
     with _scratch(ctx) as session:
         reply = _failure(ctx, "call", {"target": "stored.nothing.upper", "session_id": session})
         ctx.require(
@@ -249,6 +234,15 @@ class Probe:
     args: dict[str, Any]
     needs: str | None = None  # a framework the probe needs (skipped without it)
     setup: tuple[tuple[str, dict[str, Any]], ...] = field(default=())
+
+    @property
+    def requirement(self) -> str:
+        """What the probe's case grades (its function's docstring)."""
+        target = str(self.args.get("target") or "pipeline")
+        return (
+            f"The {self.command} probe {target!r} is refused with error_type forbidden "
+            "and has no effect."
+        )
 
 
 _STORE_TEXT = ("store", {"id": "X", "value": "hello"})
@@ -367,32 +361,22 @@ def _probe_case(probe: Probe) -> Callable[[StdioCaseContext], None]:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
+    run.__doc__ = probe.requirement
     return run
 
 
 for _probe in PROBES:
-    case(
-        f"enhanced.safety.{_probe.slug}",
-        section="7.2",
-        level="required",
-        profiles=ENHANCED,
-        requirement=f"The {_probe.command} probe {str(_probe.args.get('target') or 'pipeline')!r} "
-        "is refused with error_type forbidden and has no effect.",
-    )(_probe_case(_probe))
+    _case(f"enhanced.safety.{_probe.slug}", section="7.2", level="required")(_probe_case(_probe))
 
 
 # -- §7.3 store -------------------------------------------------------------------
 
 
-@case(
-    "enhanced.store.round-trip",
-    section="7.3",
-    level="required",
-    profiles=ENHANCED,
-    requirement="store, retrieve (object in the §7.7 shape), list_stored (ids and count) and "
-    "delete_stored behave like a dictionary.",
-)
+@_case("enhanced.store.round-trip", section="7.3", level="required")
 def store_round_trip(ctx: StdioCaseContext) -> None:
+    """store, retrieve (object in the §7.7 shape), list_stored (ids and count) and delete_stored
+    behave like a dictionary.
+    """
     with _scratch(ctx) as session:
         _ok(ctx, "store", {"id": "k", "value": {"n": 1}, "session_id": session})
         got = _ok(ctx, "retrieve", {"id": "k", "session_id": session})
@@ -408,14 +392,9 @@ def store_round_trip(ctx: StdioCaseContext) -> None:
         ctx.require_match(listed, {"stored_objects": [], "count": 0})
 
 
-@case(
-    "enhanced.store.not-found",
-    section="7.3",
-    level="required",
-    profiles=ENHANCED,
-    requirement="retrieve and delete_stored of a missing id answer error_type not_found.",
-)
+@_case("enhanced.store.not-found", section="7.3", level="required")
 def store_not_found(ctx: StdioCaseContext) -> None:
+    """retrieve and delete_stored of a missing id answer error_type not_found."""
     with _scratch(ctx) as session:
         for command in ("retrieve", "delete_stored"):
             reply = _failure(ctx, command, {"id": "missing", "session_id": session})
@@ -425,14 +404,9 @@ def store_not_found(ctx: StdioCaseContext) -> None:
             )
 
 
-@case(
-    "enhanced.store.sessions",
-    section="7.3",
-    level="recommended",
-    profiles=ENHANCED,
-    requirement="Ids are per session, and clear_session clears only its own session.",
-)
+@_case("enhanced.store.sessions", section="7.3", level="recommended")
 def store_sessions(ctx: StdioCaseContext) -> None:
+    """Ids are per session, and clear_session clears only its own session."""
     base = _session(ctx)
     one, two = f"{base}.1", f"{base}.2"
     try:
@@ -452,16 +426,11 @@ def store_sessions(ctx: StdioCaseContext) -> None:
             _send(ctx, "clear_session", {"session_id": session})
 
 
-@case(
-    "enhanced.store.dictionary-model",
-    section="7.3",
-    level="required",
-    profiles=ENHANCED,
-    requirement="Under a pseudo-random sequence of store commands over several sessions, "
-    "every answer agrees with a per-session dictionary.",
-    timeout=60.0,
-)
+@_many_requests_case("enhanced.store.dictionary-model", section="7.3", level="required")
 def store_model(ctx: StdioCaseContext) -> None:
+    """Under a pseudo-random sequence of store commands over several sessions, every answer
+    agrees with a per-session dictionary.
+    """
     base = _session(ctx)
     sessions = (f"{base}.a", f"{base}.b", f"{base}.c")
     ids = ("x", "y", "z", "w")
@@ -518,17 +487,13 @@ def store_model(ctx: StdioCaseContext) -> None:
             _send(ctx, "clear_session", {"session_id": session})
 
 
-@case(
-    "enhanced.store.cap",
-    section="7.3",
-    level="recommended",
-    profiles=ENHANCED,
-    requirement="A session's store is capped (reference: 1000 objects); past the cap, store "
-    "answers error_type store_full.",
-    bridge="fresh",
-    timeout=60.0,
+@_many_requests_case(
+    "enhanced.store.cap", section="7.3", level="recommended", bridge=BridgeUse.FRESH
 )
 def store_cap(ctx: StdioCaseContext) -> None:
+    """A session's store is capped (reference: 1000 objects); past the cap, store answers
+    error_type store_full.
+    """
     session = _session(ctx)
     first = ctx.next_id()
     count = REFERENCE_CAP + 1
@@ -562,15 +527,11 @@ def store_cap(ctx: StdioCaseContext) -> None:
 # -- §7.4 pipeline ------------------------------------------------------------------
 
 
-@case(
-    "enhanced.pipeline.flow",
-    section="7.4",
-    level="required",
-    profiles=ENHANCED,
-    requirement="pipeline runs its steps in order with store_as and stored.NAME references and "
-    "answers pipeline_results and steps_completed.",
-)
+@_case("enhanced.pipeline.flow", section="7.4", level="required")
 def pipeline_flow(ctx: StdioCaseContext) -> None:
+    """pipeline runs its steps in order with store_as and stored.NAME references and answers
+    pipeline_results and steps_completed.
+    """
     with _scratch(ctx) as session:
         steps = [
             {"target": "fractions.Fraction", "args": [1, 3], "store_as": "third"},
@@ -591,15 +552,11 @@ def pipeline_flow(ctx: StdioCaseContext) -> None:
         )
 
 
-@case(
-    "enhanced.pipeline.failure-stops",
-    section="7.4",
-    level="required",
-    profiles=ENHANCED,
-    requirement="A failing step stops the pipeline, which signals failure naming the step's "
-    "index; later steps do not run.",
-)
+@_case("enhanced.pipeline.failure-stops", section="7.4", level="required")
 def pipeline_failure(ctx: StdioCaseContext) -> None:
+    """A failing step stops the pipeline, which signals failure naming the step's index; later
+    steps do not run.
+    """
     with _scratch(ctx) as session:
         steps = [
             {"target": "math.sqrt", "args": [4], "store_as": "before"},
@@ -618,15 +575,11 @@ def pipeline_failure(ctx: StdioCaseContext) -> None:
 # -- §7.5 inspect, §7.6 ping ---------------------------------------------------------
 
 
-@case(
-    "enhanced.inspect.function",
-    section="7.5",
-    level="required",
-    profiles=ENHANCED,
-    requirement="inspect answers inspection with type, module and callable (and, where "
-    "available, docstring and signature).",
-)
+@_case("enhanced.inspect.function", section="7.5", level="required")
 def inspect_function(ctx: StdioCaseContext) -> None:
+    """inspect answers inspection with type, module and callable (and, where available,
+    docstring and signature).
+    """
     result = _ok(ctx, "inspect", {"target": "math.sqrt"})
     ctx.require_match(
         result,
@@ -637,14 +590,9 @@ def inspect_function(ctx: StdioCaseContext) -> None:
     )
 
 
-@case(
-    "enhanced.ping.fields",
-    section="7.6",
-    level="required",
-    profiles=ENHANCED,
-    requirement="ping also reports frameworks_available (a list) and stored_objects (a count).",
-)
+@_case("enhanced.ping.fields", section="7.6", level="required")
 def ping_fields(ctx: StdioCaseContext) -> None:
+    """ping also reports frameworks_available (a list) and stored_objects (a count)."""
     with _scratch(ctx) as session:
         before = _ok(ctx, "ping", {})
         ctx.require_match(
@@ -663,14 +611,9 @@ def ping_fields(ctx: StdioCaseContext) -> None:
         )
 
 
-@case(
-    "enhanced.info.commands",
-    section="6.4",
-    level="required",
-    profiles=ENHANCED,
-    requirement="info's supported_commands lists every §7 command besides the §6 ones.",
-)
+@_case("enhanced.info.commands", section="6.4", level="required")
 def info_commands(ctx: StdioCaseContext) -> None:
+    """info's supported_commands lists every §7 command besides the §6 ones."""
     result = _ok(ctx, "info", {})
     listed = result.get("bridge_info", {}).get("supported_commands")
     missing = [
@@ -684,15 +627,9 @@ def info_commands(ctx: StdioCaseContext) -> None:
 # -- §7.7 serialisation --------------------------------------------------------------
 
 
-@case(
-    "enhanced.serialize.scalars",
-    section="7.7",
-    level="required",
-    profiles=ENHANCED,
-    requirement="None, bool, int, float and str results are {type, value}, type being the "
-    "Python type name.",
-)
+@_case("enhanced.serialize.scalars", section="7.7", level="required")
 def serialize_scalars(ctx: StdioCaseContext) -> None:
+    """None, bool, int, float and str results are {type, value}, type being the Python type name."""
     result = _ok(ctx, "call", {"target": "json.loads", "args": ['[null, true, 3, 2.5, "s"]']})
     ctx.require_match(
         result["result"],
@@ -710,15 +647,11 @@ def serialize_scalars(ctx: StdioCaseContext) -> None:
     )
 
 
-@case(
-    "enhanced.serialize.containers",
-    section="7.7",
-    level="required",
-    profiles=ENHANCED,
-    requirement="list, tuple and dict results are {type, value, length}; value holds the first "
-    "items, each serialised.",
-)
+@_case("enhanced.serialize.containers", section="7.7", level="required")
 def serialize_containers(ctx: StdioCaseContext) -> None:
+    """list, tuple and dict results are {type, value, length}; value holds the first items, each
+    serialised.
+    """
     long_list = list(range(25))
     got = _ok(ctx, "call", {"target": "json.loads", "args": [str(long_list)]})["result"]
     ctx.require_match(got, {"type": "list", "length": 25, "value": {"$type": "array"}})
@@ -741,14 +674,9 @@ def serialize_containers(ctx: StdioCaseContext) -> None:
     )
 
 
-@case(
-    "enhanced.serialize.object",
-    section="7.7",
-    level="required",
-    profiles=ENHANCED,
-    requirement="Other objects are {type, module, attributes, string_repr}.",
-)
+@_case("enhanced.serialize.object", section="7.7", level="required")
 def serialize_object(ctx: StdioCaseContext) -> None:
+    """Other objects are {type, module, attributes, string_repr}."""
     got = _ok(ctx, "call", {"target": "fractions.Fraction", "args": [1, 3]})["result"]
     ctx.require_match(
         got,
@@ -761,14 +689,9 @@ def serialize_object(ctx: StdioCaseContext) -> None:
     )
 
 
-@case(
-    "enhanced.serialize.dataframe",
-    section="7.7",
-    level="required",
-    profiles=ENHANCED,
-    requirement="A pandas DataFrame is {type, shape, columns, dtypes, head, string_repr}.",
-)
+@_case("enhanced.serialize.dataframe", section="7.7", level="required")
 def serialize_dataframe(ctx: StdioCaseContext) -> None:
+    """A pandas DataFrame is {type, shape, columns, dtypes, head, string_repr}."""
     _need(ctx, "pandas")
     data = {"x": [1, 2, 3], "y": ["a", "b", "c"]}
     got = _ok(ctx, "call", {"target": "pandas.DataFrame", "kwargs": {"data": data}})["result"]
@@ -785,16 +708,11 @@ def serialize_dataframe(ctx: StdioCaseContext) -> None:
     )
 
 
-@case(
-    "enhanced.serialize.unencodable",
-    section="7.7",
-    level="required",
-    profiles=ENHANCED,
-    requirement="A result that cannot be carried (an infinite float under JSON) answers "
-    "serialization_error, and the bridge keeps serving.",
-    codecs=("json",),
-)
+@_case("enhanced.serialize.unencodable", section="7.7", level="required", codecs=("json",))
 def serialize_unencodable(ctx: StdioCaseContext) -> None:
+    """A result that cannot be carried (an infinite float under JSON) answers
+    serialization_error, and the bridge keeps serving.
+    """
     reply = _failure(ctx, "call", {"target": "math.inf"})
     ctx.require(
         reply.get("error_type") == "serialization_error",
