@@ -64,6 +64,15 @@ _LOG_LEVELS: Final = {
 }
 
 log = logging.getLogger("snakepit_bridge.bridge_service")
+# What a worker that cannot serve exits with, by the error that stopped it:
+# a bad --adapter is a usage mistake; an absent host or a port it cannot
+# bind is a failure to start.
+_EXIT_STATUS_FOR: Final[tuple[tuple[type[Exception], int], ...]] = (
+    (AdapterLoadError, EXIT_USAGE),
+    (HostUnreachable, EXIT_FAILED),
+    (OSError, EXIT_FAILED),
+)
+_STOPPED_BY: Final = tuple(kind for kind, _ in _EXIT_STATUS_FOR)
 
 
 def load_adapter(spec: str) -> BaseAdapter:
@@ -275,15 +284,9 @@ def main(argv: Sequence[str] | None = None, *, seams: Seams | None = None) -> in
         worker.watch_stdin()
     try:
         return _serve(args, worker, seams)
-    except AdapterLoadError as exc:
+    except _STOPPED_BY as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except HostUnreachable as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except OSError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return next(code for kind, code in _EXIT_STATUS_FOR if isinstance(exc, kind))
 
 
 if __name__ == "__main__":
