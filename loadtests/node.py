@@ -197,6 +197,7 @@ class PointRun:
             "answers_polled": polls - self.marks["polls"],
             "answers_found_polling": hits - self.marks["poll_hits"],
             # CPU spent polling for answers: idle time in disguise, not work.
+            "loadgen_poll_s": polled_s - self.marks["poll_s"],
             "loadgen_busy_pct": 100.0 * (own_cpu - (polled_s - self.marks["poll_s"])) / window
             if window > 0
             else 0.0,
@@ -292,6 +293,12 @@ class PointRun:
             loadgen_busy_pct_per_node=[f.get("loadgen_busy_pct") for f in good],
             coordinator_cpu_pct=coordinator_pct,
             generator_cpu_us_per_request=1e6 * generator_cpu / requests if requests else None,
+            # The same without the polling: what the generator's own work cost.
+            generator_busy_us_per_request=(
+                1e6 * (generator_cpu - sum(f.get("loadgen_poll_s", 0.0) for f in good)) / requests
+                if requests
+                else None
+            ),
             answers_polled_share=_polled_share(good, requests),
             idle_processes=sum(1 for f in good if f.get("workers") == 0),
             rss_samples=_sum_rss([f["rss_samples"] for f in good]),

@@ -85,8 +85,10 @@ class LoadRow:
     generator_cpu_us_per_request: float | None = None
     generator_bound: bool = False
     # The share of requests whose answer the generator found by polling the
-    # pipe (loadtests/spin.py); None where it did not poll.
+    # pipe (loadtests/spin.py), None where it did not poll; and the generator's
+    # CPU per request without the time it spent polling (its own work).
     answers_polled_share: float | None = None
+    generator_busy_us_per_request: float | None = None
     # Locust's own median, from its (re-bucketed) dict: a cross-check only.
     locust_p50_ms: float | None = None
     top_error: str = ""
@@ -180,6 +182,7 @@ def _row(result: dict[str, Any]) -> LoadRow:
         generator_cpu_us_per_request=generator_us,
         generator_bound=_generator_bound(result),
         answers_polled_share=result.get("answers_polled_share"),
+        generator_busy_us_per_request=result.get("generator_busy_us_per_request"),
         locust_p50_ms=(result.get("locust_total") or {}).get("p50_ms"),
         top_error=max(kinds.items(), key=lambda item: item[1])[0],
         notes=list(result.get("notes") or []),

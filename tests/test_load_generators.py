@@ -334,3 +334,9 @@ def test_a_process_driving_one_worker_polls_for_answers_unless_told_to_sleep(
             assert isinstance(share, float) and 0.0 <= share <= 1.0
         else:  # told to sleep, or a process with two workers: it never polls
             assert share is None
+    for row in report["rows"]:
+        # The generator's own work is its CPU less the time it spent polling.
+        busy, whole = row["generator_busy_us_per_request"], row["generator_cpu_us_per_request"]
+        assert 0 < busy <= whole
+        if row["answers_polled_share"] is None:
+            assert busy == pytest.approx(whole)
