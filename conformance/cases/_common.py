@@ -8,23 +8,23 @@ module, and finds nothing to register).
   :func:`expect_exit_within_limit` and :func:`recommend_clean_exit`.
 * A *family* is a set of cases that run one body with a different argument
   each (the three places end of input can come, the two signals): a table of
-  :class:`Member` rows declared by :func:`declare_family`, so adding a member
-  is one row and not another copy of the body.
+  :class:`Member` rows declared by :func:`declare_family` through the module's
+  :class:`~._transport.TransportCases` decorator, so adding a member is one row
+  and not another copy of the body.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Final, Generic, TypedDict, TypeVar, Unpack
+from typing import Final, Generic, TypeVar
 
 from ..drivers.stdio import StdioCaseContext
-from ..model import BridgeUse, CaseFailed, Level
-from ..registry import case
+from ..model import CaseFailed
+from ._transport import TransportCases
 
 __all__ = [
     "EXIT_LIMIT",
-    "Declaration",
     "Member",
     "declare_family",
     "expect_exit_within_limit",
@@ -51,18 +51,6 @@ def recommend_clean_exit(ctx: StdioCaseContext, status: int, after: str) -> None
     ctx.recommend(status == 0, f"exit status {status} after {after} (should be 0)")
 
 
-class Declaration(TypedDict, total=False):
-    """The keywords of :func:`~snakepit_harness.conformance.registry.case` that say where
-    a case runs (profiles, codecs, bridge, gate): what a module's or a family's cases
-    share, spread into each declaration with ``**``.  Section, level, requirement
-    and timeout are each case's own."""
-
-    profiles: frozenset[str]
-    codecs: tuple[str, ...]
-    bridge: BridgeUse | str
-    gate: bool
-
-
 @dataclass(frozen=True)
 class Member(Generic[T]):
     """One case of a family: its id, its requirement, and the argument its body gets."""
@@ -83,29 +71,30 @@ def declare_family(
     body: Callable[[StdioCaseContext, T], None],
     members: Iterable[Member[T]],
     *,
+    cases: TransportCases,
     section: str,
-    level: Level | str,
-    **declaration: Unpack[Declaration],
+    level: str,
 ) -> None:
-    """Declare each member as a case running ``body(ctx, member.arg)``.
+    """Declare each member, through the decorator ``cases``, as a case running
+    ``body(ctx, member.arg)``.
 
-    The members share ``section``, ``level`` and ``declaration``.
+    The members share ``cases`` (profiles and options), ``section`` and ``level``.
     The registry names a case's source after its function
     (``python:<module>.<name>``), so each member's function is given the module
-    that declares the family and its :attr:`Member.function_name`.
+    that declares the family and its :attr:`Member.function_name`; its docstring
+    is the member's requirement, which ``cases`` takes as the case's.
     """
     for member in members:
-        case(
-            member.id, section=section, level=level, requirement=member.requirement, **declaration
-        )(_bound(module, member.function_name, body, member.arg))
+        cases(member.id, section=section, level=level)(_bound(module, member, body))
 
 
 def _bound(
-    module: str, name: str, body: Callable[[StdioCaseContext, T], None], arg: T
+    module: str, member: Member[T], body: Callable[[StdioCaseContext, T], None]
 ) -> Callable[[StdioCaseContext], None]:
     def run(ctx: StdioCaseContext) -> None:
-        body(ctx, arg)
+        body(ctx, member.arg)
 
     run.__module__ = module
-    run.__name__ = run.__qualname__ = name
+    run.__name__ = run.__qualname__ = member.function_name
+    run.__doc__ = member.requirement
     return run

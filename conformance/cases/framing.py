@@ -41,7 +41,7 @@ from snakepit_harness.protocol import (
 )
 
 from ..drivers.stdio import StdioCaseContext
-from ..model import CaseFailed, CaseSkipped, Grade
+from ..model import BridgeUse, CaseFailed, CaseSkipped, Grade
 from ..probes import (
     StartupProbe,
     expect_alive,
@@ -49,14 +49,13 @@ from ..probes import (
     memory_growth,
     startup_probe,
 )
-from ..registry import ALL_STDIO, case
 from ._common import (
-    Declaration,
     Member,
     declare_family,
     expect_exit_within_limit,
     recommend_clean_exit,
 )
+from ._transport import STDIO_CASES
 
 # The most a 4-byte header can announce.
 HUGE_ANNOUNCEMENT: Final = 0xFFFFFFFF
@@ -90,45 +89,45 @@ MEMORY_ERROR_WORDS: Final = ("MemoryError", "bad_alloc", "out of memory", "Canno
 # Bytes the large-response echo's answer stays under 16 MiB by (envelope room).
 ENVELOPE_ROOM: Final = 4096
 
-# What the start-up gates share: every stdio profile, a raw bridge (the start-up
-# probe starts it as a host does), and a failure blocks the cases that need a
-# working bridge (so a gate is always required).
-GATE: Final = Declaration(profiles=ALL_STDIO, bridge="raw", gate=True)
+# Frames of 16 MiB and more take a while to encode, pipe and decode on a slow
+# machine: the cases that send or receive one get this long.
+BIG_FRAME_TIMEOUT: Final = 30.0
+
+# Every case here applies to each stdio profile and codec (STDIO_CASES).
+# What the start-up gates share: a raw bridge (the start-up probe starts it as
+# a host does), and a failure blocks the cases that need a working bridge (so a
+# gate is always required).
+_gate_case: Final = STDIO_CASES.preset(bridge=BridgeUse.RAW, gate=True)
 GateBody = Callable[[StdioCaseContext, StartupProbe, bool], None]
-# What the §2.2 16 MiB cases share, a longer deadline among it: 16 MiB takes a
-# while to encode, pipe and decode on a slow machine.
-BIG_FRAME: Final[dict[str, Any]] = {
-    "section": "2.2",
-    "level": "required",
-    "profiles": ALL_STDIO,
-    "timeout": 30.0,
-}
+# The §2.2 16 MiB cases, on the shared bridge.
+_big_frame_case: Final = STDIO_CASES.preset(timeout=BIG_FRAME_TIMEOUT)
+# Cases that leave their bridge unfit for the next case (gigabytes announced,
+# stdin closed) get one of their own.
+_own_bridge_case: Final = STDIO_CASES.preset(bridge=BridgeUse.FRESH)
 
 
 # -- gates ------------------------------------------------------------------
 
 
-def _gate(id: str, *, section: str, requirement: str) -> Callable[[GateBody], GateBody]:
+def _gate(id: str, *, section: str) -> Callable[[GateBody], GateBody]:
     """Declare a start-up gate: its body judges the start-up probe, run once for the
-    three gates (``body(ctx, probe, probed_here)``, ``probed_here`` when this gate ran it)."""
+    three gates (``body(ctx, probe, probed_here)``, ``probed_here`` when this gate ran it);
+    the body's docstring is the requirement."""
 
     def declare(body: GateBody) -> GateBody:
-        @functools.wraps(body)  # the case's source names the body
+        @functools.wraps(body)  # the case's source and requirement are the body's
         def run(ctx: StdioCaseContext) -> None:
             body(ctx, *startup_probe(ctx))
 
-        case(id, section=section, level="required", requirement=requirement, **GATE)(run)
+        _gate_case(id, section=section, level="required")(run)
         return body
 
     return declare
 
 
-@_gate(
-    "framing.stdout-clean",
-    section="2.1",
-    requirement="The bridge writes nothing to stdout but frames (diagnostics go to stderr).",
-)
+@_gate("framing.stdout-clean", section="2.1")
 def stdout_clean(ctx: StdioCaseContext, probe: StartupProbe, probed_here: bool) -> None:
+    """The bridge writes nothing to stdout but frames (diagnostics go to stderr)."""
     if probe.garbage or probe.garbage_error:
         ctx.event(f"stdout bytes that are not frames (hex): {probe.garbage.hex()}")
         ctx.event(f"as text: {probe.garbage.decode('utf-8', 'replace')!r}")
@@ -198,13 +197,11 @@ def _blocked(why: str) -> Exception:
     return CaseSkipped(f"cannot judge: {why}")
 
 
-@_gate(
-    "framing.flush",
-    section="2.6",
-    requirement="Each response is flushed at once: the host need not send more input "
-    "(or close stdin) to receive it.",
-)
+@_gate("framing.flush", section="2.6")
 def flush(ctx: StdioCaseContext, probe: StartupProbe, probed_here: bool) -> None:
+    """Each response is flushed at once: the host need not send more input (or close stdin) to
+    receive it.
+    """
     _skip_if_any(probe, GARBAGE, UNUSABLE_NEGOTIATION, WRONG_CODEC)
     if UNFLUSHED.shows(probe):  # this case's own verdict
         raise CaseFailed(
@@ -216,13 +213,9 @@ def flush(ctx: StdioCaseContext, probe: StartupProbe, probed_here: bool) -> None
     # it answered with stdin open: steady-state flushing is judged too.
 
 
-@_gate(
-    "lifecycle.startup",
-    section="5.1",
-    requirement="The bridge answers its first request within 20 s of being started "
-    "(SHOULD within 2 s).",
-)
+@_gate("lifecycle.startup", section="5.1")
 def startup(ctx: StdioCaseContext, probe: StartupProbe, _: bool) -> None:
+    """The bridge answers its first request within 20 s of being started (SHOULD within 2 s)."""
     GARBAGE.skip_if_shown(probe)
     if probe.answered_only_after_eof:
         raise _blocked("the first answer came only after end of input (framing.flush)")
@@ -277,12 +270,9 @@ def _padded(request: dict[str, Any], codec_name: str, size: int) -> dict[str, An
     raise RuntimeError(f"cannot pad a request to exactly {size} bytes")
 
 
-@case(
-    "framing.large-request",
-    requirement="The bridge accepts a request frame whose payload is 16 MiB.",
-    **BIG_FRAME,
-)
+@_big_frame_case("framing.large-request", section="2.2", level="required")
 def large_request(ctx: StdioCaseContext) -> None:
+    """The bridge accepts a request frame whose payload is 16 MiB."""
     pad = _padding_length("ping", 301, ctx.codec_name, SPEC_MIN_FRAME_SIZE)
     request = {"id": 301, "command": "ping", "args": {"padding": "x" * pad}}
     ctx.send_value(request)
@@ -290,12 +280,9 @@ def large_request(ctx: StdioCaseContext) -> None:
     ctx.require_match(reply, {"success": True}, "the answer to a 16 MiB ping")
 
 
-@case(
-    "framing.large-response",
-    requirement="The bridge sends a response frame of (nearly) 16 MiB whole and intact.",
-    **BIG_FRAME,
-)
+@_big_frame_case("framing.large-response", section="2.2", level="required")
 def large_response(ctx: StdioCaseContext) -> None:
+    """The bridge sends a response frame of (nearly) 16 MiB whole and intact."""
     pad = _padding_length("echo", 302, ctx.codec_name, SPEC_MIN_FRAME_SIZE - ENVELOPE_ROOM)
     padding = "x" * pad
     ctx.send_value({"id": 302, "command": "echo", "args": {"padding": padding}})
@@ -321,16 +308,11 @@ def _memory_words(stderr: bytes) -> str | None:
     return next((w for w in MEMORY_ERROR_WORDS if w in text), None)
 
 
-@case(
-    "framing.oversize-header",
-    section="2.3",
-    level="required",
-    profiles=ALL_STDIO,
-    requirement="A header announcing more than the bridge's maximum does not make the "
-    "bridge allocate that amount.",
-    bridge="fresh",
-)
+@_own_bridge_case("framing.oversize-header", section="2.3", level="required")
 def oversize_header(ctx: StdioCaseContext) -> None:
+    """A header announcing more than the bridge's maximum does not make the bridge allocate that
+    amount.
+    """
     before = group_memory(ctx.bridge)
     if not before:
         ctx.note("no /proc memory figures for the bridge: allocation not measured")
@@ -415,17 +397,13 @@ def _stream_body(ctx: StdioCaseContext, before: dict[int, dict[str, int]]) -> in
     return streamed
 
 
-@case(
-    "framing.oversize-discard",
-    section="2.3",
-    level="recommended",
-    profiles=ALL_STDIO,
-    requirement="After an oversize frame the bridge discards its payload, answers "
-    "frame_too_large with id null, and keeps serving.",
-    bridge="fresh",
-    timeout=30.0,
+@_own_bridge_case(
+    "framing.oversize-discard", section="2.3", level="recommended", timeout=BIG_FRAME_TIMEOUT
 )
 def oversize_discard(ctx: StdioCaseContext) -> None:
+    """After an oversize frame the bridge discards its payload, answers frame_too_large with id
+    null, and keeps serving.
+    """
     ctx.send_raw(encode_header(DISCARD_ANNOUNCEMENT))
     chunk = bytes(_CHUNK)
     left = DISCARD_ANNOUNCEMENT
@@ -507,8 +485,7 @@ declare_family(
     __name__,
     _end_of_input,
     (Member(f"framing.eof-{at.slug}", at.requirement, at) for at in END_OF_INPUT),
+    cases=_own_bridge_case,
     section="2.5",
     level="required",
-    profiles=ALL_STDIO,
-    bridge="fresh",
 )

@@ -27,20 +27,19 @@ from snakepit_harness.errors import BridgeCrashed, BridgeTimeout
 from snakepit_harness.transports.process import alive_pids, descendants, kill_pids
 
 from ..drivers.stdio import StdioCaseContext
-from ..model import CaseFailed
-from ..registry import ALL_STDIO, case
+from ..model import BridgeUse, CaseFailed
 from ._common import (
     EXIT_LIMIT,
-    Declaration,
     Member,
     declare_family,
     expect_exit_within_limit,
     recommend_clean_exit,
 )
+from ._transport import STDIO_CASES
 
 # What every lifecycle case shares: it applies to every stdio profile, and it
 # ends its bridge (a signal, a closed pipe), so it gets a bridge of its own.
-LIFECYCLE: Final = Declaration(profiles=ALL_STDIO, bridge="fresh")
+_case: Final = STDIO_CASES.preset(bridge=BridgeUse.FRESH)
 # Time leftover descendants get to disappear after the bridge exits.
 CHILD_GRACE: Final = 1.0
 # Size of the echo whose answer is in flight when the signal arrives: several
@@ -87,22 +86,17 @@ declare_family(
         )
         for sig in SIGNALS
     ),
+    cases=_case,
     section="5.3",
     level="required",
-    **LIFECYCLE,
 )
 
 
-@case(
-    "lifecycle.sigterm-mid-response",
-    section="5.3",
-    level="recommended",
-    requirement="A response whose writing has started when SIGTERM arrives is finished "
-    "whole before the bridge exits.",
-    timeout=20.0,
-    **LIFECYCLE,
-)
+@_case("lifecycle.sigterm-mid-response", section="5.3", level="recommended", timeout=20.0)
 def sigterm_mid_response(ctx: StdioCaseContext) -> None:
+    """A response whose writing has started when SIGTERM arrives is finished whole before the
+    bridge exits.
+    """
     ctx.send_value(
         {"id": 501, "command": "echo", "args": {"blob": "y" * IN_FLIGHT_BYTES}},
     )
@@ -127,15 +121,11 @@ def sigterm_mid_response(ctx: StdioCaseContext) -> None:
     ctx.require(status is not None, f"the bridge did not exit within {EXIT_LIMIT:.0f} s")
 
 
-@case(
-    "lifecycle.broken-pipe",
-    section="5.4",
-    level="required",
-    requirement="When the host closes the bridge's stdout, the bridge exits within 2 s "
-    "(SHOULD without a traceback on stderr).",
-    **LIFECYCLE,
-)
+@_case("lifecycle.broken-pipe", section="5.4", level="required")
 def broken_pipe(ctx: StdioCaseContext) -> None:
+    """When the host closes the bridge's stdout, the bridge exits within 2 s (SHOULD without a
+    traceback on stderr).
+    """
     ctx.close_stdout()
     # The next answer (or the bridge's own POLLHUP check) meets the closed pipe.
     with contextlib.suppress(BridgeCrashed):  # it may have left already: fine
