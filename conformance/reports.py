@@ -1,4 +1,4 @@
-"""Reports written from one :class:`~.runner.RunReport`: terminal, JUnit XML, JSON, HTML.
+"""Reports written from one :class:`~.session.RunReport`: terminal, JUnit XML, JSON, HTML.
 
 * Terminal: one line per case with its verdict and time, then every failure
   in full (message, findings, bytes sent in hex, what was observed, stderr

@@ -1,4 +1,4 @@
-"""Conformance cases for the bridge-service profile (docs/bridge-service.md §9, Snakepit v0.13).
+"""Conformance cases for the bridge-service profile (PROTOCOL.md §9, Snakepit v0.13).
 
 Each case grades one requirement and cites its §9 section, so a worker with
 one defect fails the case named for it.  Cases receive a

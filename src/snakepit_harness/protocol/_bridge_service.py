@@ -1,4 +1,4 @@
-"""Facts of the bridge-service profile (docs/bridge-service.md §9), without any I/O.
+"""Facts of the bridge-service profile (PROTOCOL.md §9), without any I/O.
 
 Snakepit v0.13 runs its Python workers over the ``snakepit.bridge.BridgeService``
 gRPC service.  Everything here is data or a pure function over bytes and
