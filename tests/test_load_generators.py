@@ -25,6 +25,8 @@ if importlib.util.find_spec("locust") is None:
 PY = sys.executable
 V2 = [PY, "-m", "snakepit_bridge.generic_bridge_v2", "--quiet"]
 QUICK = ["--duration", "1", "--warmup", "0.3"]
+# The judged sweep of issue 12's generator figures: small requests, MessagePack, pools 1 and 2.
+SMALL_AT_POOLS_1_2 = ["--pool", "1,2", "--codec", "msgpack", "--payload", "small"]
 BANNER_BRIDGE = (
     Path(__file__).parent.parent / "fixtures" / "bridges" / "python" / "stdout_banner.py"
 )
@@ -183,12 +185,7 @@ def test_two_generator_processes_share_the_pool_and_every_row_says_so(tmp_path: 
     work = tmp_path / "work"
     status, out, err, _ = run_watched(
         [
-            "--pool",
-            "1,2",
-            "--codec",
-            "msgpack",
-            "--payload",
-            "small",
+            *SMALL_AT_POOLS_1_2,
             "--generator-processes",
             "2",
             "--baseline",
@@ -306,12 +303,7 @@ def test_a_process_driving_one_worker_polls_for_answers_unless_told_to_sleep(
 ) -> None:
     status, out, err, _ = run_watched(
         [
-            "--pool",
-            "1,2",
-            "--codec",
-            "msgpack",
-            "--payload",
-            "small",
+            *SMALL_AT_POOLS_1_2,
             "--generator-processes",
             "1",
             "--generator-wait",
