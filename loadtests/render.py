@@ -282,6 +282,8 @@ CSV_FIELDS: Final = (
     "generator_processes",
     "generator_cpu_us_per_request",
     "generator_bound",
+    "generator_busy_us_per_request",
+    "answers_polled_share",
     "startup_s",
     "restarts",
     "p50_vs_raw",

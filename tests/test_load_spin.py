@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from snakepit_harness.loadtests.render import write_csv
 from snakepit_harness.loadtests.report import Gates, build_report
 from snakepit_harness.loadtests.spin import SpinPolicy
 
@@ -70,7 +72,7 @@ def _polling(result: dict[str, Any], cpu_pct: float, busy_pct: float) -> dict[st
     )
 
 
-def test_cpu_spent_polling_does_not_make_a_point_generator_bound() -> None:
+def test_cpu_spent_polling_does_not_make_a_point_generator_bound(tmp_path: Path) -> None:
     results = [
         # 95% of a CPU, but 70 points of it polling for answers: not the limit.
         _polling(_result("bridge", 1, "msgpack", "small", 30_000, 0.03), 95.0, 25.0),
@@ -82,3 +84,7 @@ def test_cpu_spent_polling_does_not_make_a_point_generator_bound() -> None:
     assert [r["generator_bound"] for r in rows] == [False, True]
     assert [r["answers_polled_share"] for r in rows] == [0.9, 0.9]
     assert report["recommendation"]["refused"]["small"]["bound_at"] == ["pool 2 msgpack"]
+    write_csv(report, tmp_path)
+    header, first, _ = (tmp_path / "points.csv").read_text().splitlines()
+    values = dict(zip(header.split(","), first.split(","), strict=True))
+    assert values["answers_polled_share"] == "0.9"
