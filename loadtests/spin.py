@@ -40,7 +40,7 @@ SPIN_WINDOW_NS: Final = 50_000
 # work, long enough that one scheduling hiccup does not decide.
 SPIN_TRIAL: Final = 256
 # Requests sent the cheaper way before the next pair of trials; the trials
-# then cost the worse way's price on one request in ~17.
+# then cost the worse way's price on about one request in 18.
 SPIN_REST: Final = 4096
 
 
