@@ -21,6 +21,7 @@ from snakepit_harness.errors import BridgeCrashed, BridgeTimeout, RemoteProtocol
 from snakepit_harness.protocol import (
     ERROR_TYPES,
     NEGOTIATE,
+    STDIO_EXIT_LIMIT,
     NegotiationFailed,
     Response,
     Selected,
@@ -47,9 +48,9 @@ __all__ = [
     "startup_probe",
 ]
 
-# After end of input, how long an unflushed answer gets to appear (§2.5 gives
-# a bridge 2 s to exit, and it writes pending output on the way).
-EOF_GRACE: Final = 2.0
+# After end of input, how long an unflushed answer gets to appear: the time
+# §2.5 gives a bridge to exit, since it writes pending output on the way.
+EOF_GRACE: Final = STDIO_EXIT_LIMIT
 
 # How long a second request, sent once the bridge is up, may take before the
 # bridge is suspected of holding answers back (a healthy bridge answers a ping
