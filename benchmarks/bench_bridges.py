@@ -46,6 +46,7 @@ from typing import Any, Final
 from snakepit_harness.loadtests.point import baseline_command
 from snakepit_harness.loadtests.profiles import RequestTemplate, make_templates, next_id
 
+from snakepit_harness.protocol import READY_PREFIX
 from snakepit_harness.transports.spawn import tune_allocator
 
 PIPE_SIZE: Final = 1024 * 1024
@@ -198,7 +199,7 @@ def grpc_call(argv: list[str]) -> Callable[[], Any]:
         try:
             assert proc.stdout
             line = proc.stdout.readline()
-            if not line.startswith("GRPC_SERVER_READY_ON_PORT="):
+            if not line.startswith(READY_PREFIX):
                 raise RuntimeError(f"{argv}: no ready line, got {line!r}")
             port = int(line.split("=", 1)[1])
             channel = grpc.insecure_channel(f"127.0.0.1:{port}")

@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from typing import Any, Final
 
+from snakepit_harness.protocol import READY_PREFIX
+
 __all__ = ["main", "serve", "serve_echo", "serve_until_signalled"]
 
 STREAM_COPIES: Final = 11  # ping_stream's default 10 data messages + the final one
@@ -100,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     server, port = serve(options.port, options.host)
 
     def announce() -> None:
-        sys.stdout.write(f"GRPC_SERVER_READY_ON_PORT={port}\n")
+        sys.stdout.write(f"{READY_PREFIX}{port}\n")
         sys.stdout.flush()
 
     return serve_until_signalled(server, announce)
