@@ -25,12 +25,10 @@ from typing import Final
 
 from ..cli import EXIT_ERROR, EXIT_FAILED, EXIT_OK
 from ..errors import HarnessError
+from ..protocol import CODEC_MODES, PROFILES
 from .defaults import DEFAULT_MAX_EXAMPLES, DEFAULT_RESPONSE_TIMEOUT, PROPERTY_NAMES
 
 __all__ = ["default_bridge", "register", "run_fuzz"]
-
-PROFILES: Final = ("v1", "v2", "enhanced", "grpc", "bridge-service")
-CODEC_MODES: Final = ("json", "msgpack", "negotiate")
 
 # A seed space wide enough that two runs never share one by chance, small
 # enough to type back in.
