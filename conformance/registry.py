@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from snakepit_harness.errors import HarnessError
+from snakepit_harness.protocol import STDIO_PROFILES
 
 from .model import BridgeUse, Case, CaseFn, Level
 
@@ -48,7 +49,7 @@ CASE_PACKAGE: Final = "snakepit_harness.conformance.cases"
 ENTRY_POINT_GROUP: Final = "snakepit_harness.conformance_cases"
 
 # Profile sets the stdio sections (§2-§6) apply to.
-ALL_STDIO: Final = frozenset({"v1", "v2", "enhanced"})
+ALL_STDIO: Final = frozenset(STDIO_PROFILES)
 V2_AND_UP: Final = frozenset({"v2", "enhanced"})
 
 # Hierarchical, lower-case, dot-separated; each part may hold dashes and digits.

@@ -25,7 +25,7 @@ from typing import Final
 
 from ..cli import EXIT_ERROR, EXIT_FAILED, EXIT_OK
 from ..errors import HarnessError
-from ..protocol import CODEC_MODES, PROFILES
+from ..protocol import CODEC_MODES, GRPC_PROFILES, PROFILES
 from .defaults import DEFAULT_MAX_EXAMPLES, DEFAULT_RESPONSE_TIMEOUT, PROPERTY_NAMES
 
 __all__ = ["default_bridge", "register", "run_fuzz"]
@@ -42,7 +42,7 @@ def default_bridge(profile: str, codec_mode: str) -> list[str]:
     """
     from ..conformance.targets import CHECK_TARGETS
 
-    wanted = "-" if profile in ("grpc", "bridge-service") else codec_mode
+    wanted = "-" if profile in GRPC_PROFILES else codec_mode
     for row in CHECK_TARGETS:
         if row.profile == profile and row.codec == wanted:
             return list(row.command())

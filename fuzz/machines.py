@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 from ..errors import TransportError
+from ..protocol import STDIO_PROFILES
 from .oracle import match_responses
 from .properties import PropertyFailed
 from .strategies import Expectation, Step, compute_requests, frame
@@ -256,7 +257,7 @@ class StoreModel(BridgeMachine):
 
 MACHINES: Final[dict[str, tuple[type[BridgeMachine], frozenset[str], str]]] = {
     # name: (machine, profiles, PROTOCOL.md section)
-    "pipelined-session": (PipelinedSession, frozenset({"v1", "v2", "enhanced"}), "4.7"),
+    "pipelined-session": (PipelinedSession, frozenset(STDIO_PROFILES), "4.7"),
     "store-model": (StoreModel, frozenset({"enhanced"}), "7.3"),
 }
 

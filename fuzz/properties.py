@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from hypothesis import strategies as st
 
+from ..protocol import STDIO_PROFILES
 from .oracle import match_responses, normalise, same_value
 from .strategies import (
     Expectation,
@@ -310,7 +311,7 @@ def _difference(want: Any, got: Any, name: str, codec: str) -> str:
 
 PropertyBody = Callable[[FuzzContext, st.DataObject], None]
 
-_STDIO: Final = frozenset({"v1", "v2", "enhanced"})
+_STDIO: Final = frozenset(STDIO_PROFILES)
 
 
 @dataclass(frozen=True)

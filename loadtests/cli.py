@@ -32,7 +32,7 @@ from snakepit_harness.errors import (
     RemoteProtocolError,
     TransportError,
 )
-from snakepit_harness.protocol import ExitCode
+from snakepit_harness.protocol import CODEC_NAMES, ExitCode
 from snakepit_harness.transports.grpc_channel import GrpcStatusError
 
 from .bridge_calls import NoToolsRegistered
@@ -281,7 +281,7 @@ def _validate(args: argparse.Namespace) -> None:
     if args.transport != "bridge-service" and args.host_delay != [0.0]:
         raise HarnessError("--host-delay applies to --transport bridge-service only")
     for codec in args.codec:
-        if codec not in ("json", "msgpack"):
+        if codec not in CODEC_NAMES:
             raise HarnessError(f"unknown codec {codec!r}; use json and/or msgpack")
     special = TRANSPORT_PAYLOADS.get(args.transport, ())
     for payload in args.payload:

@@ -37,6 +37,8 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
+from snakepit_harness.protocol import CODEC_NAMES
+
 from .hires import format_ms
 from .rows import LOADGEN_BOTTLENECK_PCT, LoadRow, rows_from_results
 
@@ -58,7 +60,8 @@ MACHINE_SATURATED_SHARE: Final = 0.9
 # Two throughputs closer than this are not told apart by a single sweep on a
 # shared machine (repeated runs here moved by 5-10%).
 NOISE_SHARE: Final = 0.10
-_CODECS_COMPARED: Final = ("json", "msgpack")
+# The codecs the report compares per payload: the two the stdio profiles have.
+_CODECS_COMPARED: Final = CODEC_NAMES
 
 
 @dataclass(frozen=True)
