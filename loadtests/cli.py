@@ -177,10 +177,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--generator-wait",
         choices=GENERATOR_WAITS,
         default=GENERATOR_POLLS,
-        help="how a generator process that drives a single stdio worker waits for each "
-        f"answer: poll the pipe for up to {SPIN_WINDOW_NS // 1000} µs before sleeping, where "
-        "trials measure that it costs less CPU (poll), or sleep at once (sleep); see "
-        "docs/load.md (default: poll)",
+        help="how a generator process waits for an answer while all its stdio workers are "
+        f"busy: poll the pipe for up to {SPIN_WINDOW_NS // 1000} µs before sleeping, where "
+        "timed trials find that faster (poll), or sleep at once (sleep); see docs/load.md "
+        "(default: poll)",
     )
     service = parser.add_argument_group("bridge-service (Snakepit v0.13 workers)")
     service.add_argument(

@@ -8,7 +8,9 @@ Locust runs every user as a greenlet in one thread, so a single blocking
 ``os.read`` would freeze all of them: every pipe is non-blocking, waits go
 through gevent's hub (``wait_read``/``wait_write``), and stderr is drained by
 a greenlet per worker (a bridge that fills its stderr pipe blocks and looks
-hung).  Requests are pre-framed templates (:mod:`.profiles`) written as they
+hung).  While every worker of the process is busy, a user first polls its
+pipe for a few tens of microseconds where timed trials find that faster
+than sleeping (:mod:`.spin`).  Requests are pre-framed templates (:mod:`.profiles`) written as they
 are with ``writev``: in the connection's READY state a send changes nothing,
 and building each frame through it would copy a megabyte per call.
 
@@ -33,6 +35,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, Final
 
 import gevent
+import gevent.monkey
 from gevent.hub import get_hub
 
 from snakepit_harness import protocol
@@ -71,6 +74,14 @@ _WRITE: Final = 2
 WATCHDOG_INTERVAL_S: Final = 0.1
 # One read takes what a full pipe holds; the buffer is the worker's own, reused.
 _READ_BUFFER: Final = PIPE_SIZE
+# The real select(), not gevent's: a look at the other workers' pipes while
+# polling must not switch greenlets.
+_select: Final = gevent.monkey.get_original("select", "select")
+
+
+def _readable(fds: list[int]) -> bool:
+    """Whether any of ``fds`` has something to read, asked of the kernel without waiting."""
+    return bool(_select(fds, [], [], 0)[0])
 
 
 class BridgeWorker:
@@ -102,6 +113,7 @@ class BridgeWorker:
         self.closed = False
         self.busy_since_ns = 0  # perf_counter_ns of the request in hand, 0 when idle
         self.spin: SpinPolicy | None = None  # poll before waiting (see .spin); None: wait
+        self.neighbours: list[BridgeWorker] = []  # the process's workers, this one included
 
     @property
     def pid(self) -> int:
@@ -219,12 +231,29 @@ class BridgeWorker:
             self._fill()
         return event
 
+    def _others_waiting(self) -> list[int] | None:
+        """The stdout fds of this process's other workers, when every one is busy; else None.
+
+        Polling is only worth it while nothing else can run: with a worker
+        free, a user may be about to send it a request, and polling would
+        hold that user up.
+        """
+        workers = self.neighbours
+        if not all(worker.busy_since_ns for worker in workers):
+            return None
+        return [worker._out for worker in workers if worker is not self]
+
     def _poll(self, window_ns: int, spin: SpinPolicy) -> bool:
         """Read stdout without waiting for up to ``window_ns``; True once bytes (or EOF) came.
 
-        Nothing else runs meanwhile (no greenlet switch): the policy is used
-        only where this worker is the process's only one.
+        Nothing else runs meanwhile (no greenlet switch), so this polls only
+        while every worker of the process is busy (:meth:`_others_waiting`),
+        and stops as soon as another worker's answer is readable: the hub
+        then hands that one to its user while this one waits.
         """
+        others = self._others_waiting()
+        if others is None:
+            return False
         out, into, now = self._out, self._read_into, time.perf_counter_ns
         began = now()
         until = began + window_ns
@@ -232,7 +261,8 @@ class BridgeWorker:
             try:
                 count = os.readv(out, [into])
             except BlockingIOError:
-                if (ended := now()) < until:
+                ended = now()
+                if ended < until and not (others and _readable(others)):
                     continue
                 spin.heard(False, ended - began)
                 return False
@@ -317,10 +347,11 @@ class StdioPool(WorkerPool[BridgeWorker]):
         super().__init__(argv, size, share)
         self.codec = codec
         self.select = select
-        # A process driving one worker has nothing else to do while it waits
-        # for an answer: it polls first (.spin).  With more workers, polling
-        # one would keep the others' answers waiting.
-        self.poll_answers = poll_answers and size == 1
+        # While every worker of the process is busy, the process has nothing
+        # else to do but wait for an answer: it polls first, where its trials
+        # find that cheaper (.spin).  One policy for the process: its trials
+        # measure the process's CPU per request, whichever worker sent it.
+        self.spin = SpinPolicy() if poll_answers else None
         self.notes: list[str] = []  # what the pool noticed and worked around
         self._watchdog = gevent.spawn(self._watch_deadlines)
 
@@ -337,13 +368,10 @@ class StdioPool(WorkerPool[BridgeWorker]):
         self._watchdog.kill(block=False)
 
     def poll_counts(self) -> tuple[int, int, float]:
-        """(answers polled for, found by polling, seconds spent polling) over every worker."""
-        policies = [w.spin for w in self.spawned if w.spin is not None]
-        return (
-            sum(p.polls for p in policies),
-            sum(p.hits for p in policies),
-            sum(p.polled_ns for p in policies) / 1e9,
-        )
+        """(answers polled for, found by polling, seconds spent polling) so far."""
+        if self.spin is None:
+            return 0, 0, 0.0
+        return self.spin.polls, self.spin.hits, self.spin.polled_ns / 1e9
 
     def spawn_worker(self, index: int) -> BridgeWorker:
         if self.codec == RAW_CODEC:
@@ -353,8 +381,8 @@ class StdioPool(WorkerPool[BridgeWorker]):
         else:
             mode, offered = self.codec, ("json",)
         worker = BridgeWorker(self.argv, index, mode, offered)
-        if self.poll_answers:
-            worker.spin = SpinPolicy()
+        worker.spin = self.spin
+        worker.neighbours = self.workers  # the pool's own list, as workers come and go
         return worker
 
     def greet(self, worker: BridgeWorker) -> None:

@@ -420,8 +420,9 @@ def _poll_counts(pool: Any) -> tuple[int, int, float]:
 def _polled_share(finals: list[dict[str, Any]], requests: int) -> float | None:
     """The share of the window's requests whose answer the generator found by polling.
 
-    None when no generator process polled (more than one worker each, gRPC,
-    ``--generator-wait sleep``): the figure explains ``gen µs/req``.
+    None when no generator process polled (gRPC and bridge-service pools,
+    ``--generator-wait sleep``, or workers never all busy at once): the figure
+    explains ``gen µs/req``.
     """
     polled = sum(f.get("answers_polled", 0) for f in finals)
     if not polled or not requests:

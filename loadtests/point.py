@@ -28,7 +28,7 @@ __all__ = [
 
 BRIDGE_KIND: Final = "bridge"
 BASELINE_KIND: Final = "baseline"
-# How a generator process that drives one stdio worker waits for an answer
+# How a generator process waits for an answer while all its stdio workers are busy
 # (PointConfig.generator_wait): poll the pipe first (.spin), or sleep at once.
 GENERATOR_POLLS: Final = "poll"
 GENERATOR_SLEEPS: Final = "sleep"

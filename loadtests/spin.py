@@ -1,23 +1,27 @@
 """Whether a load user polls for its answer before sleeping: measured, not guessed.
 
-A generator process that drives one worker has nothing else to do between a
-request and its answer.  If it sleeps in the hub at once, every request costs
-a sleep and a wake-up on each side; when the worker runs on another CPU (the
-kernel's choice whenever a CPU is idle, as at pool 1 on two cores) that is a
-cross-CPU wake-up, and on a virtual machine it costs far more than the
-request.  Measured here (pool 1, small requests, the raw echo baseline): 34-41
-µs of the generator's CPU per request when it slept, 22-26 µs when it polled
-the pipe first, and three times the throughput.  Snakepit's own host
-does the same: the BEAM's schedulers busy-wait a while before they sleep
-(``erl +sbwt``, on by default).
+While every worker a generator process drives is busy, the process has
+nothing to do but wait for an answer.  If it sleeps in the hub at once, every
+request costs a sleep and a wake-up on each side; when the worker runs on
+another CPU (the kernel's choice whenever a CPU is idle, as at pool 1 on two
+cores) that is a cross-CPU wake-up, and on a virtual machine it costs far
+more than the request.  Measured here (pool 1, small requests, the raw echo
+baseline): 34-41 µs of the generator's CPU per request when it slept, 21-23
+µs when it polled the pipe first, and three times the throughput.  Snakepit's
+own host does the same: the BEAM's schedulers busy-wait a while before they
+sleep (``erl +sbwt``, on by default).
 
-Polling is not always cheaper: when the answer comes later than the window
-(a slow bridge), or when the worker shares our CPU and cannot run while we
-poll, the window is spent for nothing.  So the policy measures both: it sends
-a trial of requests polling and a trial sleeping, takes the process's CPU
-time over each, and uses the cheaper way for the next ``rest`` requests
-before it measures again (placement and load change during a run).  Pure
-bookkeeping, no I/O: the worker (:mod:`.gpool`) does the polling.
+Polling does not always pay: when the answer comes later than the window (a
+slow bridge), when the worker shares our CPU and cannot run while we poll, or
+when the process is busy with other workers' answers, the window is spent
+for nothing.  So the policy measures both: it sends a trial of requests
+polling and a trial sleeping, times each trial, and uses the faster way for
+the next ``rest`` requests before it measures again (placement and load
+change during a run), changing its way only for a clear gain
+(``SPIN_SWITCH_MARGIN``).  Time per request in a closed loop is what both
+matter to: where the generator is the limit it is the generator's CPU per
+request, and where it is not, the wake-up latency it adds to every round
+trip.  Pure bookkeeping, no I/O: the workers (:mod:`.gpool`) poll.
 """
 
 from __future__ import annotations
@@ -39,8 +43,13 @@ SPIN_WINDOW_NS: Final = 50_000
 # Requests in each trial (one polling, one sleeping): a few milliseconds of
 # work, long enough that one scheduling hiccup does not decide.
 SPIN_TRIAL: Final = 256
-# Requests sent the cheaper way before the next pair of trials; the trials
-# then cost the worse way's price on about one request in 18.
+# The way in use changes only when the other is faster by this share: where
+# the two are about even (a bridge answering near the window's end),
+# flipping from cycle to cycle would mix two latency modes in one point's
+# figures.  The first choice is against sleeping, the harness's old way.
+SPIN_SWITCH_MARGIN: Final = 0.1
+# Requests sent the faster way before the next pair of trials; the trials
+# then cost the slower way's price on about one request in 18.
 SPIN_REST: Final = 4096
 
 
@@ -49,11 +58,11 @@ class _Phase(enum.Enum):
 
     TRIAL_POLLING = "trial-polling"
     TRIAL_SLEEPING = "trial-sleeping"
-    USING = "using"  # the cheaper way, until the next trials
+    USING = "using"  # the faster way, until the next trials
 
 
 class SpinPolicy:
-    """Says how long to poll for the next answer (0: sleep at once), from measured CPU cost."""
+    """Says how long to poll for the next answer (0: sleep at once), from timed trials."""
 
     def __init__(
         self,
@@ -61,7 +70,7 @@ class SpinPolicy:
         *,
         trial: int = SPIN_TRIAL,
         rest: int = SPIN_REST,
-        clock: Callable[[], int] = time.process_time_ns,
+        clock: Callable[[], int] = time.perf_counter_ns,
     ) -> None:
         self.window_ns = window_ns
         self.trial = trial
@@ -71,7 +80,8 @@ class SpinPolicy:
         self._left = 0
         self._began = 0
         self.polling = True
-        # CPU ns per request in the last trials, polling and sleeping.
+        self._chosen = False  # the way in use between trials (True: poll)
+        # Nanoseconds per request in the last trials, polling and sleeping.
         self.poll_cost_ns = 0.0
         self.sleep_cost_ns = 0.0
         # Over the whole run, for the point's figures and the tests.
@@ -105,7 +115,14 @@ class SpinPolicy:
             self._phase, self.polling, self._left = _Phase.TRIAL_SLEEPING, False, self.trial
         elif self._phase is _Phase.TRIAL_SLEEPING:
             self.sleep_cost_ns = (now - self._began) / self.trial
-            self.polling = self.poll_cost_ns < self.sleep_cost_ns
+            incumbent, challenger = (
+                (self.poll_cost_ns, self.sleep_cost_ns)
+                if self._chosen
+                else (self.sleep_cost_ns, self.poll_cost_ns)
+            )
+            if challenger < incumbent * (1 - SPIN_SWITCH_MARGIN):
+                self._chosen = not self._chosen
+            self.polling = self._chosen
             self.choices.append(self.polling)
             self._phase, self._left = _Phase.USING, self.rest
         else:

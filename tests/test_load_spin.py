@@ -55,6 +55,19 @@ def test_a_slow_answer_makes_the_policy_sleep_and_it_measures_again_after_its_re
     assert policy.choices == [False, True]
 
 
+def test_the_policy_keeps_its_way_when_the_other_is_barely_cheaper() -> None:
+    # Polling 5% cheaper than sleeping: not worth a second latency mode.
+    clock = ChargedClock(poll_ns=28_500, sleep_ns=30_000)
+    policy = SpinPolicy(20_000, trial=4, rest=10, clock=clock)
+    assert _send(policy, clock, 18)[8:] == [False] * 10
+    # Once polling (clearly cheaper), a sleep trial 5% cheaper does not bring it back.
+    clock.cost = {True: 10_000, False: 40_000}
+    assert _send(policy, clock, 18)[8:] == [True] * 10
+    clock.cost = {True: 31_000, False: 29_500}
+    assert _send(policy, clock, 18)[8:] == [True] * 10
+    assert policy.choices == [False, True, True]
+
+
 def test_polls_are_counted_with_the_time_they_took() -> None:
     policy = SpinPolicy()
     policy.heard(True, 3_000)
