@@ -37,7 +37,7 @@ __all__ = ["SPIN_WINDOW_NS", "SpinPolicy"]
 # after the request when we polled and the reference v2 bridge's ~40 µs (its
 # CPU halts between requests on this virtual machine, and waking it is most of
 # that); 20 µs caught the echo but not the bridge, 50 µs both (pool 1: the
-# bridge's throughput 12k -> 19k req/s at the same generator CPU per request).
+# bridge's throughput went from 12k to 22-24k req/s).
 # Longer only costs more where the answer is late, which the trials catch.
 SPIN_WINDOW_NS: Final = 50_000
 # Requests in each trial (one polling, one sleeping): a few milliseconds of
