@@ -20,11 +20,13 @@ import contextlib
 import shlex
 import threading
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final, TypedDict, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack
 
 from snakepit_harness.protocol import decode_map
 from snakepit_harness.transports.grpc import (
     DEFAULT_STARTUP_TIMEOUT,
+    IN_SESSION,
+    CallOptions,
     GrpcBridge,
     GrpcStatusError,
     GrpcStream,
@@ -37,24 +39,22 @@ from ._shared import SharedBridgeDriver, short
 if TYPE_CHECKING:
     from snakepit_harness.protos import snakepit_pb2 as pb
 
-__all__ = ["DRIVER", "CallOptions", "GrpcCaseContext", "GrpcDriver", "StatusOutcome"]
+__all__ = ["DRIVER", "CaseCallOptions", "GrpcCaseContext", "GrpcDriver", "StatusOutcome"]
 
 T = TypeVar("T")
-
-# Each call's variant with a session_id (§8.6), as the events name it.
-_IN_SESSION: Final = {"Execute": "ExecuteInSession", "ExecuteStream": "ExecuteInSessionStream"}
 
 
 def _map_text(entries: Mapping[str, bytes]) -> str:
     return short({key: value[:80] for key, value in entries.items()})
 
 
-class CallOptions(TypedDict, total=False):
-    """What an ``Execute`` or ``ExecuteStream`` call may set besides command and args.
+class CaseCallOptions(TypedDict, total=False):
+    """What a case's ``Execute`` or ``ExecuteStream`` call may set besides command and args.
 
-    ``request_id`` defaults to a fresh one (:meth:`GrpcCaseContext.request_id`),
-    ``timeout_ms`` to 0 (none), and a ``session_id`` makes the call the
-    ``...InSession`` variant.
+    The transport's :class:`~snakepit_harness.transports.grpc.CallOptions` but
+    for the timeout, which is the case's time left: ``request_id`` defaults to
+    a fresh one (:meth:`GrpcCaseContext.request_id`), ``timeout_ms`` to 0
+    (none), and a ``session_id`` makes the call the ``...InSession`` variant.
     """
 
     request_id: str | None
@@ -115,14 +115,14 @@ class GrpcCaseContext(CaseContext):
         method: str,
         command: str,
         args: Mapping[str, Any] | None,
-        options: CallOptions,
-    ) -> tuple[str, dict[str, Any]]:
+        options: CaseCallOptions,
+    ) -> tuple[str, CallOptions]:
         """Record the call about to be made: the method's name as shown (``method``, or
         its ``...InSession[id]`` variant), and the bridge call's keyword arguments."""
         request_id = options.get("request_id")
         rid = self.request_id() if request_id is None else request_id
         session_id = options.get("session_id")
-        shown = method if session_id is None else f"{_IN_SESSION[method]}[{session_id}]"
+        shown = method if session_id is None else f"{IN_SESSION[method]}[{session_id}]"
         self.event(f"-> {shown} {command} args={short(args)} request_id={rid!r}")
         return shown, {
             "timeout": self.remaining(),
@@ -132,7 +132,10 @@ class GrpcCaseContext(CaseContext):
         }
 
     def execute(
-        self, command: str, args: Mapping[str, Any] | None = None, **options: Unpack[CallOptions]
+        self,
+        command: str,
+        args: Mapping[str, Any] | None = None,
+        **options: Unpack[CaseCallOptions],
     ) -> pb.ExecuteResponse:
         """``Execute`` (or ``ExecuteInSession`` with ``session_id``); non-OK status fails."""
         method, call = self._announce("Execute", command, args, options)
@@ -144,7 +147,10 @@ class GrpcCaseContext(CaseContext):
         return reply
 
     def open_stream(
-        self, command: str, args: Mapping[str, Any] | None = None, **options: Unpack[CallOptions]
+        self,
+        command: str,
+        args: Mapping[str, Any] | None = None,
+        **options: Unpack[CaseCallOptions],
     ) -> GrpcStream[pb.StreamResponse]:
         """``ExecuteStream`` (or ``ExecuteInSessionStream`` with ``session_id``), unread."""
         _, call = self._announce("ExecuteStream", command, args, options)
@@ -156,7 +162,7 @@ class GrpcCaseContext(CaseContext):
         args: Mapping[str, Any] | None = None,
         *,
         allow_status: bool = False,
-        **options: Unpack[CallOptions],
+        **options: Unpack[CaseCallOptions],
     ) -> tuple[list[pb.StreamResponse], StatusOutcome | None]:
         """Every message of a stream, and the non-OK status that ended it (if allowed)."""
         call = self.open_stream(command, args, **options)

@@ -48,6 +48,7 @@ __all__ = [
     "DEFAULT_CALL_TIMEOUT",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_STARTUP_TIMEOUT",
+    "IN_SESSION",
     "READY_PREFIX",
     "CallOptions",
     "GrpcBridge",
@@ -342,6 +343,10 @@ class GrpcBridge(ProcessOwner):
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
+# Each call's variant with a session_id (§8.6).
+IN_SESSION: Final = {"Execute": "ExecuteInSession", "ExecuteStream": "ExecuteInSessionStream"}
+
+
 class CallOptions(TypedDict, total=False):
     """What an ``Execute``/``ExecuteStream`` call may set besides its command and args."""
 
@@ -371,5 +376,4 @@ def _call(
     timeout = options.get("timeout", DEFAULT_CALL_TIMEOUT)
     if session_id is None:
         return method, snakepit_pb2.ExecuteRequest(**fields), timeout
-    in_session = method.replace("Execute", "ExecuteInSession", 1)
-    return in_session, snakepit_pb2.SessionRequest(session_id=session_id, **fields), timeout
+    return IN_SESSION[method], snakepit_pb2.SessionRequest(session_id=session_id, **fields), timeout
