@@ -10,9 +10,10 @@ through gevent's hub (``wait_read``/``wait_write``), and stderr is drained by
 a greenlet per worker (a bridge that fills its stderr pipe blocks and looks
 hung).  While every worker of the process is busy, a user first polls its
 pipe for a few tens of microseconds where timed trials find that faster
-than sleeping (:mod:`.spin`).  Requests are pre-framed templates (:mod:`.profiles`) written as they
-are with ``writev``: in the connection's READY state a send changes nothing,
-and building each frame through it would copy a megabyte per call.
+than sleeping (:mod:`.spin`).  Requests are pre-framed templates
+(:mod:`.profiles`) written as they are with ``writev``: in the connection's
+READY state a send changes nothing, and building each frame through it would
+copy a megabyte per call.
 
 Bytes on stdout that cannot be a frame (a banner, a log line) become a
 FRAMING failure with the bytes and the stderr tail, as ``snakepit-harness
@@ -349,8 +350,8 @@ class StdioPool(WorkerPool[BridgeWorker]):
         self.select = select
         # While every worker of the process is busy, the process has nothing
         # else to do but wait for an answer: it polls first, where its trials
-        # find that cheaper (.spin).  One policy for the process: its trials
-        # measure the process's CPU per request, whichever worker sent it.
+        # find that faster (.spin).  One policy for the process: its trials
+        # time the process's requests, whichever worker sent them.
         self.spin = SpinPolicy() if poll_answers else None
         self.notes: list[str] = []  # what the pool noticed and worked around
         self._watchdog = gevent.spawn(self._watch_deadlines)

@@ -181,6 +181,8 @@ class PointRun:
         bridge_cpu = cpu_seconds(pids) - self.marks["bridge_cpu"]
         own_cpu = own_cpu_seconds() - self.marks["own_cpu"]
         polls, hits, polled_s = _poll_counts(pool)
+        # CPU spent polling for answers in the window: idle time in disguise, not work.
+        window_poll_s = polled_s - self.marks["poll_s"]
         if self.rss_samples[-1][0] < window - 0.5:
             self.rss_samples.append((window, rss_bytes(pids)))
         self.final = {
@@ -196,11 +198,8 @@ class PointRun:
             "notes": list(getattr(pool, "notes", [])),
             "answers_polled": polls - self.marks["polls"],
             "answers_found_polling": hits - self.marks["poll_hits"],
-            # CPU spent polling for answers: idle time in disguise, not work.
-            "loadgen_poll_s": polled_s - self.marks["poll_s"],
-            "loadgen_busy_pct": 100.0 * (own_cpu - (polled_s - self.marks["poll_s"])) / window
-            if window > 0
-            else 0.0,
+            "loadgen_poll_s": window_poll_s,
+            "loadgen_busy_pct": 100.0 * (own_cpu - window_poll_s) / window if window > 0 else 0.0,
         }
         if not self._ship_final(environment.runner):
             self.locust_total = _locust_total(environment)
