@@ -27,8 +27,6 @@ from .targets import CHECK_TARGETS, CheckTarget, user_targets
 
 __all__ = ["run_check"]
 
-EXIT_OK: Final = ExitCode.OK
-EXIT_ERROR: Final = ExitCode.ERROR
 # Configurations `check` runs at once.  Most of a run is waiting (bridge
 # start-up, deadlines, signals), so four overlap well even on two cores.
 CHECK_PARALLEL: Final = 4
@@ -186,7 +184,7 @@ def _print_check(
     elapsed: float,
     args: argparse.Namespace,
 ) -> int:
-    worst: int = EXIT_OK
+    worst: int = ExitCode.OK
     header = (
         f"{'bridge / profile / codec':44} {'cases':>5} {'pass':>5} {'fail':>5} "
         f"{'n-s':>4} {'skip':>5} {'time':>6}  result"
@@ -198,12 +196,12 @@ def _print_check(
             lines.append(f"{label:44} {blank}  SKIPPED ({skip})")
             continue
         if index in errors:
-            worst = max(worst, EXIT_ERROR)
+            worst = max(worst, ExitCode.ERROR)
             lines.append(f"{label:44} {blank}  ERROR: {errors[index]}")
             continue
         report = reports[index]
         code = report.exit_code()
-        worst = max(worst, code) if code != EXIT_OK else worst
+        worst = max(worst, code) if code != ExitCode.OK else worst
         c = report.counts()
         failing = len(report.failures())
         verdict = {0: "CONFORMS", 1: "DOES NOT CONFORM", 2: "HARNESS ERROR"}.get(code, str(code))
@@ -214,7 +212,7 @@ def _print_check(
     for index, report in sorted(reports.items()):
         if args.verbose:
             write_terminal(report, sys.stdout)
-        elif report.exit_code() != EXIT_OK:
+        elif report.exit_code() != ExitCode.OK:
             print(f"\n== {rows[index][0]}")
             for result in report.results:
                 if result.failed(report.settings.strict) or result.verdict is Verdict.ERROR:
