@@ -45,7 +45,7 @@ def measure(requests: int, poll_ns: int = 0) -> tuple[float, float]:
     """(requests per second, CPU µs per request) of the bare loop.
 
     ``poll_ns`` > 0: poll the pipe that long for each answer before waiting
-    in the hub, as the load pool does where its trials find it cheaper
+    in the hub, as the load pool does where its trials find it faster
     (``loadtests/spin.py``); 0: wait at once.
     """
     echo = subprocess.Popen(
