@@ -1,7 +1,7 @@
 """How the load generator scales: throughput with 1 and with N generator processes, per pool size.
 
     python benchmarks/bench_load.py [--runs 3] [--processes N] [--pools 1,2,4]
-                                    [--duration 3] [--bridge "CMD"]
+                                    [--duration 3] [--bridge "CMD"] [--wake-latency low|system]
 
 Each run is two sweeps of ``snakepit-harness load --codec msgpack --payload
 small --baseline all`` over the pool sizes, one with ``--generator-processes
@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from snakepit_harness.loadtests.sweep import WAKE_LATENCY_CHOICES, WAKE_LATENCY_LOW
+
 V2_BRIDGE: Final = [sys.executable, "-m", "snakepit_bridge.generic_bridge_v2", "--quiet"]
 FLOOR_SCRIPT: Final = Path(__file__).with_name("generator_floor.py")
 # Workers: the raw echo (the fastest there is, where the generator shows most)
@@ -66,7 +68,9 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def sweep(bridge: list[str], pools: list[int], processes: int, duration: float) -> list[Any]:
+def sweep(
+    bridge: list[str], pools: list[int], processes: int, duration: float, wake_latency: str
+) -> list[Any]:
     """One sweep's rows (JSON), or an error naming what failed."""
     with tempfile.TemporaryDirectory(prefix="bench-load-") as directory:
         report = Path(directory) / "report.json"
@@ -87,6 +91,8 @@ def sweep(bridge: list[str], pools: list[int], processes: int, duration: float) 
             str(processes),
             "--duration",
             str(duration),
+            "--wake-latency",
+            wake_latency,
             "--json",
             str(report),
             "--",
@@ -99,10 +105,10 @@ def sweep(bridge: list[str], pools: list[int], processes: int, duration: float) 
         return rows
 
 
-def floor_us() -> dict[str, float]:
+def floor_us(wake_latency: str) -> dict[str, float]:
     """The generator floor's CPU µs per request, sleeping and polling, measured now."""
     done = subprocess.run(
-        [sys.executable, str(FLOOR_SCRIPT), "--json"],
+        [sys.executable, str(FLOOR_SCRIPT), "--json", "--wake-latency", wake_latency],
         capture_output=True,
         text=True,
         check=False,
@@ -110,7 +116,7 @@ def floor_us() -> dict[str, float]:
     if done.returncode != 0:
         raise SystemExit(f"bench_load: the floor measurement failed:\n{done.stderr}")
     figures = json.loads(done.stdout)
-    return {wait: float(figure["us_per_request"]) for wait, figure in figures.items()}
+    return {wait: float(figures[wait]["us_per_request"]) for wait in ("sleep", "poll")}
 
 
 def _median(values: list[float]) -> float | None:
@@ -172,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pools", default="1,2,4", help="pool sizes (default: 1,2,4)")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per point")
     parser.add_argument("--bridge", help="the bridge command (default: the reference v2 bridge)")
+    parser.add_argument(
+        "--wake-latency",
+        choices=WAKE_LATENCY_CHOICES,
+        default=WAKE_LATENCY_LOW,
+        help="passed to every sweep and to the floor (load's option; default: low)",
+    )
     args = parser.parse_args(argv)
     pools = [int(p) for p in args.pools.split(",")]
     bridge = shlex.split(args.bridge) if args.bridge else V2_BRIDGE
@@ -183,18 +195,22 @@ def main(argv: list[str] | None = None) -> int:
     }
     load_before = os.getloadavg()[0]
     floors: list[dict[str, float]] = []
+    held: list[bool] = []  # per row: whether idle CPUs were held to low wake latency
     for run in range(1, args.runs + 1):
-        floors.append(floor_us())
+        floors.append(floor_us(args.wake_latency))
         for procs in (1, args.processes):
             print(f"run {run}/{args.runs}: {procs} generator process(es) ...", file=sys.stderr)
-            for row in sweep(bridge, pools, procs, args.duration):
+            for row in sweep(bridge, pools, procs, args.duration, args.wake_latency):
                 cells[row["pool"], row["kind"], procs].add(row)
+                held.append(bool(row.get("wake_latency_held")))
     print(
         f"{cpus} CPUs; load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after; "
         f"small requests under MessagePack, {args.duration:g} s per point, "
-        f"medians of {args.runs} runs; bridge: {' '.join(bridge)}"
+        f"medians of {args.runs} runs; --wake-latency {args.wake_latency}; "
+        f"bridge: {' '.join(bridge)}"
     )
     print(table(cells, pools, args.processes, args.runs))
+    print(f"idle CPUs held to low wake-up latency at {sum(held)} of {len(held)} points")
     floor = {wait: statistics.median(f[wait] for f in floors) for wait in floors[0]}
     print(
         f"\ngenerator floor (bare gevent loop, raw echo): {floor['sleep']:.1f} µs per request "

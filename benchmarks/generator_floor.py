@@ -1,6 +1,6 @@
 """The generator's floor: the least CPU a gevent loop spends per request on this machine.
 
-    python benchmarks/generator_floor.py [--requests 40000]
+    python benchmarks/generator_floor.py [--requests 40000] [--wake-latency low|system]
 
 One greenlet sends the small profile's ping frame to the raw echo baseline
 (``snakepit_harness.loadtests.raw_echo``, 1 MiB pipes) and reads the echo
@@ -11,8 +11,12 @@ window first (``loadtests/spin.py``), and prints for each the requests per
 second and this process's CPU per request.  A load user cannot
 do less, so the generator's ``gen µs/req`` at the raw baseline is best read as
 a ratio against this figure, measured on the same machine at the same time
-(``bench_load.py`` does).  Run it in its own process: importing gevent here
-is harmless, but it patches nothing.
+(``bench_load.py`` does).  Like ``load``, it holds idle CPUs to a low wake-up
+latency while it measures (``--wake-latency low``, the default, where this
+process may open ``/dev/cpu_dma_latency``; see
+``snakepit_harness.transports.cpu_wake``), so that the floor is measured under
+the same conditions as the sweep it is compared with.  Run it in its own
+process: importing gevent here is harmless, but it patches nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from typing import Final
 import gevent
 from gevent import get_hub
 from snakepit_harness.loadtests.spin import SPIN_WINDOW_NS
+from snakepit_harness.loadtests.sweep import WAKE_LATENCY_CHOICES, WAKE_LATENCY_LOW
+
+from snakepit_harness.transports.cpu_wake import hold_low_wake_latency
 
 PIPE_SIZE: Final = 1024 * 1024  # as the load pool asks for (1 MiB frames)
 WARM_UP_REQUESTS: Final = 2000
@@ -103,17 +110,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--requests", type=int, default=40_000)
     parser.add_argument(
-        "--json", action="store_true", help="print {sleep: {rps, us_per_request}, poll: {...}}"
+        "--wake-latency",
+        choices=WAKE_LATENCY_CHOICES,
+        default=WAKE_LATENCY_LOW,
+        help="as load's option of that name (default: low)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print {sleep: {rps, us_per_request}, poll: {...}, wake_latency_held: bool}",
     )
     args = parser.parse_args(argv)
-    figures = {}
-    for wait, poll_ns in (("sleep", 0), ("poll", SPIN_WINDOW_NS)):
-        rps, us = measure(args.requests, poll_ns)
-        figures[wait] = {"rps": rps, "us_per_request": us}
+    figures: dict[str, object] = {}
+    with hold_low_wake_latency(args.wake_latency == WAKE_LATENCY_LOW) as wake:
+        for wait, poll_ns in (("sleep", 0), ("poll", SPIN_WINDOW_NS)):
+            rps, us = measure(args.requests, poll_ns)
+            figures[wait] = {"rps": rps, "us_per_request": us}
     if args.json:
-        print(json.dumps(figures))
+        print(json.dumps({**figures, "wake_latency_held": wake.held}))
         return 0
-    for wait, figure in figures.items():
+    print(f"CPU wake-up latency: {wake.detail}")
+    for wait in ("sleep", "poll"):
+        figure = figures[wait]
+        assert isinstance(figure, dict)
         print(
             f"generator floor ({wait}): {figure['rps']:,.0f} req/s, "
             f"{figure['us_per_request']:.1f} µs of CPU per request"

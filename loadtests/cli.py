@@ -38,7 +38,7 @@ from snakepit_harness.transports.grpc_channel import GrpcStatusError
 from .bridge_calls import NoToolsRegistered
 from .point import GENERATOR_POLLS, GENERATOR_WAITS
 from .spin import SPIN_WINDOW_NS
-from .sweep import AUTO, PROTOBUF_TRANSPORTS
+from .sweep import AUTO, PROTOBUF_TRANSPORTS, WAKE_LATENCY_CHOICES, WAKE_LATENCY_LOW
 
 if TYPE_CHECKING:
     from .bridge_calls import PlannedCall
@@ -181,6 +181,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         f"busy: poll the pipe for up to {SPIN_WINDOW_NS // 1000} µs before sleeping, where "
         "timed trials find that faster (poll), or sleep at once (sleep); see docs/load.md "
         "(default: poll)",
+    )
+    parser.add_argument(
+        "--wake-latency",
+        choices=WAKE_LATENCY_CHOICES,
+        default=WAKE_LATENCY_LOW,
+        help="low: while the sweep runs, hold idle CPUs to a 0 µs wake-up latency "
+        "(/dev/cpu_dma_latency, root only; released when the harness exits), so that a "
+        "point with an idle CPU does not measure how long that CPU takes to wake; system: "
+        "leave the machine's idle states as they are; see docs/load.md (default: low)",
     )
     service = parser.add_argument_group("bridge-service (Snakepit v0.13 workers)")
     service.add_argument(
@@ -377,7 +386,9 @@ def run_load(args: argparse.Namespace) -> int:
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.worker:
-        return run_worker(args.master_host, args.master_port, sys.stderr, args.work_dir)
+        return run_worker(
+            args.master_host, args.master_port, sys.stderr, args.work_dir, args.wake_latency
+        )
     if args.payload is None:
         args.payload = list(DEFAULT_PAYLOADS[args.transport])
     _validate(args)
@@ -414,6 +425,7 @@ def run_load(args: argparse.Namespace) -> int:
         master_bind_port=args.master_bind_port,
         generator_processes=args.generator_processes,
         generator_wait=args.generator_wait,
+        wake_latency=args.wake_latency,
         host_delays_ms=args.host_delay,
         planned_calls=planned_calls,
     )

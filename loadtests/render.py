@@ -284,6 +284,7 @@ CSV_FIELDS: Final = (
     "generator_bound",
     "generator_busy_us_per_request",
     "answers_polled_share",
+    "wake_latency_held",
     "startup_s",
     "restarts",
     "p50_vs_raw",

@@ -376,6 +376,14 @@ def _warnings(rows: list[LoadRow]) -> list[str]:
             warnings.append(
                 f"{row.where}: {row.restarts} worker(s) crashed or timed out and were replaced"
             )
+    refused = dict.fromkeys(r.wake_latency_refused for r in rows if r.wake_latency_refused)
+    warnings.extend(
+        f"idle CPUs kept their own wake-up latency ({why}): where a CPU was idle (pool 1 "
+        "above all), every request also paid for waking it, which on a virtual machine can "
+        "cost more than the request; run as root for figures without it "
+        "(docs/load.md, --wake-latency)"
+        for why in refused
+    )
     notes = dict.fromkeys(note for row in rows for note in row.notes)
     warnings.extend(notes)
     return warnings

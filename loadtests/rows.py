@@ -89,6 +89,11 @@ class LoadRow:
     # CPU per request without the time it spent polling (its own work).
     answers_polled_share: float | None = None
     generator_busy_us_per_request: float | None = None
+    # Whether idle CPUs were held to a low wake-up latency over the point
+    # (transports/cpu_wake.py), and why not where that was asked for and
+    # refused (empty otherwise).
+    wake_latency_held: bool = False
+    wake_latency_refused: str = ""
     # Locust's own median, from its (re-bucketed) dict: a cross-check only.
     locust_p50_ms: float | None = None
     top_error: str = ""
@@ -183,6 +188,8 @@ def _row(result: dict[str, Any]) -> LoadRow:
         generator_bound=_generator_bound(result),
         answers_polled_share=result.get("answers_polled_share"),
         generator_busy_us_per_request=result.get("generator_busy_us_per_request"),
+        wake_latency_held=bool(result.get("wake_latency_held")),
+        wake_latency_refused=str(result.get("wake_latency_refused") or ""),
         locust_p50_ms=(result.get("locust_total") or {}).get("p50_ms"),
         top_error=max(kinds.items(), key=lambda item: item[1])[0],
         notes=list(result.get("notes") or []),

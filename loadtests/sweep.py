@@ -14,6 +14,12 @@ A point's load comes from one locust process or, with
 pool.  ``auto`` picks, per point, as many processes as the machine can spare
 (:func:`auto_generator_processes`).
 
+While the sweep runs, the harness asks the kernel to keep idle CPUs quick to
+wake (``--wake-latency low``, the default; see
+:mod:`snakepit_harness.transports.cpu_wake`): otherwise a point with an idle
+CPU, such as pool 1, measures how long that CPU takes to leave its idle state
+on every request.  Each result says whether the request was held.
+
 Cleanup is unconditional: after every point, however it ended (success,
 failure, Ctrl-C, SIGTERM), the locust process group (the forked workers are in
 it) is terminated (SIGTERM, so it kills its pool itself; SIGKILL after a grace
@@ -36,6 +42,7 @@ from typing import Any, Final, TextIO
 
 from snakepit_harness.errors import HarnessError
 from snakepit_harness.transports.bridge_host import host_process
+from snakepit_harness.transports.cpu_wake import WakeLatencyHold, hold_low_wake_latency
 from snakepit_harness.transports.spawn import TERMINATE_GRACE_S, supervised_group
 
 from .bridge_calls import PlannedCall
@@ -44,6 +51,8 @@ from .point import BASELINE_KIND, BRIDGE_KIND, GENERATOR_POLLS, PointConfig, bas
 __all__ = [
     "AUTO",
     "LOCUSTFILE",
+    "WAKE_LATENCY_CHOICES",
+    "WAKE_LATENCY_LOW",
     "SweepError",
     "SweepOptions",
     "auto_generator_processes",
@@ -79,6 +88,11 @@ AUTO: Final = "auto"
 # The raw echo is steady (no codec, no dispatch): thousands of samples in a
 # few seconds give its medians, so its window is capped to keep sweeps short.
 BASELINE_MAX_DURATION_S: Final = 3.0
+# --wake-latency: hold idle CPUs to a low wake-up latency while the sweep runs
+# (transports/cpu_wake.py), or leave the machine's idle states as they are.
+WAKE_LATENCY_LOW: Final = "low"
+WAKE_LATENCY_SYSTEM: Final = "system"
+WAKE_LATENCY_CHOICES: Final = (WAKE_LATENCY_LOW, WAKE_LATENCY_SYSTEM)
 
 
 class SweepError(HarnessError):
@@ -105,6 +119,7 @@ class SweepOptions:
     master_bind_port: int = 5557
     generator_processes: int | str = AUTO  # a count, or AUTO (per point)
     generator_wait: str = GENERATOR_POLLS  # see PointConfig.generator_wait
+    wake_latency: str = WAKE_LATENCY_LOW  # one of WAKE_LATENCY_CHOICES
     # bridge-service: milliseconds the host emulator adds to every callback
     # (a sweep dimension), and each payload's planned call (bridge_calls.py).
     host_delays_ms: list[float] = field(default_factory=lambda: [0.0])
@@ -321,7 +336,10 @@ def run_sweep(
     directory.mkdir(parents=True, exist_ok=True)
     interactive = progress.isatty()
     sweep_began = time.monotonic()
-    try:
+    with contextlib.ExitStack() as stack:
+        wake = stack.enter_context(hold_low_wake_latency(options.wake_latency == WAKE_LATENCY_LOW))
+        stack.callback(_remove_own_directory, directory, own_dir)
+        progress.write(f"CPU wake-up latency: {wake.detail}\n")
         for index, config in enumerate(points, start=1):
             head = f"[{index}/{len(points)}] {config.label} users={config.users}"
             if config.generator_processes > 1 and not options.master:
@@ -342,6 +360,7 @@ def run_sweep(
                 progress.write(f"{head} ...\n")
                 progress.flush()
             result = run_point(config, options, directory, index, tick)
+            _record_wake_latency(result, wake)
             results.append(result)
             line = describe_result(result)
             total = time.monotonic() - sweep_began
@@ -349,14 +368,23 @@ def run_sweep(
             prefix = f"\r{head}" if interactive else "   "
             progress.write(f"{prefix} -> {line} ({result['elapsed_s']:.1f} s; ETA {eta:.0f} s)\n")
             progress.flush()
-    finally:
-        if own_dir:
-            for entry in directory.iterdir():
-                with contextlib.suppress(OSError):
-                    entry.unlink()
-            with contextlib.suppress(OSError):
-                directory.rmdir()
     return results
+
+
+def _record_wake_latency(result: dict[str, Any], wake: WakeLatencyHold) -> None:
+    """Say in a point's result whether idle CPUs were held to low wake latency."""
+    result["wake_latency_held"] = wake.held
+    result["wake_latency_refused"] = wake.refused
+
+
+def _remove_own_directory(directory: Path, own: bool) -> None:
+    if not own:
+        return
+    for entry in directory.iterdir():
+        with contextlib.suppress(OSError):
+            entry.unlink()
+    with contextlib.suppress(OSError):
+        directory.rmdir()
 
 
 def describe_result(result: dict[str, Any]) -> str:
@@ -372,14 +400,28 @@ def describe_result(result: dict[str, Any]) -> str:
 
 
 def run_worker(
-    master_host: str, master_port: int, progress: TextIO, workdir: Path | None = None
+    master_host: str,
+    master_port: int,
+    progress: TextIO,
+    workdir: Path | None = None,
+    wake_latency: str = WAKE_LATENCY_LOW,
 ) -> int:
     """Be a distributed worker: run locust workers until the master's last point is done.
 
     The master sends each point's configuration (``--snakepit-config``) with
     its spawn message; the worker's locustfile writes it to a state file so we
     know when the last point has been served.  Returns locust's exit status.
+    This host's bridges answer this host's generator, so it holds its own
+    CPUs to low wake latency (``wake_latency``), as a sweep does.
     """
+    with hold_low_wake_latency(wake_latency == WAKE_LATENCY_LOW) as wake:
+        progress.write(f"worker: CPU wake-up latency: {wake.detail}\n")
+        return _serve_master(master_host, master_port, progress, workdir)
+
+
+def _serve_master(
+    master_host: str, master_port: int, progress: TextIO, workdir: Path | None
+) -> int:
     directory = (
         Path(tempfile.mkdtemp(prefix="snakepit-load-worker-")) if workdir is None else workdir
     )
