@@ -329,18 +329,11 @@ def _plan_calls(args: argparse.Namespace, bridge_cmd: list[str]) -> dict[str, Pl
     """bridge-service: ask the worker for its tools and try each payload's call once."""
     if args.transport != "bridge-service":
         return {}
-    from snakepit_harness.protocol.bridge_service import parse_tool_calls
+    from snakepit_harness.transports.bridge_service import read_tool_calls
 
     from .bridge_calls import plan_tool_calls
 
-    tool_calls = None
-    if args.tool_calls is not None:
-        try:
-            tool_calls = parse_tool_calls(args.tool_calls.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise HarnessError(f"--tool-calls {args.tool_calls}: {exc.strerror}") from None
-        except HarnessError as exc:
-            raise HarnessError(f"--tool-calls {args.tool_calls}: {exc}") from None
+    tool_calls = read_tool_calls(args.tool_calls) if args.tool_calls is not None else None
     planned = plan_tool_calls(
         bridge_cmd, args.payload, tool=args.tool, tool_calls=tool_calls, timeout=args.timeout
     )

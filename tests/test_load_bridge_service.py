@@ -197,3 +197,31 @@ def test_tool_calls_file_names_the_arguments_of_the_called_tool(tmp_path: Path) 
     refused = load("--pool", "1", *QUICK, "--tool-calls", str(bad))
     assert refused.returncode == 2
     assert f"--tool-calls {bad}: the file must hold a JSON object" in refused.stderr
+
+
+@pytest.mark.parametrize("content", [None, "not json", "[1, 2]"])
+def test_load_and_conformance_refuse_a_bad_tool_calls_file_in_the_same_words(
+    tmp_path: Path, content: str | None
+) -> None:
+    calls = tmp_path / "calls.json"
+    if content is not None:
+        calls.write_text(content)
+    refusals = [
+        subprocess.run(
+            [PY, "-m", "snakepit_harness", *command, "--tool-calls", str(calls), "--", *REFERENCE],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        for command in (
+            ["load", "--transport", "bridge-service", "--pool", "1", *QUICK],
+            ["conformance", "--profile", "bridge-service"],
+        )
+    ]
+    errors = [
+        [line for line in done.stderr.splitlines() if "--tool-calls" in line] for done in refusals
+    ]
+    assert all(done.returncode == 2 for done in refusals), [d.stderr for d in refusals]
+    assert errors[0] == errors[1] and len(errors[0]) == 1
+    assert errors[0][0].startswith(f"snakepit-harness: error: --tool-calls {calls}: ")

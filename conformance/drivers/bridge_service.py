@@ -34,13 +34,15 @@ from snakepit_harness.errors import BridgeCrashed, BridgeTimeout, HarnessError
 from snakepit_harness.protocol.bridge_service import (
     BRIDGE_READY_LIMIT,
     HeartbeatConfig,
-    ToolCallsError,
     ToolInfo,
-    parse_tool_calls,
     tool_calls_for,
 )
 from snakepit_harness.transports.bridge_host import HostEmulator
-from snakepit_harness.transports.bridge_service import BridgeServiceWorker, build_tool_request
+from snakepit_harness.transports.bridge_service import (
+    BridgeServiceWorker,
+    build_tool_request,
+    read_tool_calls,
+)
 from snakepit_harness.transports.grpc import GrpcStatusError
 from snakepit_harness.transports.process import describe_returncode
 
@@ -398,10 +400,7 @@ class BridgeServiceDriver(SharedBridgeDriver[_WorkerState]):
         super().__init__(settings, stop)
         self.tool_calls: dict[str, list[dict[str, Any]]] = {}
         if settings.tool_calls:
-            try:
-                self.tool_calls = parse_tool_calls(Path(settings.tool_calls).read_text())
-            except (OSError, ToolCallsError) as exc:
-                raise HarnessError(f"--tool-calls {settings.tool_calls}: {exc}") from None
+            self.tool_calls = read_tool_calls(Path(settings.tool_calls))
         try:
             self.host = HostEmulator(port=settings.host_port).start()
         except OSError as exc:

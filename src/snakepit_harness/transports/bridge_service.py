@@ -44,6 +44,7 @@ from ..protocol.bridge_service import (
     encode_parameter,
     launch_argv,
     parse_ready_file,
+    parse_tool_calls,
 )
 from .grpc_channel import (
     DEFAULT_CALL_TIMEOUT,
@@ -71,8 +72,27 @@ __all__ = [
     "BridgeServiceWorker",
     "ToolStream",
     "build_tool_request",
+    "read_tool_calls",
     "snakepit_environment",
 ]
+
+
+def read_tool_calls(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """The ``--tool-calls`` file at ``path``, parsed; one wording for every command that takes it.
+
+    An unreadable file and one that is not a file of calls both become a
+    :class:`~snakepit_harness.errors.HarnessError` naming the option and the
+    path, so ``conformance`` and ``load`` refuse a bad file in the same words.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise HarnessError(f"--tool-calls {path}: {exc.strerror}") from None
+    try:
+        return parse_tool_calls(text)
+    except HarnessError as exc:
+        raise HarnessError(f"--tool-calls {path}: {exc}") from None
+
 
 # How often the ready file is looked at; Snakepit polls every 50 ms.
 READY_POLL: Final = 0.01
