@@ -7,7 +7,10 @@ another CPU (the kernel's choice whenever a CPU is idle, as at pool 1 on two
 cores) that is a cross-CPU wake-up, and on a virtual machine it costs far
 more than the request.  Measured here (pool 1, small requests, the raw echo
 baseline): 34-41 µs of the generator's CPU per request when it slept, 21-23
-µs when it polled the pipe first, and three times the throughput.  Snakepit's
+µs when it polled the pipe first, and three times the throughput (with the
+machine's idle states: a sweep now holds idle CPUs to a low wake-up latency,
+see :mod:`snakepit_harness.transports.cpu_wake`, and then polling still wins,
+by less: 8.7-9.0 µs a request in all).  Snakepit's
 own host does the same: the BEAM's schedulers busy-wait a while before they
 sleep (``erl +sbwt``, on by default).
 
