@@ -96,7 +96,7 @@ def hold_low_wake_latency(
         yield WakeLatencyHold(False, f"{device} does not exist (a kernel without PM QoS)")
         return
     except OSError as exc:
-        yield WakeLatencyHold(False, f"cannot open {device}: {exc.strerror} (it needs root)")
+        yield WakeLatencyHold(False, f"cannot open {device}: {exc.strerror} (root only by default)")
         return
     try:
         try:
