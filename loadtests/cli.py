@@ -20,7 +20,6 @@ import argparse
 import importlib.util
 import os
 import shutil
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -373,11 +372,6 @@ def run_load(args: argparse.Namespace) -> int:
     from .sweep import SweepOptions, run_sweep, run_worker
 
     _check_dependencies(args.transport)
-    # A shell starts background jobs with SIGINT ignored, and Python keeps it
-    # so; then `kill -INT` could not stop a sweep and its bridges.  A load run
-    # is long and must clean up, so it always listens to SIGINT.
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.worker:
         return run_worker(
             args.master_host, args.master_port, sys.stderr, args.work_dir, args.wake_latency

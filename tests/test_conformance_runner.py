@@ -212,17 +212,36 @@ def test_nothing_outlives_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert [p for p in pids if _alive(p)] == []
 
 
+# Runs the rest of its command line with SIGINT ignored (exec keeps that), as
+# a shell without job control starts a background command (POSIX).
+IGNORING_SIGINT = (
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])",
+)
+
+
 def test_interrupting_the_harness_kills_every_bridge(tmp_path: Path) -> None:
-    """Ctrl-C and SIGTERM to a running `conformance` leave no process behind; exit 130."""
+    """Ctrl-C and SIGTERM to a running `conformance` leave no process behind; exit 130.
+
+    Also when the harness was started with SIGINT ignored (a background job
+    of a script): a CI run launched that way once hung here for good.
+    """
     import subprocess
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        pid_dir = tmp_path / sig.name
+    for sig, started_ignoring_sigint in (
+        (signal.SIGINT, False),
+        (signal.SIGTERM, False),
+        (signal.SIGINT, True),
+    ):
+        pid_dir = tmp_path / f"{sig.name}-{started_ignoring_sigint}"
         pid_dir.mkdir()
         env = {**os.environ, "TINY_BRIDGE_PIDFILE_DIR": str(pid_dir)}
+        launcher = IGNORING_SIGINT if started_ignoring_sigint else (sys.executable,)
         harness = subprocess.Popen(
             [
-                sys.executable,
+                *launcher,
                 "-m",
                 "snakepit_harness",
                 "conformance",

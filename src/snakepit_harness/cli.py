@@ -85,6 +85,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A harness stopped by SIGTERM cleans up exactly as on Ctrl-C: the
     # transports' context managers kill every bridge process group.
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    # A shell without job control starts background commands with SIGINT
+    # ignored (POSIX), and Python keeps it so: then `kill -INT` could not stop
+    # a run and its bridges.  Every command must clean up when told to stop,
+    # so the harness always listens to SIGINT.
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous_int is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return handler(args)
     except KeyboardInterrupt:
@@ -103,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if previous_int is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 if __name__ == "__main__":  # pragma: no cover
