@@ -172,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--processes",
         type=int,
-        default=max(2, cpus // 2),
-        help=f"the N of the comparison (default: max(2, CPUs/2) = {max(2, cpus // 2)})",
+        default=max(2, cpus),
+        help=f"the N of the comparison (default: max(2, CPUs) = {max(2, cpus)})",
     )
     parser.add_argument("--pools", default="1,2,4", help="pool sizes (default: 1,2,4)")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per point")

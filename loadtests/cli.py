@@ -169,7 +169,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=AUTO,
         metavar="N|auto",
         help="locust processes generating the load on this host, each driving its share of "
-        "the users and of the pool (locust --processes); auto: per point, half the CPUs, "
+        "the users and of the pool (locust --processes); auto: per point, one per CPU, "
         "at most the pool size, at least 1 (default: auto)",
     )
     parser.add_argument(

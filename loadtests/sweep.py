@@ -137,13 +137,17 @@ def available_cpus() -> int:
 def auto_generator_processes(pool: int, cpus: int) -> int:
     """As many generator processes as the machine can spare for a pool of ``pool``.
 
-    Half the CPUs, because a fast worker and a generator process cost about
-    the same per request (the raw echo ~6-8 µs, the stdio user <= 15 µs) and
-    share the machine; never more than the pool, since a process without a
-    worker of its own has nothing to drive; at least one.  On a 2-core machine
-    that is always 1: there a second process only takes CPU from the bridges.
+    One per CPU, never more than the pool (a process without a worker of its
+    own has nothing to drive), at least one.  A generator process costs CPU
+    only for the load it makes, and one process per worker is what keeps a
+    fast pool from measuring the generator: on 2 cores, with idle CPUs held
+    to low wake latency, one process was generator-bound at pools 2 and 4 in
+    every run (so the default sweep could recommend nothing), and two made
+    1.5-2x the throughput with headroom.  (Half the CPUs was the rule while
+    wake-ups from idle cost more than a request here and a second process
+    only took CPU from the bridges.)
     """
-    return max(1, min(pool, cpus // 2))
+    return max(1, min(pool, cpus))
 
 
 def _processes_for(options: SweepOptions, pool: int) -> int:

@@ -360,8 +360,9 @@ def test_generator_processes_share_the_pool_out(
 
 
 def test_auto_generator_processes_follow_the_machine() -> None:
-    assert [auto_generator_processes(pool, 2) for pool in (1, 2, 4)] == [1, 1, 1]
-    assert [auto_generator_processes(pool, 16) for pool in (1, 4, 8, 16)] == [1, 4, 8, 8]
+    assert [auto_generator_processes(pool, 2) for pool in (1, 2, 4)] == [1, 2, 2]
+    assert [auto_generator_processes(pool, 16) for pool in (1, 4, 16, 32)] == [1, 4, 16, 16]
+    assert auto_generator_processes(4, 1) == 1
     options = SweepOptions(bridge_cmd=["b"], pools=[1, 2], codecs=["msgpack"])
     options.generator_processes = 2
     points = plan(options)
