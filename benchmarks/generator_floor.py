@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         help="print {sleep: {rps, us_per_request}, poll: {...}, wake_latency_held: bool}",
     )
     args = parser.parse_args(argv)
-    figures: dict[str, object] = {}
+    figures: dict[str, dict[str, float]] = {}
     with hold_low_wake_latency(args.wake_latency == WAKE_LATENCY_LOW) as wake:
         for wait, poll_ns in (("sleep", 0), ("poll", SPIN_WINDOW_NS)):
             rps, us = measure(args.requests, poll_ns)
@@ -130,9 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({**figures, "wake_latency_held": wake.held}))
         return 0
     print(f"CPU wake-up latency: {wake.detail}")
-    for wait in ("sleep", "poll"):
-        figure = figures[wait]
-        assert isinstance(figure, dict)
+    for wait, figure in figures.items():
         print(
             f"generator floor ({wait}): {figure['rps']:,.0f} req/s, "
             f"{figure['us_per_request']:.1f} µs of CPU per request"
