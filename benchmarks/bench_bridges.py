@@ -1,6 +1,6 @@
 """Speed of the reference bridges as ratios against baselines measured in the same run.
 
-    python benchmarks/bench_bridges.py [--runs 5] [--quick] [--pin CPU]
+    python benchmarks/bench_bridges.py [--runs 5] [--quick] [--pin CPU] [--wake-latency low|system]
 
 Prints, for each case, the median over ``--runs`` runs of the ratio
 ``median round trip of the bridge / median round trip of its baseline``;
@@ -24,7 +24,14 @@ off (``SNAKEPIT_BRIDGE_PURE_PYTHON=1``), to show what it is worth.
 The client is deliberately lean (blocking pipes, ``writev``, reads straight
 into a buffer of the frame's size) so that the bridge's own costs are not
 drowned by the client's.  No locust, no gevent: this is a plain program.
-Exit status 0 whatever the figures (a benchmark reports, it does not gate).
+Like ``load``, it holds idle CPUs to a low wake-up latency while it measures
+(``--wake-latency low``, the default where ``/dev/cpu_dma_latency`` may be
+opened; ``snakepit_harness.transports.cpu_wake``).  Without it, on a virtual
+machine whose idle CPUs halt, which process pays a halted CPU's wake-up
+depends on where the kernel happens to run it: here the raw echo read 73-78
+µs a round trip and the bridges 7-12 µs, ratios of 0.10-0.16x that said
+nothing about the bridges.  Exit status 0 whatever the figures (a benchmark
+reports, it does not gate).
 """
 
 from __future__ import annotations
@@ -45,8 +52,10 @@ from typing import Any, Final
 
 from snakepit_harness.loadtests.point import baseline_command
 from snakepit_harness.loadtests.profiles import RequestTemplate, make_templates, next_id
+from snakepit_harness.loadtests.sweep import WAKE_LATENCY_CHOICES, WAKE_LATENCY_LOW
 
 from snakepit_harness.protocol import READY_PREFIX
+from snakepit_harness.transports.cpu_wake import hold_low_wake_latency
 from snakepit_harness.transports.spawn import tune_allocator
 
 PIPE_SIZE: Final = 1024 * 1024
@@ -301,10 +310,21 @@ def main(argv: list[str] | None = None) -> int:
         "--pin", type=int, metavar="CPU", help="pin this process and its children to one CPU"
     )
     parser.add_argument(
+        "--wake-latency",
+        choices=WAKE_LATENCY_CHOICES,
+        default=WAKE_LATENCY_LOW,
+        help="as load's option of that name (default: low)",
+    )
+    parser.add_argument(
         "--v2-bridge",
         help="the v2 bridge's command line (shell words; default: the reference v2 bridge)",
     )
     options = parser.parse_args(argv)
+    with hold_low_wake_latency(options.wake_latency == WAKE_LATENCY_LOW) as wake:
+        return _run(options, wake.detail)
+
+
+def _run(options: argparse.Namespace, wake_latency: str) -> int:
     tune_allocator()  # the client's 1 MiB reads then reuse warm memory, like the peers'
     if options.v2_bridge:
         V2_BRIDGE[:] = shlex.split(options.v2_bridge)
@@ -316,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     pinned = f"; pinned to CPU {options.pin}" if options.pin is not None else ""
     print(f"machine: {os.cpu_count()} CPUs, load average {load}{pinned}")
+    print(f"CPU wake-up latency: {wake_latency}")
     header = (
         f"{'case':48} {'ratio':>7} {'runs (min-max)':>15} {'bridge':>10} {'baseline':>10}  target"
     )
