@@ -420,7 +420,12 @@ def test_broken_bridge_fails_exactly_its_cases(sample: str) -> None:
         )
         assert run.messages.get(case_id), f"{sample}: {case_id} failed without saying why"
     allowed = set(row["expect"]) | set(row["also"])
-    unrelated = {case: v for case, v in failing.items() if case not in allowed}
+    # With each case's own message: a flaky unrelated failure must say why.
+    unrelated = {
+        case: f"{v}: {run.messages.get(case, '')}"
+        for case, v in failing.items()
+        if case not in allowed
+    }
     assert not unrelated, f"{sample}: unrelated cases failed: {unrelated}\n{run.describe()}"
     if row["level"] == "required":
         assert run.exit_code == 1, run.describe()
