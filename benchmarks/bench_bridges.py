@@ -52,7 +52,7 @@ from typing import Any, Final
 
 from snakepit_harness.loadtests.point import baseline_command
 from snakepit_harness.loadtests.profiles import RequestTemplate, make_templates, next_id
-from snakepit_harness.loadtests.sweep import WAKE_LATENCY_CHOICES, WAKE_LATENCY_LOW
+from snakepit_harness.loadtests.sweep import WAKE_LATENCY_LOW, add_wake_latency_option
 
 from snakepit_harness.protocol import READY_PREFIX
 from snakepit_harness.transports.cpu_wake import hold_low_wake_latency
@@ -309,12 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pin", type=int, metavar="CPU", help="pin this process and its children to one CPU"
     )
-    parser.add_argument(
-        "--wake-latency",
-        choices=WAKE_LATENCY_CHOICES,
-        default=WAKE_LATENCY_LOW,
-        help="as load's option of that name (default: low)",
-    )
+    add_wake_latency_option(parser)
     parser.add_argument(
         "--v2-bridge",
         help="the v2 bridge's command line (shell words; default: the reference v2 bridge)",

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from snakepit_harness.loadtests.sweep import WAKE_LATENCY_CHOICES, WAKE_LATENCY_LOW
+from snakepit_harness.loadtests.sweep import add_wake_latency_option
 
 V2_BRIDGE: Final = [sys.executable, "-m", "snakepit_bridge.generic_bridge_v2", "--quiet"]
 FLOOR_SCRIPT: Final = Path(__file__).with_name("generator_floor.py")
@@ -178,12 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pools", default="1,2,4", help="pool sizes (default: 1,2,4)")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per point")
     parser.add_argument("--bridge", help="the bridge command (default: the reference v2 bridge)")
-    parser.add_argument(
-        "--wake-latency",
-        choices=WAKE_LATENCY_CHOICES,
-        default=WAKE_LATENCY_LOW,
-        help="passed to every sweep and to the floor (load's option; default: low)",
-    )
+    add_wake_latency_option(parser)
     args = parser.parse_args(argv)
     pools = [int(p) for p in args.pools.split(",")]
     bridge = shlex.split(args.bridge) if args.bridge else V2_BRIDGE

@@ -32,7 +32,7 @@ from typing import Final
 import gevent
 from gevent import get_hub
 from snakepit_harness.loadtests.spin import SPIN_WINDOW_NS
-from snakepit_harness.loadtests.sweep import WAKE_LATENCY_CHOICES, WAKE_LATENCY_LOW
+from snakepit_harness.loadtests.sweep import WAKE_LATENCY_LOW, add_wake_latency_option
 
 from snakepit_harness.transports.cpu_wake import hold_low_wake_latency
 
@@ -109,12 +109,7 @@ def measure(requests: int, poll_ns: int = 0) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--requests", type=int, default=40_000)
-    parser.add_argument(
-        "--wake-latency",
-        choices=WAKE_LATENCY_CHOICES,
-        default=WAKE_LATENCY_LOW,
-        help="as load's option of that name (default: low)",
-    )
+    add_wake_latency_option(parser)
     parser.add_argument(
         "--json",
         action="store_true",

@@ -37,7 +37,7 @@ from snakepit_harness.transports.grpc_channel import GrpcStatusError
 from .bridge_calls import NoToolsRegistered
 from .point import GENERATOR_POLLS, GENERATOR_WAITS
 from .spin import SPIN_WINDOW_NS
-from .sweep import AUTO, PROTOBUF_TRANSPORTS, WAKE_LATENCY_CHOICES, WAKE_LATENCY_LOW
+from .sweep import AUTO, PROTOBUF_TRANSPORTS, add_wake_latency_option
 
 if TYPE_CHECKING:
     from .bridge_calls import PlannedCall
@@ -181,15 +181,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "timed trials find that faster (poll), or sleep at once (sleep); see docs/load.md "
         "(default: poll)",
     )
-    parser.add_argument(
-        "--wake-latency",
-        choices=WAKE_LATENCY_CHOICES,
-        default=WAKE_LATENCY_LOW,
-        help="low: while the sweep runs, hold idle CPUs to a 0 µs wake-up latency "
-        "(/dev/cpu_dma_latency, root only; released when the harness exits), so that a "
-        "point with an idle CPU does not measure how long that CPU takes to wake; system: "
-        "leave the machine's idle states as they are; see docs/load.md (default: low)",
-    )
+    add_wake_latency_option(parser)
     service = parser.add_argument_group("bridge-service (Snakepit v0.13 workers)")
     service.add_argument(
         "--host-delay",

@@ -29,6 +29,7 @@ group (:func:`snakepit_harness.transports.spawn.supervised_group`).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -55,6 +56,7 @@ __all__ = [
     "WAKE_LATENCY_LOW",
     "SweepError",
     "SweepOptions",
+    "add_wake_latency_option",
     "auto_generator_processes",
     "plan",
     "run_point",
@@ -93,6 +95,19 @@ BASELINE_MAX_DURATION_S: Final = 3.0
 WAKE_LATENCY_LOW: Final = "low"
 WAKE_LATENCY_SYSTEM: Final = "system"
 WAKE_LATENCY_CHOICES: Final = (WAKE_LATENCY_LOW, WAKE_LATENCY_SYSTEM)
+
+
+def add_wake_latency_option(parser: argparse.ArgumentParser) -> None:
+    """``--wake-latency``, as ``load`` and the benchmark programs all take it."""
+    parser.add_argument(
+        "--wake-latency",
+        choices=WAKE_LATENCY_CHOICES,
+        default=WAKE_LATENCY_LOW,
+        help="low: while it measures, hold idle CPUs to a 0 µs wake-up latency "
+        "(/dev/cpu_dma_latency, root only; released when the harness exits), so that a "
+        "point with an idle CPU does not measure how long that CPU takes to wake; system: "
+        "leave the machine's idle states as they are; see docs/load.md (default: low)",
+    )
 
 
 class SweepError(HarnessError):
